@@ -1,0 +1,132 @@
+"""The ``coach`` command line (Typer): the top of the dependency graph.
+
+Sub-commands: ``stack`` (local engines), ``migrate``, ``schemas``. See the README for the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from stack.cli import app as stack_app
+from transcription.cli import app as worker_app
+
+app = typer.Typer(no_args_is_help=True, help="Speech Coach analytics platform.")
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local engines.")
+
+
+app.add_typer(worker_app, name="worker")
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (bearer tokens), stored hashed in PostgreSQL.")
+app.add_typer(keys_app, name="keys")
+
+schemas_app = typer.Typer(no_args_is_help=True, help="Event contracts: JSON Schema export and checks.")
+app.add_typer(schemas_app, name="schemas")
+
+
+@app.command()
+def migrate(
+    topics: Annotated[bool, typer.Option(help="Create the Kafka topics")] = True,
+    postgres: Annotated[bool, typer.Option(help="Apply PostgreSQL migrations")] = True,
+    clickhouse: Annotated[bool, typer.Option(help="Apply ClickHouse migrations")] = True,
+) -> None:
+    """Create topics and apply PostgreSQL and ClickHouse migrations (idempotent)."""
+    from coach.migrations import run_migrations
+
+    ok = run_migrations(console, topics=topics, postgres=postgres, clickhouse=clickhouse)
+    raise typer.Exit(0 if ok else 1)
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="User id the key acts as")],
+    role: Annotated[str, typer.Option(help="learner | coach | admin")] = "learner",
+) -> None:
+    """Create an API key and print its bearer token (shown once)."""
+    import psycopg
+
+    from runtime.principals import ROLES, create_api_key
+    from runtime.settings import PlatformSettings
+
+    if role not in ROLES:
+        console.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
+        raise typer.Exit(2)
+    settings = PlatformSettings()
+    try:
+        with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+            token = create_api_key(conn, user, role)  # type: ignore[arg-type]
+    except psycopg.OperationalError as exc:
+        console.print(f"[red]PostgreSQL unreachable at {settings.postgres_dsn}[/red]: run `coach stack up` ({exc})")
+        raise typer.Exit(1) from exc
+    except psycopg.errors.UndefinedTable as exc:
+        console.print("[red]api_keys table missing[/red]: run `coach migrate` first")
+        raise typer.Exit(1) from exc
+    print(token)
+
+
+@app.command()
+def demo(
+    keep_stack: Annotated[bool, typer.Option(help="Leave the local stack running afterwards")] = False,
+) -> None:
+    """Run the whole pipeline on bundled real and synthesized speech and print each learner's progress."""
+    import logging
+
+    from coach.demo import DemoFailed, run_demo
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        run_demo(console, keep_stack=keep_stack)
+    except DemoFailed as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command("settings")
+def settings_reference(
+    write_readme: Annotated[bool, typer.Option(help="Rewrite the table inside README.md")] = False,
+) -> None:
+    """Print every COACH_* environment variable as a Markdown table (the README's settings table)."""
+    from coach.readme_table import README, readme_with_table
+    from coach.settings_table import render_markdown
+
+    if write_readme:
+        README.write_text(readme_with_table(README.read_text(encoding="utf-8")), encoding="utf-8")
+        console.print(f"updated {README}")
+        return
+    print(render_markdown(), end="")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    target: Annotated[Path | None, typer.Option(help="Directory (default schemas/json)")] = None,
+) -> None:
+    """Write the JSON Schema file of every contract."""
+    from schemas.export import JSON_DIR, export_schemas
+
+    for path in export_schemas(target or JSON_DIR):
+        console.print(f"wrote {path}")
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Fail when a contract changed incompatibly against its checked-in JSON Schema."""
+    from schemas.compatibility import check_against_published
+
+    problems = check_against_published()
+    for name, items in problems.items():
+        for item in items:
+            console.print(f"[red]{name}[/red]: {item}")
+    if problems:
+        raise typer.Exit(1)
+    console.print("contracts compatible with the published schemas")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

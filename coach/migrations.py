@@ -1,0 +1,58 @@
+"""``coach migrate``: topics, PostgreSQL and ClickHouse migrations, in that order (idempotent)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from runtime.settings import PlatformSettings
+
+__all__ = ["run_migrations"]
+
+
+def run_migrations(
+    console: Console,
+    *,
+    settings: PlatformSettings | None = None,
+    topics: bool = True,
+    postgres: bool = True,
+    clickhouse: bool = True,
+) -> bool:
+    """Apply every migration step and print what changed. Returns False when a step failed."""
+    settings = settings or PlatformSettings()
+    ok = True
+    if topics:
+        from runtime.kafka import ensure_topics
+        from schemas.topics import TOPICS
+
+        try:
+            for name, state in ensure_topics(TOPICS, settings).items():
+                console.print(f"topic {name}: {state}")
+        except Exception as exc:  # noqa: BLE001 - report and continue with the other steps
+            console.print(f"[red]topics failed[/red] ({settings.bootstrap_servers}): {exc}")
+            ok = False
+    if postgres:
+        import psycopg
+
+        from projections import SQL_DIR
+        from runtime.sql_migrations import apply_postgres
+
+        try:
+            with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+                applied = apply_postgres(conn, SQL_DIR)
+            console.print(f"postgres: applied {applied or 'nothing (up to date)'}")
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[red]postgres migrations failed[/red] ({settings.postgres_dsn}): {exc}")
+            ok = False
+    if clickhouse:
+        from clickhouse import SQL_DIR as CH_SQL_DIR
+        from runtime.clickhouse import get_clickhouse_client
+        from runtime.sql_migrations import apply_clickhouse
+
+        try:
+            client = get_clickhouse_client(settings)
+            applied = apply_clickhouse(client, CH_SQL_DIR, settings.clickhouse_database)
+            console.print(f"clickhouse: applied {applied or 'nothing (up to date)'}")
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[red]clickhouse migrations failed[/red] ({settings.clickhouse_dsn}): {exc}")
+            ok = False
+    return ok

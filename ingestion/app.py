@@ -1,0 +1,321 @@
+"""The ingestion API (FastAPI): ``POST /v1/submissions``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+Flow of an upload: authenticate (bearer token → user) → rate limit → Idempotency-Key replay check →
+stream the body to a temp file with a size cap → probe the container and header duration (PyAV, with a
+timeout) → store the audio in the blob store (content-addressed) → produce ``SubmissionReceived`` with
+the idempotent producer and answer 202 only after the broker acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, Field
+
+from ingestion.metrics import REJECTS, REQUEST_LATENCY, UPLOAD_BYTES, UPLOADS
+from ingestion.probe import probe_audio
+from ingestion.rate_limit import TokenBucketLimiter
+from ingestion.rejection import Rejected
+from ingestion.settings import IngestionSettings
+from ingestion.upload import receive_upload
+from runtime.blobstore import BlobStore, open_blob_store
+from runtime.http_auth import CurrentPrincipal
+from runtime.http_errors import ErrorBody, error_response, install_error_handlers
+from runtime.kafka import DeliveryFailed, EventProducer
+from runtime.settings import PlatformSettings
+from schemas import SUBMISSIONS, BlobRef, SubmissionReceived, SubmissionReceivedPayload, new_event_id
+
+__all__ = ["create_app", "SubmissionAccepted"]
+
+PRODUCER_NAME = "ingestion"
+
+
+class SubmissionAccepted(BaseModel):
+    """The 202 answer: the submission id to poll on the progress API."""
+
+    submission_id: uuid.UUID
+    status: str = Field(default="received", examples=["received"])
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        401: "Missing or invalid bearer token",
+        413: "Body larger than COACH_INGESTION_MAX_UPLOAD_BYTES",
+        415: "Not audio, or a container outside the allow-list",
+        422: "Empty, truncated, corrupt, too short or too long audio; missing 'audio' field",
+        429: "Per-user rate limit; see Retry-After",
+        503: "Broker did not acknowledge the event; retry",
+    }.items()
+}
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["audio"],
+                    "properties": {
+                        "audio": {"type": "string", "format": "binary", "description": "The recording"},
+                        "prompt_id": {"type": "string", "maxLength": 128},
+                        "recorded_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the answer was recorded (ISO 8601 with offset); default now",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def create_app(
+    platform: PlatformSettings | None = None,
+    settings: IngestionSettings | None = None,
+    blob_store: BlobStore | None = None,
+) -> FastAPI:
+    """Build the ingestion app. Connections (PostgreSQL pool, producer) open in the lifespan."""
+    platform = platform or PlatformSettings()
+    settings = settings or IngestionSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pg_pool = ConnectionPool(
+            platform.postgres_dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True
+        )
+        app.state.producer = EventProducer(platform, client_id="ingestion")
+        app.state.blobs = blob_store or open_blob_store(platform)
+        app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        try:
+            yield
+        finally:
+            app.state.producer.flush(10)
+            app.state.pg_pool.close()
+            del app.state.producer  # the last reference: librdkafka's handle is destroyed with it
+
+    app = FastAPI(
+        title="Speech Coach ingestion API",
+        version="1",
+        lifespan=lifespan,
+        description="Upload learners' recordings. Every accepted upload becomes a SubmissionReceived event.",
+    )
+    install_error_handlers(app)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.middleware("http")
+    async def _latency(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUEST_LATENCY.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    @app.post(
+        "/v1/submissions",
+        status_code=202,
+        response_model=SubmissionAccepted,
+        responses=_ERRORS,
+        openapi_extra=_UPLOAD_BODY,
+        summary="Upload a recording",
+    )
+    async def create_submission(
+        request: Request,
+        principal: CurrentPrincipal,
+        idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+    ) -> Any:
+        """Accept a recording (multipart field ``audio``, optional ``prompt_id``) for ``principal``."""
+        try:
+            return await _accept(request, principal.user_id, idempotency_key, settings, platform)
+        except Rejected as rej:
+            REJECTS.labels(rej.code).inc()
+            return error_response(rej.status, rej.code, rej.reason, rej.headers)
+
+    @app.get("/healthz", summary="Liveness")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: broker, blob store, PostgreSQL", responses={503: {"model": ErrorBody}})
+    def readyz(request: Request) -> Any:
+        """200 when the broker answers metadata, the blob store is writable and PostgreSQL answers."""
+        checks: dict[str, str] = {}
+        try:
+            request.app.state.producer._producer.list_topics(timeout=2)
+            checks["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["broker"] = f"unreachable: {exc}"
+        try:
+            request.app.state.blobs.check()
+            checks["blob_store"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["blob_store"] = f"unavailable: {exc}"
+        try:
+            with request.app.state.pg_pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["postgres"] = f"unreachable: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        )
+
+    return app
+
+
+async def _accept(
+    request: Request,
+    user_id: str,
+    idempotency_key: str | None,
+    settings: IngestionSettings,
+    platform: PlatformSettings,
+) -> JSONResponse:
+    state = request.app.state
+    wait = state.limiter.acquire(user_id)
+    if wait > 0:
+        raise Rejected(
+            429,
+            "rate_limited",
+            f"upload rate limit reached; retry in {wait:.1f} s",
+            {"Retry-After": str(int(wait) + 1)},
+        )
+    if idempotency_key:
+        existing = await asyncio.to_thread(_find_idempotent, state.pg_pool, user_id, idempotency_key)
+        if existing is not None:
+            return _accepted(existing, replayed=True)
+
+    upload = await receive_upload(
+        request.headers.get("content-type"),
+        request.headers.get("content-length"),
+        request.stream(),
+        max_bytes=settings.max_upload_bytes,
+        spool_dir=platform.home_dir / "spool",
+    )
+    try:
+        try:
+            probe = await asyncio.wait_for(
+                asyncio.to_thread(
+                    probe_audio,
+                    upload.path,  # type: ignore[arg-type]
+                    min_duration_s=settings.min_duration_s,
+                    max_duration_s=settings.max_duration_s,
+                ),
+                timeout=settings.probe_timeout_s,
+            )
+        except TimeoutError as exc:
+            raise Rejected(422, "probe_timeout", f"probing the file took over {settings.probe_timeout_s:g} s") from exc
+        uri = await asyncio.to_thread(state.blobs.put_file, upload.path, upload.sha256)
+    finally:
+        upload.discard()
+
+    event_id = new_event_id()
+    submission_id = new_event_id()
+    recorded_at = _recorded_at(upload.fields.get("recorded_at"), settings)
+    prompt_id = upload.fields.get("prompt_id") or None
+    if prompt_id is not None and len(prompt_id) > 128:
+        raise Rejected(422, "invalid", "prompt_id is longer than 128 characters")
+    event = SubmissionReceived(
+        event_id=event_id,
+        correlation_id=event_id,
+        user_id=user_id,
+        submission_id=submission_id,
+        producer=PRODUCER_NAME,
+        payload=SubmissionReceivedPayload(
+            blob=BlobRef(uri=uri, sha256=upload.sha256, size_bytes=upload.size, content_type=probe.content_type),
+            container=probe.container,
+            codec=probe.codec,
+            duration_s=probe.duration_s,
+            sample_rate=probe.sample_rate,
+            channels=probe.channels,
+            prompt_id=prompt_id,
+            recorded_at=recorded_at,
+            filename=(upload.filename or None) and upload.filename[:512],
+            idempotency_key=idempotency_key,
+        ),
+    )
+    if idempotency_key:
+        winner = await asyncio.to_thread(_reserve_idempotent, state.pg_pool, user_id, idempotency_key, submission_id)
+        if winner != submission_id:
+            return _accepted(winner, replayed=True)
+    try:
+        await asyncio.to_thread(state.producer.send, SUBMISSIONS.name, event)
+    except DeliveryFailed as exc:
+        if idempotency_key:
+            await asyncio.to_thread(_release_idempotent, state.pg_pool, user_id, idempotency_key, submission_id)
+        raise Rejected(503, "unavailable", f"the event could not be stored; retry later ({exc})") from exc
+    UPLOADS.inc()
+    UPLOAD_BYTES.inc(upload.size)
+    return _accepted(submission_id, replayed=False)
+
+
+def _recorded_at(value: str | None, settings: IngestionSettings) -> datetime | None:
+    """Parse the optional ``recorded_at`` field: tz-aware ISO 8601, not in the future, not too old."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise Rejected(422, "invalid", f"recorded_at is not an ISO 8601 datetime: {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise Rejected(422, "invalid", "recorded_at needs a UTC offset, e.g. 2026-11-21T10:00:00+00:00")
+    now = datetime.now(UTC)
+    if parsed > now + timedelta(minutes=5):
+        raise Rejected(422, "invalid", "recorded_at is in the future")
+    if parsed < now - timedelta(days=settings.max_recorded_age_days):
+        raise Rejected(422, "invalid", f"recorded_at is older than {settings.max_recorded_age_days} days")
+    return parsed.astimezone(UTC)
+
+
+def _accepted(submission_id: uuid.UUID, *, replayed: bool) -> JSONResponse:
+    body = SubmissionAccepted(submission_id=submission_id).model_dump(mode="json")
+    headers = {"Location": f"/v1/submissions/{submission_id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def _find_idempotent(pool: ConnectionPool, user_id: str, key: str) -> uuid.UUID | None:
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT submission_id FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s",
+            (user_id, key),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def _reserve_idempotent(pool: ConnectionPool, user_id: str, key: str, submission_id: uuid.UUID) -> uuid.UUID:
+    """Insert the key; returns the submission id that owns it (ours, or a concurrent winner's)."""
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO idempotency_keys (user_id, idempotency_key, submission_id) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (user_id, key, submission_id),
+        )
+        row = conn.execute(
+            "SELECT submission_id FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s",
+            (user_id, key),
+        ).fetchone()
+    return row[0]  # type: ignore[no-any-return, index]
+
+
+def _release_idempotent(pool: ConnectionPool, user_id: str, key: str, submission_id: uuid.UUID) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "DELETE FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s AND submission_id = %s",
+            (user_id, key, submission_id),
+        )

@@ -1,0 +1,46 @@
+"""Settings of the ingestion API (environment variables ``COACH_INGESTION_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["IngestionSettings"]
+
+
+class IngestionSettings(BaseSettings):
+    """Limits and binding of ``POST /v1/submissions``."""
+
+    model_config = SettingsConfigDict(env_prefix="COACH_INGESTION_", frozen=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="COACH_INGESTION_HOST: bind address")
+    port: int = Field(default=8000, description="COACH_INGESTION_PORT: ingestion API port")
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1024,
+        description="COACH_INGESTION_MAX_UPLOAD_BYTES: request body cap, enforced while streaming",
+    )
+    min_duration_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="COACH_INGESTION_MIN_DURATION_S: shortest accepted recording, seconds (header duration)",
+    )
+    max_duration_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="COACH_INGESTION_MAX_DURATION_S: longest accepted recording, seconds (header duration)",
+    )
+    probe_timeout_s: float = Field(
+        default=5.0, gt=0, description="COACH_INGESTION_PROBE_TIMEOUT_S: limit on probing one upload with PyAV, seconds"
+    )
+    rate_limit_per_minute: float = Field(
+        default=60.0, gt=0, description="COACH_INGESTION_RATE_LIMIT_PER_MINUTE: uploads per user"
+    )
+    max_recorded_age_days: int = Field(
+        default=366, ge=1, description="COACH_INGESTION_MAX_RECORDED_AGE_DAYS: oldest recorded_at accepted, days"
+    )
+    rate_limit_burst: int = Field(
+        default=20,
+        ge=1,
+        description="COACH_INGESTION_RATE_LIMIT_BURST: uploads a user may send at once before the rate applies",
+    )

@@ -1,0 +1,156 @@
+"""The blob store for audio: content-addressed by SHA-256, on the local filesystem or S3.
+
+Ingestion writes, transcription workers read; events carry only the :class:`schemas.BlobRef`.
+``COACH_BLOB_URL`` selects the backend: ``file:///abs/dir`` (default ``<COACH_HOME>/blobs``) or
+``s3://bucket/prefix`` (any S3-compatible store; endpoint from ``COACH_S3_ENDPOINT_URL``, credentials
+from the usual AWS environment variables — boto3's credential chain).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.settings import PlatformSettings
+
+__all__ = [
+    "BlobNotFound",
+    "BlobSettings",
+    "BlobStore",
+    "LocalBlobStore",
+    "S3BlobStore",
+    "open_blob_store",
+    "sha256_file",
+]
+
+
+class BlobNotFound(LookupError):
+    """No blob at the given URI (a permanent error: the message goes to the DLQ)."""
+
+
+class BlobSettings(BaseSettings):
+    """Where audio blobs live."""
+
+    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, extra="ignore")
+
+    blob_url: str = Field(
+        default="",
+        description="COACH_BLOB_URL: file:///dir or s3://bucket/prefix; default <COACH_HOME>/blobs",
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="COACH_S3_ENDPOINT_URL: S3-compatible endpoint (MinIO…); empty = AWS"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BlobStore(Protocol):
+    """Write-once store of immutable audio blobs keyed by their SHA-256."""
+
+    def put_file(self, path: Path, sha256: str) -> str:
+        """Store the file's bytes under its hash; returns the blob URI (idempotent)."""
+        ...
+
+    def get(self, uri: str) -> bytes:
+        """Return the blob's bytes. Raises :class:`BlobNotFound`."""
+        ...
+
+    def check(self) -> None:
+        """Raise when the store is unreachable or not writable (readiness probe)."""
+        ...
+
+
+class LocalBlobStore:
+    """Blobs as files ``<root>/<sha[:2]>/<sha>``, written atomically (temp file + rename)."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put_file(self, path: Path, sha256: str) -> str:
+        target = self._path(sha256)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+            os.close(fd)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+        return target.as_uri()
+
+    def get(self, uri: str) -> bytes:
+        parts = urlsplit(uri)
+        if parts.scheme != "file":
+            raise BlobNotFound(f"not a file:// blob URI: {uri}")
+        path = Path(parts.path)
+        if self.root not in path.resolve().parents:
+            raise BlobNotFound(f"{uri} is outside the blob store {self.root}")
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"no blob at {uri}") from exc
+
+    def check(self) -> None:
+        probe = self.root / ".ready"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+
+
+class S3BlobStore:
+    """Blobs as objects ``s3://<bucket>/<prefix>/<sha[:2]>/<sha>`` via boto3."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None):
+        import boto3
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._s3 = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def _key(self, sha256: str) -> str:
+        return "/".join(p for p in (self.prefix, sha256[:2], sha256) if p)
+
+    def put_file(self, path: Path, sha256: str) -> str:
+        key = self._key(sha256)
+        self._s3.upload_file(str(path), self.bucket, key)
+        return f"s3://{self.bucket}/{key}"
+
+    def get(self, uri: str) -> bytes:
+        parts = urlsplit(uri)
+        try:
+            obj = self._s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        except self._s3.exceptions.NoSuchKey as exc:
+            raise BlobNotFound(f"no blob at {uri}") from exc
+        data: bytes = obj["Body"].read()
+        return data
+
+    def check(self) -> None:
+        self._s3.head_bucket(Bucket=self.bucket)
+
+
+def open_blob_store(platform: PlatformSettings | None = None, settings: BlobSettings | None = None) -> BlobStore:
+    """The blob store selected by ``COACH_BLOB_URL``. Raises ``ValueError`` on an unknown scheme."""
+    platform = platform or PlatformSettings()
+    settings = settings or BlobSettings()
+    url = settings.blob_url or (platform.home_dir / "blobs").as_uri()
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return LocalBlobStore(Path(parts.path))
+    if parts.scheme == "s3":
+        return S3BlobStore(parts.netloc, parts.path, settings.s3_endpoint_url)
+    raise ValueError(f"COACH_BLOB_URL must be file:///dir or s3://bucket/prefix, got {url!r}")

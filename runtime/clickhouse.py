@@ -1,0 +1,61 @@
+"""The ClickHouse client factory: embedded chDB or a ClickHouse server, chosen by settings.
+
+Both are clickhouse-connect clients (https://clickhouse.com/docs/integrations/python), so the code
+above is the same in the local mode (``chdb://<dir>``, in-process, one process per data directory)
+and with containers (``http://clickhouse:8123``).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from runtime.settings import PlatformSettings
+
+__all__ = ["get_clickhouse_client", "is_embedded"]
+
+_chdb_lock = threading.Lock()
+_chdb_clients: dict[str, Client] = {}
+
+
+def is_embedded(dsn: str) -> bool:
+    """True when ``dsn`` points at embedded chDB (``chdb://…``)."""
+    return dsn.startswith("chdb://")
+
+
+def get_clickhouse_client(settings: PlatformSettings | None = None, *, database: str | None = None) -> Client:
+    """Return a clickhouse-connect client for ``settings.clickhouse_dsn``.
+
+    * ``chdb://<path>``: embedded chDB with its data under ``<path>`` (created if missing). chDB allows
+      one open data directory per process, so the client for a path is shared within the process.
+    * ``http(s)://[user:password@]host:port[/database]``: a ClickHouse server over HTTP.
+
+    ``database`` (default ``settings.clickhouse_database``) is created if missing and used by
+    default. Raises ``ValueError`` on another scheme, and clickhouse-connect's errors when the
+    server is unreachable.
+    """
+    settings = settings or PlatformSettings()
+    dsn = settings.clickhouse_dsn
+    database = database or settings.clickhouse_database
+    if is_embedded(dsn):
+        path = Path(dsn.removeprefix("chdb://")).expanduser().resolve()
+        with _chdb_lock:
+            client = _chdb_clients.get(str(path))
+            if client is None:
+                path.mkdir(parents=True, exist_ok=True)
+                client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+                _chdb_clients[str(path)] = client
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.database = database
+        return client
+    scheme = urlsplit(dsn).scheme
+    if scheme not in ("http", "https"):
+        raise ValueError(f"COACH_CLICKHOUSE_URL must be chdb://<dir> or http(s)://host:port, got {dsn!r}")
+    admin = clickhouse_connect.get_client(dsn=dsn)
+    admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    admin.close()
+    return clickhouse_connect.get_client(dsn=dsn, database=database)

@@ -1,0 +1,70 @@
+"""Event contracts of the Speech Coach platform (the bottom layer: imports nothing of ours).
+
+Public API re-exported here; the modules are: ``envelope`` (common fields), ``events`` (payloads),
+``dead_letter``, ``registry`` (decode/encode, upcasters), ``topics`` (topic registry, consumer
+groups), ``export`` (JSON Schema files) and ``compatibility`` (breaking-change check).
+"""
+
+from schemas.dead_letter import DeadLetterRecord
+from schemas.envelope import EventEnvelope, new_event_id, utc_now
+from schemas.events import (
+    BlobRef,
+    FeedbackGenerated,
+    FeedbackGeneratedPayload,
+    FeedbackPoint,
+    ProviderAttempt,
+    StageTimings,
+    SubmissionReceived,
+    SubmissionReceivedPayload,
+    TokenUsage,
+    TranscriptCreated,
+    TranscriptCreatedPayload,
+    TranscriptSegment,
+    TranscriptWord,
+)
+from schemas.registry import Event, decode_event, encode_event
+from schemas.topics import (
+    FEEDBACK,
+    FEEDBACK_DLQ,
+    SUBMISSIONS,
+    SUBMISSIONS_DLQ,
+    TOPICS,
+    TRANSCRIPTS,
+    TRANSCRIPTS_DLQ,
+    ConsumerGroups,
+    TopicSpec,
+    dlq_of,
+)
+
+__all__ = [
+    "BlobRef",
+    "ConsumerGroups",
+    "DeadLetterRecord",
+    "Event",
+    "EventEnvelope",
+    "FEEDBACK",
+    "FEEDBACK_DLQ",
+    "FeedbackGenerated",
+    "FeedbackGeneratedPayload",
+    "FeedbackPoint",
+    "ProviderAttempt",
+    "StageTimings",
+    "SUBMISSIONS",
+    "SUBMISSIONS_DLQ",
+    "SubmissionReceived",
+    "SubmissionReceivedPayload",
+    "TOPICS",
+    "TRANSCRIPTS",
+    "TRANSCRIPTS_DLQ",
+    "TokenUsage",
+    "TopicSpec",
+    "TranscriptCreated",
+    "TranscriptCreatedPayload",
+    "TranscriptSegment",
+    "TranscriptWord",
+    "decode_event",
+    "dlq_of",
+    "encode_event",
+    "new_event_id",
+    "utc_now",
+]

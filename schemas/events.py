@@ -1,0 +1,192 @@
+"""Event contracts: ``SubmissionReceived``, ``TranscriptCreated``, ``FeedbackGenerated`` (all v1).
+
+Events are immutable; a change that breaks readers of an existing version requires a new version
+(a new class with ``schema_version = 2``) plus an upcaster ``upcast_v1_v2`` registered in
+:mod:`schemas.registry`, following the eventsourcing library's convention.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.envelope import EventEnvelope, FrozenModel, UtcDatetime
+
+__all__ = [
+    "BlobRef",
+    "SubmissionReceivedPayload",
+    "SubmissionReceived",
+    "TranscriptWord",
+    "TranscriptSegment",
+    "StageTimings",
+    "TranscriptCreatedPayload",
+    "TranscriptCreated",
+    "FeedbackPoint",
+    "ProviderAttempt",
+    "TokenUsage",
+    "FeedbackGeneratedPayload",
+    "FeedbackGenerated",
+]
+
+
+# --------------------------------------------------------------------------- SubmissionReceived
+class BlobRef(FrozenModel):
+    """Reference to audio in the blob store; the event never carries the audio bytes."""
+
+    uri: str = Field(description="Blob URI, e.g. 'file:///…/blobs/ab/abcd…' or 's3://bucket/key'")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the bytes (content address)")
+    size_bytes: int = Field(ge=1, description="Size of the blob in bytes")
+    content_type: str = Field(description="MIME type detected from the container, e.g. 'audio/flac'")
+
+
+class SubmissionReceivedPayload(FrozenModel):
+    """A learner's recording was accepted by ingestion."""
+
+    blob: BlobRef
+    container: str = Field(description="Container format as probed by FFmpeg, e.g. 'flac', 'wav'")
+    codec: str | None = Field(default=None, description="Audio codec, e.g. 'flac', 'opus'")
+    duration_s: float = Field(gt=0, description="Duration read from the container header, seconds")
+    sample_rate: int | None = Field(default=None, ge=1, description="Hz")
+    channels: int | None = Field(default=None, ge=1)
+    prompt_id: str | None = Field(default=None, max_length=128, description="Speaking prompt answered")
+    recorded_at: UtcDatetime | None = Field(
+        default=None,
+        description="When the learner recorded the answer (client clock, UTC; apps that record offline upload "
+        "later). Metrics windows use it as event time; None = the upload time (occurred_at).",
+    )
+    filename: str | None = Field(default=None, max_length=512, description="Client-supplied file name")
+    idempotency_key: str | None = Field(default=None, max_length=256)
+
+
+class SubmissionReceived(EventEnvelope):
+    """Emitted by ingestion after the audio was stored; keyed by ``user_id``."""
+
+    EVENT_TYPE: ClassVar[str] = "SubmissionReceived"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    event_type: Literal["SubmissionReceived"] = "SubmissionReceived"
+    schema_version: Literal[1] = 1
+    payload: SubmissionReceivedPayload
+
+
+# --------------------------------------------------------------------------- TranscriptCreated
+class TranscriptWord(FrozenModel):
+    """One recognised word with its timestamps (seconds from the start of the recording)."""
+
+    word: str
+    start: float = Field(ge=0, description="seconds")
+    end: float = Field(ge=0, description="seconds")
+    probability: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TranscriptWord:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
+class TranscriptSegment(FrozenModel):
+    """A decoded segment (faster-whisper ``Segment``), times in seconds."""
+
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = Field(default=None, ge=0, le=1)
+
+
+class StageTimings(FrozenModel):
+    """Per-stage wall-clock latencies of the transcription worker, milliseconds."""
+
+    queue_wait_ms: float = Field(ge=0, description="From SubmissionReceived.occurred_at to batch start")
+    fetch_ms: float = Field(ge=0, description="Reading the blob")
+    decode_ms: float = Field(ge=0, description="Decoding and resampling to 16 kHz mono")
+    vad_ms: float = Field(ge=0, description="Silero VAD")
+    inference_ms: float = Field(ge=0, description="Whisper inference share of the batch")
+    batch_size: int = Field(ge=1, description="Messages in the batch this one was transcribed with")
+
+
+class TranscriptCreatedPayload(FrozenModel):
+    """The transcript of one submission with word timestamps."""
+
+    text: str
+    language: str = Field(description="ISO 639-1 code detected or forced, e.g. 'en'")
+    language_probability: float = Field(ge=0, le=1)
+    duration_s: float = Field(gt=0, description="Duration of the decoded audio, seconds")
+    segments: list[TranscriptSegment]
+    words: list[TranscriptWord]
+    asr_model: str = Field(description="Model id, e.g. 'faster-whisper/tiny.en'")
+    compute_type: str = Field(description="CTranslate2 compute type, e.g. 'int8', 'float16'")
+    device: str = Field(description="'cpu' or 'cuda'")
+    timings: StageTimings
+    recorded_at: UtcDatetime | None = Field(
+        default=None, description="Copied from SubmissionReceived.payload.recorded_at: the event time of metrics"
+    )
+
+    @model_validator(mode="after")
+    def _words_inside_clip(self) -> TranscriptCreatedPayload:
+        # 50 ms tolerance: decoders round timestamps to 20 ms frames.
+        for i, w in enumerate(self.words):
+            if w.end > self.duration_s + 0.05:
+                raise ValueError(f"words[{i}].end {w.end} s is after the clip's end {self.duration_s} s")
+        return self
+
+
+class TranscriptCreated(EventEnvelope):
+    """Emitted by the transcription consumer group; caused by a ``SubmissionReceived``."""
+
+    EVENT_TYPE: ClassVar[str] = "TranscriptCreated"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    event_type: Literal["TranscriptCreated"] = "TranscriptCreated"
+    schema_version: Literal[1] = 1
+    payload: TranscriptCreatedPayload
+
+
+# --------------------------------------------------------------------------- FeedbackGenerated
+class FeedbackPoint(FrozenModel):
+    """One actionable point tied to a metric and its measured value."""
+
+    kind: Literal["went_well", "work_on"]
+    metric: str = Field(description="Metric name as in flows.metrics, e.g. 'speech_rate_wpm'")
+    value: float | None = Field(description="Measured value of the metric, in its unit")
+    message: str
+
+
+class ProviderAttempt(FrozenModel):
+    """One try of one provider in the failover chain."""
+
+    provider: str
+    outcome: Literal["ok", "error", "skipped_circuit_open"]
+    error: str | None = None
+    latency_ms: float = Field(ge=0)
+
+
+class TokenUsage(FrozenModel):
+    """Token counts reported by an LLM provider (zero for the rules provider)."""
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+
+class FeedbackGeneratedPayload(FrozenModel):
+    """Coaching feedback on one transcript."""
+
+    provider: str = Field(description="Provider that produced the feedback, e.g. 'rules', 'openai'")
+    model: str | None = Field(default=None, description="LLM model name, None for rules")
+    latency_ms: float = Field(ge=0)
+    usage: TokenUsage = TokenUsage()
+    text: str
+    points: list[FeedbackPoint]
+    attempts: list[ProviderAttempt] = Field(default_factory=list, description="The failover taken")
+    metrics_version: int = Field(ge=1, description="Metric-definition version used")
+    asr_model: str
+
+
+class FeedbackGenerated(EventEnvelope):
+    """Emitted by the feedback worker; caused by a ``TranscriptCreated``."""
+
+    EVENT_TYPE: ClassVar[str] = "FeedbackGenerated"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    event_type: Literal["FeedbackGenerated"] = "FeedbackGenerated"
+    schema_version: Literal[1] = 1
+    payload: FeedbackGeneratedPayload

@@ -1,0 +1,137 @@
+"""``coach stack up|down|status``: the local engines (Kafka broker, Kafka Connect + Debezium, PostgreSQL).
+
+Settings come from ``COACH_*`` environment variables (see :class:`stack.settings.StackSettings`). Exit codes: 0 on
+success; 1 when an engine fails to start or stop, or (``status``) when any engine is not running.
+"""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.status import Status
+from rich.table import Table
+from rich.text import Text
+
+from stack.engine import Engine, EngineStatus, State
+from stack.errors import StackError
+from stack.settings import StackSettings
+from stack.supervisor import StartResult, Supervisor
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Start, stop and inspect the local engines: Kafka (KRaft), Kafka Connect with Debezium, PostgreSQL.",
+)
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+_STATE_STYLE = {State.RUNNING: "green", State.UNHEALTHY: "yellow", State.STOPPED: "red"}
+
+
+def _fail(error: StackError) -> typer.Exit:
+    err_console.print(Text("error: ", style="bold red") + Text(str(error)))
+    return typer.Exit(code=1)
+
+
+def _settings() -> StackSettings:
+    """Settings from the environment; an invalid ``COACH_*`` value exits with code 1 and a one-line reason each."""
+    try:
+        return StackSettings()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"COACH_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
+        )
+        raise _fail(StackError(f"invalid setting: {reasons}")) from None
+
+
+def _status_table(statuses: list[EngineStatus]) -> Table:
+    table = Table(title="coach stack", title_justify="left")
+    table.add_column("engine")
+    table.add_column("pid", justify="right")
+    table.add_column("port", justify="right")
+    table.add_column("state")
+    table.add_column("detail", overflow="fold")
+    for st in statuses:
+        table.add_row(
+            st.label,
+            "-" if st.pid is None else str(st.pid),
+            str(st.port),
+            Text(st.state.value, style=_STATE_STYLE[st.state]),
+            Text(st.detail),
+        )
+    return table
+
+
+class _ConsoleUpReporter:
+    """Spinner while an engine starts, one line when it is up."""
+
+    def __init__(self) -> None:
+        self._status: Status | None = None
+
+    def starting(self, engine: Engine) -> None:
+        self._status = console.status(f"starting {engine.label} (log: {engine.log_path})…")
+        self._status.start()
+
+    def done(self, result: StartResult) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        how = "already running" if result.already_running else f"started in {result.seconds:.1f} s"
+        console.print(Text("✓ ", style="green") + Text(f"{result.label}: {how} (pid {result.pid})"))
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+class _ConsoleDownReporter:
+    def stopping(self, engine: Engine) -> None:
+        pass
+
+    def stopped(self, engine: Engine, was_running: bool, seconds: float) -> None:
+        how = f"stopped in {seconds:.1f} s" if was_running else "not running"
+        console.print(Text("✓ ", style="green") + Text(f"{engine.label}: {how}"))
+
+
+@app.command()
+def up() -> None:
+    """Start PostgreSQL, the Kafka broker and Kafka Connect (engines already running are kept)."""
+    settings = _settings()
+    supervisor = Supervisor(settings)
+    reporter = _ConsoleUpReporter()
+    try:
+        supervisor.up(reporter)
+    except StackError as exc:
+        raise _fail(exc) from None
+    finally:
+        reporter.close()
+    console.print(_status_table(supervisor.status()))
+    console.print(
+        Text(
+            f"Kafka bootstrap servers: {settings.bootstrap_servers}\n"
+            f"Kafka Connect REST:      {settings.connect_url}\n"
+            f"PostgreSQL DSN:          {settings.pg_dsn}\n"
+            f"State and logs:          {settings.home}"
+        )
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop Kafka Connect, the Kafka broker and PostgreSQL (harmless when already stopped)."""
+    supervisor = Supervisor(_settings())
+    try:
+        supervisor.down(_ConsoleDownReporter())
+    except StackError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def status() -> None:
+    """Show each engine's pid, port and state; exit code 1 when any engine is not running."""
+    statuses = Supervisor(_settings()).status()
+    console.print(_status_table(statuses))
+    if not all(st.running for st in statuses):
+        raise typer.Exit(code=1)

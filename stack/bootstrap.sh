@@ -127,6 +127,11 @@ pick_python() {
   return 1
 }
 
+# A .venv left half-made by an interrupted run (no working pip) is rebuilt.
+if [ -d "$VENV_DIR" ] && ! "$VENV_DIR/bin/python" -m pip --version >/dev/null 2>&1; then
+  log "rebuilding the incomplete .venv…"
+  rm -rf "$VENV_DIR"
+fi
 if [ ! -x "$VENV_DIR/bin/python" ]; then
   python_bin="$(pick_python)" || die "Python 3.11 (or 3.12) not found; install it or set PYTHON=/path/to/python3.11"
   log "creating .venv with $python_bin…"

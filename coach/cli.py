@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from feedback.cli import app as feedback_app
+from feedback.cli import worker as feedback_worker_command
 from stack.cli import app as stack_app
-from transcription.cli import app as worker_app
+from transcription.cli import transcription as transcription_worker_command
 
 app = typer.Typer(no_args_is_help=True, help="Speech Coach analytics platform.")
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -22,7 +24,11 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local engines.")
 
 
+worker_app = typer.Typer(no_args_is_help=True, help="Run one service's consumer-group members in the foreground.")
+worker_app.command("transcription")(transcription_worker_command)
+worker_app.command("feedback")(feedback_worker_command)
 app.add_typer(worker_app, name="worker")
+app.add_typer(feedback_app, name="feedback", help="Coaching feedback: worker and one-off generation.")
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (bearer tokens), stored hashed in PostgreSQL.")
 app.add_typer(keys_app, name="keys")

@@ -97,4 +97,7 @@ def local_services(*, with_transcription: bool = True) -> list[Service]:
         from transcription.cli import run_transcription_worker
 
         services.append(Service("transcription-worker", run_transcription_worker))
+    from feedback.worker import run_feedback_worker
+
+    services.append(Service("feedback-worker", run_feedback_worker))
     return services

@@ -23,6 +23,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "ingestion.settings:IngestionSettings",
     "transcription.settings:TranscriptionSettings",
     "transcription.worker:WorkerSettings",
+    "feedback.settings:FeedbackSettings",
 )
 """``module:Class`` of every settings class, in the order of the table."""
 

@@ -1,0 +1,152 @@
+"""What every feedback provider takes and returns, and the errors that drive the failover chain.
+
+A provider turns a :class:`FeedbackRequest` (the transcript, its metrics from
+:func:`flows.metrics.compute_metrics`, the learner's CEFR level) into a :class:`ProviderResult`
+(text, structured points, token usage). Errors are :class:`ProviderError` subclasses; ``retryable``
+tells the chain whether trying the same provider again may help (timeouts, connection errors, 429,
+5xx) or whether it should fail over at once (malformed output, 4xx, an open circuit).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+from flows.metrics import SubmissionMetrics
+from schemas.events import FeedbackPoint, TokenUsage
+
+__all__ = [
+    "FEEDBACK_METRICS",
+    "RULES_PROVIDER",
+    "CircuitOpen",
+    "FeedbackProvider",
+    "FeedbackRequest",
+    "MalformedCompletion",
+    "ProviderError",
+    "ProviderResult",
+    "ProviderUnavailable",
+    "metric_value",
+    "metrics_for_prompt",
+]
+
+RULES_PROVIDER = "rules"
+"""Provider label of the deterministic rules provider (on events, breakers and Prometheus metrics)."""
+
+FEEDBACK_METRICS: tuple[str, ...] = (
+    "word_count",
+    "total_duration_s",
+    "phonation_time_s",
+    "speech_rate_wpm",
+    "articulation_rate_wpm",
+    "silent_pause_count",
+    "silent_pauses_per_minute",
+    "mean_silent_pause_s",
+    "mean_length_of_run",
+    "filled_pause_count",
+    "discourse_marker_count",
+    "repetition_count",
+    "distinct_words",
+    "mattr",
+    "mtld",
+)
+"""Scalar fields of :class:`flows.metrics.SubmissionMetrics` a feedback point may refer to (names as there)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRequest:
+    """Input of a provider: one transcript and its metrics.
+
+    ``level`` is the learner's CEFR level ('A1'..'C2'); ``language`` ISO 639-1; ``asr_model`` the
+    model that produced the transcript (for the record only).
+    """
+
+    transcript: str
+    metrics: SubmissionMetrics
+    level: str
+    language: str = "en"
+    asr_model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    """Output of a provider: ``text`` (a short paragraph), ``points`` (each tied to a metric and its
+    measured value), the model (None for rules) and the token usage (zero for rules)."""
+
+    provider: str
+    model: str | None
+    text: str
+    points: tuple[FeedbackPoint, ...]
+    usage: TokenUsage = TokenUsage()
+
+
+@runtime_checkable
+class FeedbackProvider(Protocol):
+    """A source of feedback. ``name`` labels it on events, breakers and metrics; ``model`` is None for rules."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str | None: ...
+
+    def generate(self, request: FeedbackRequest) -> ProviderResult:
+        """Return feedback for ``request`` or raise :class:`ProviderError`."""
+        ...
+
+
+class ProviderError(RuntimeError):
+    """A provider could not give feedback.
+
+    ``retryable``: whether the same provider may succeed if tried again (timeouts, connection errors,
+    429, 5xx). ``retry_after_s``: the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider did not answer usefully: timeout, connection error or an HTTP error status."""
+
+
+class MalformedCompletion(ProviderError):
+    """The LLM answered, but not with the JSON the prompt asks for (never retried: fail over)."""
+
+    retryable = False
+
+
+class CircuitOpen(ProviderError):
+    """The provider's circuit breaker is open: the call was not attempted."""
+
+    retryable = False
+
+
+def metric_value(metrics: SubmissionMetrics, name: str) -> float | None:
+    """The measured value of metric ``name`` (one of :data:`FEEDBACK_METRICS`), as a float or None.
+
+    Raises ``KeyError`` for a name that is not a scalar feedback metric.
+    """
+    if name not in FEEDBACK_METRICS:
+        raise KeyError(f"{name!r} is not a feedback metric; known: {', '.join(FEEDBACK_METRICS)}")
+    value = getattr(metrics, name)
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def metrics_for_prompt(metrics: SubmissionMetrics) -> dict[str, float | int | None]:
+    """The scalar feedback metrics as a name → value dict (floats rounded to 3 decimals), for prompts."""
+    known = {f.name for f in fields(metrics)}
+    out: dict[str, float | int | None] = {}
+    for name in FEEDBACK_METRICS:
+        if name in known:
+            value = getattr(metrics, name)
+            out[name] = round(value, 3) if isinstance(value, float) else value
+    return out

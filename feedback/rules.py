@@ -1,0 +1,189 @@
+"""The deterministic rules provider: the default, and the last resort of every failover chain.
+
+It never calls out and never fails on valid metrics, so a learner always gets feedback. Each rule looks at one
+metric of :func:`flows.metrics.compute_metrics` and yields at most one point naming that metric and its measured
+value; thresholds live in :class:`feedback.settings.FeedbackSettings` with their sources:
+
+=====================  ==============================  ===============================================
+rule                   metric (point)                  work_on when (defaults)
+=====================  ==============================  ===============================================
+pace                   ``speech_rate_wpm``             < 130 wpm ("speed up") or > 175 wpm ("slow down")
+long pauses            ``mean_silent_pause_s``         mean silent pause >= 1.0 s
+frequent pauses        ``silent_pauses_per_minute``    > 30 silent pauses (>= 250 ms) per minute
+filled pauses          ``filled_pause_count``          more than 4 per 100 words
+vocabulary             ``mattr``                       MATTR below the learner's CEFR level's minimum
+=====================  ==============================  ===============================================
+
+A rule whose metric is within range yields a ``went_well`` point instead. Pace and pause rules need at least
+``min_words_for_pace`` words (rates over a few words are noise); the vocabulary rule needs 50 lexical tokens
+(``vocabulary_sufficient``: below that MATTR is not defined).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from feedback.providers import RULES_PROVIDER, FeedbackRequest, ProviderResult, metric_value
+from feedback.settings import FeedbackSettings
+from flows.metrics import MIN_VOCABULARY_TOKENS, SubmissionMetrics
+from schemas.events import FeedbackPoint
+
+__all__ = ["RulesProvider", "compose_text"]
+
+
+class RulesProvider:
+    """Feedback from thresholds on the transcript's metrics (see the module docstring). Thread-safe."""
+
+    name = RULES_PROVIDER
+    model: str | None = None
+
+    def __init__(self, settings: FeedbackSettings | None = None) -> None:
+        self.settings = settings or FeedbackSettings()
+
+    def generate(self, request: FeedbackRequest) -> ProviderResult:
+        """Points for pace, pauses, filled pauses and vocabulary, and a text that strings them together.
+
+        Deterministic: the same request gives the same result. Never raises on metrics produced by
+        :func:`flows.metrics.compute_metrics`.
+        """
+        m = request.metrics
+        points = [
+            *self._pace(m),
+            *self._pauses(m),
+            *self._filled_pauses(m),
+            *self._vocabulary(m, request.level),
+        ]
+        return ProviderResult(provider=self.name, model=None, text=compose_text(points, m), points=tuple(points))
+
+    # ------------------------------------------------------------------------------------------------ rules
+    def _enough_for_rates(self, m: SubmissionMetrics) -> bool:
+        return m.word_count >= self.settings.min_words_for_pace and m.speech_rate_wpm is not None
+
+    def _pace(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
+        if not self._enough_for_rates(m):
+            return
+        s = self.settings
+        rate = metric_value(m, "speech_rate_wpm")
+        assert rate is not None  # checked by _enough_for_rates
+        band = f"{s.speech_rate_min_wpm:.0f}-{s.speech_rate_max_wpm:.0f}"
+        if rate < s.speech_rate_min_wpm:
+            yield _work_on(
+                "speech_rate_wpm",
+                rate,
+                f"Your pace was {rate:.0f} words per minute, slower than the comfortable {band} range: speed up a "
+                "little by linking words within a phrase and keeping pauses for the ends of ideas.",
+            )
+        elif rate > s.speech_rate_max_wpm:
+            yield _work_on(
+                "speech_rate_wpm",
+                rate,
+                f"Your pace was {rate:.0f} words per minute, faster than the comfortable {band} range: slow down "
+                "so that listeners can follow, and pause briefly after each key idea.",
+            )
+        else:
+            yield _went_well(
+                "speech_rate_wpm", rate, f"Your pace of {rate:.0f} words per minute is easy to follow ({band} range)."
+            )
+
+    def _pauses(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
+        if not self._enough_for_rates(m):
+            return
+        s = self.settings
+        mean_pause = metric_value(m, "mean_silent_pause_s")
+        per_minute = metric_value(m, "silent_pauses_per_minute")
+        flagged = False
+        if mean_pause is not None and mean_pause >= s.long_pause_s:
+            flagged = True
+            long_count = sum(1 for pause in m.silent_pauses_s if pause >= s.long_pause_s)
+            yield _work_on(
+                "mean_silent_pause_s",
+                mean_pause,
+                f"Your pauses lasted {mean_pause:.1f} s on average, and {long_count} of them {s.long_pause_s:g} s or "
+                "more: plan the next idea while you finish the current one, or bridge with a phrase like 'let me "
+                "think' instead of a long silence.",
+            )
+        if per_minute is not None and per_minute > s.max_pauses_per_minute:
+            flagged = True
+            run = m.mean_length_of_run or 0.0
+            yield _work_on(
+                "silent_pauses_per_minute",
+                per_minute,
+                f"You paused {per_minute:.0f} times per minute, about every {run:.0f} words: try to say whole "
+                "phrases in one breath before pausing.",
+            )
+        if not flagged and per_minute is not None:
+            detail = f"only {per_minute:.0f} short pauses per minute" if per_minute >= 0.5 else "no hesitation pauses"
+            yield _went_well("silent_pauses_per_minute", per_minute, f"Your speech flowed well, with {detail}.")
+
+    def _filled_pauses(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
+        if m.word_count < self.settings.min_words_for_pace:
+            return
+        count = m.filled_pause_count
+        ratio = count / m.word_count
+        per_100 = 100 * ratio
+        if ratio > self.settings.filled_pause_max_ratio:
+            forms = ", ".join(sorted(m.filled_pauses, key=lambda form: (-m.filled_pauses[form], form)))
+            yield _work_on(
+                "filled_pause_count",
+                float(count),
+                f"You used {count} filled pauses ({forms}) in {m.word_count} words, {per_100:.1f} per 100 words: "
+                "when you need time to think, pause silently instead.",
+            )
+        elif count == 0:
+            yield _went_well("filled_pause_count", 0.0, "You used no filled pauses such as 'um' or 'uh'.")
+        else:
+            yield _went_well(
+                "filled_pause_count",
+                float(count),
+                f"You used few filled pauses such as 'um' or 'uh' ({count} in {m.word_count} words).",
+            )
+
+    def _vocabulary(self, m: SubmissionMetrics, level: str) -> Iterator[FeedbackPoint]:
+        value = metric_value(m, "mattr")
+        if not m.vocabulary_sufficient or value is None:
+            return
+        minimum = self.settings.mattr_minimum(level)
+        if minimum is None:
+            return
+        shown = (level or self.settings.default_level).upper()
+        if value < minimum:
+            yield _work_on(
+                "mattr",
+                value,
+                f"Your vocabulary variety (MATTR {value:.2f}) is below what we expect at {shown} ({minimum:.2f}): "
+                "avoid repeating the same words, and use synonyms and more precise words.",
+            )
+        else:
+            yield _went_well(
+                "mattr", value, f"You used a varied vocabulary (MATTR {value:.2f}, {shown} expects {minimum:.2f})."
+            )
+
+
+def _work_on(metric: str, value: float, message: str) -> FeedbackPoint:
+    return FeedbackPoint(kind="work_on", metric=metric, value=round(value, 3), message=message)
+
+
+def _went_well(metric: str, value: float, message: str) -> FeedbackPoint:
+    return FeedbackPoint(kind="went_well", metric=metric, value=round(value, 3), message=message)
+
+
+def compose_text(points: list[FeedbackPoint] | tuple[FeedbackPoint, ...], metrics: SubmissionMetrics) -> str:
+    """A short paragraph from the points: what went well first, then what to work on.
+
+    With no points (an answer too short to judge), says so and how long to speak.
+    """
+    well = [p.message for p in points if p.kind == "went_well"]
+    work = [p.message for p in points if p.kind == "work_on"]
+    parts: list[str] = []
+    if well:
+        parts.append("What went well: " + " ".join(well))
+    if work:
+        parts.append("What to work on: " + " ".join(work))
+    if not parts:
+        return (
+            f"Your answer had {metrics.word_count} words, too few for detailed feedback: aim for at least "
+            f"{MIN_VOCABULARY_TOKENS} words (about 30 seconds) next time."
+        )
+    if not metrics.vocabulary_sufficient:
+        parts.append(f"Speak for at least {MIN_VOCABULARY_TOKENS} words to get feedback on your vocabulary.")
+    return "\n".join(parts)

@@ -14,6 +14,10 @@ from rich.console import Console
 
 from feedback.cli import app as feedback_app
 from feedback.cli import worker as feedback_worker_command
+from projections.cli import asyncapi as asyncapi_command
+from projections.cli import cdc_app, learners_app
+from projections.cli import projector as projector_worker_command
+from stack.cli import STATUS_SECTIONS
 from stack.cli import app as stack_app
 from transcription.cli import transcription as transcription_worker_command
 
@@ -27,6 +31,33 @@ app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local e
 worker_app = typer.Typer(no_args_is_help=True, help="Run one service's consumer-group members in the foreground.")
 worker_app.command("transcription")(transcription_worker_command)
 worker_app.command("feedback")(feedback_worker_command)
+worker_app.command("projector")(projector_worker_command)
+app.add_typer(learners_app, name="learners")
+app.add_typer(cdc_app, name="cdc")
+app.command("asyncapi")(asyncapi_command)
+
+
+def _cdc_status_section(_settings: object) -> tuple[object, bool]:
+    """``coach stack status``: the Debezium connector's state and the replication slot's lag."""
+    from rich.table import Table
+
+    from projections.debezium import cdc_status
+    from runtime.settings import PlatformSettings
+
+    info = cdc_status(PlatformSettings())
+    table = Table(title="change data capture", title_justify="left")
+    for column in ("connector", "state", "tasks", "slot", "slot active", "slot lag (bytes)", "error"):
+        table.add_column(column)
+    tasks = ", ".join(str(t) for t in info.get("tasks", []) or []) or "-"
+    table.add_row(
+        str(info.get("connector", "-")), str(info.get("state", "-")), tasks, str(info.get("slot", "-")),
+        str(info.get("slot_active", "-")), str(info.get("slot_lag_bytes", "-")), str(info.get("error") or ""),
+    )  # fmt: skip
+    # A stack without `coach migrate` has no connector yet: that is not a failure of the stack.
+    return table, info.get("state") in ("RUNNING", "NOT_REGISTERED")
+
+
+STATUS_SECTIONS.append(_cdc_status_section)
 app.add_typer(worker_app, name="worker")
 app.add_typer(feedback_app, name="feedback", help="Coaching feedback: worker and one-off generation.")
 
@@ -42,11 +73,12 @@ def migrate(
     topics: Annotated[bool, typer.Option(help="Create the Kafka topics")] = True,
     postgres: Annotated[bool, typer.Option(help="Apply PostgreSQL migrations")] = True,
     clickhouse: Annotated[bool, typer.Option(help="Apply ClickHouse migrations")] = True,
+    cdc: Annotated[bool, typer.Option(help="Register the Debezium connector (create or update)")] = True,
 ) -> None:
-    """Create topics and apply PostgreSQL and ClickHouse migrations (idempotent)."""
+    """Create topics, apply PostgreSQL and ClickHouse migrations, register the Debezium connector (idempotent)."""
     from coach.migrations import run_migrations
 
-    ok = run_migrations(console, topics=topics, postgres=postgres, clickhouse=clickhouse)
+    ok = run_migrations(console, topics=topics, postgres=postgres, clickhouse=clickhouse, cdc=cdc)
     raise typer.Exit(0 if ok else 1)
 
 

@@ -1,4 +1,4 @@
-"""``coach migrate``: topics, PostgreSQL and ClickHouse migrations, in that order (idempotent)."""
+"""``coach migrate``: topics, PostgreSQL migrations, the Debezium connector, ClickHouse migrations (idempotent)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def run_migrations(
     topics: bool = True,
     postgres: bool = True,
     clickhouse: bool = True,
+    cdc: bool = True,
 ) -> bool:
     """Apply every migration step and print what changed. Returns False when a step failed."""
     settings = settings or PlatformSettings()
@@ -42,6 +43,20 @@ def run_migrations(
             console.print(f"postgres: applied {applied or 'nothing (up to date)'}")
         except Exception as exc:  # noqa: BLE001
             console.print(f"[red]postgres migrations failed[/red] ({settings.postgres_dsn}): {exc}")
+            ok = False
+    if cdc and ok:
+        import httpx
+
+        from projections.debezium import ConnectorError, register_connector
+
+        try:
+            state = register_connector(settings)
+            tasks = ", ".join(t.get("state", "?") for t in state.get("tasks", []))
+            console.print(
+                f"debezium connector {state.get('name')}: {state.get('connector', {}).get('state')} (tasks: {tasks})"
+            )
+        except (ConnectorError, httpx.HTTPError) as exc:
+            console.print(f"[red]debezium connector registration failed[/red] ({settings.connect_rest_url}): {exc}")
             ok = False
     if clickhouse:
         from clickhouse import SQL_DIR as CH_SQL_DIR

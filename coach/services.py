@@ -98,6 +98,9 @@ def local_services(*, with_transcription: bool = True) -> list[Service]:
 
         services.append(Service("transcription-worker", run_transcription_worker))
     from feedback.worker import run_feedback_worker
+    from projections.projector import run_projector
+
+    services.append(Service("projector", run_projector))
 
     services.append(Service("feedback-worker", run_feedback_worker))
     return services

@@ -23,6 +23,8 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "ingestion.settings:IngestionSettings",
     "transcription.settings:TranscriptionSettings",
     "transcription.worker:WorkerSettings",
+    "projections.projector:ProjectorSettings",
+    "projections.debezium:DebeziumSettings",
     "feedback.settings:FeedbackSettings",
 )
 """``module:Class`` of every settings class, in the order of the table."""

@@ -19,7 +19,7 @@ from runtime.settings import PlatformSettings
 __all__ = ["get_clickhouse_client", "is_embedded"]
 
 _chdb_lock = threading.Lock()
-_chdb_clients: dict[str, Client] = {}
+_chdb_clients: dict[tuple[str, str], Client] = {}
 
 
 def is_embedded(dsn: str) -> bool:
@@ -27,12 +27,17 @@ def is_embedded(dsn: str) -> bool:
     return dsn.startswith("chdb://")
 
 
-def get_clickhouse_client(settings: PlatformSettings | None = None, *, database: str | None = None) -> Client:
+def get_clickhouse_client(
+    settings: PlatformSettings | None = None, *, database: str | None = None, new: bool = False
+) -> Client:
     """Return a clickhouse-connect client for ``settings.clickhouse_dsn``.
 
-    * ``chdb://<path>``: embedded chDB with its data under ``<path>`` (created if missing). chDB allows
-      one open data directory per process, so the client for a path is shared within the process.
-    * ``http(s)://[user:password@]host:port[/database]``: a ClickHouse server over HTTP.
+    * ``chdb://<path>``: embedded chDB with its data under ``<path>`` (created if missing). chDB runs one engine
+      per process on one data directory (a second path raises ``RuntimeError``); any number of handles may share
+      it. One client per (path, database) is cached and shared within the process; pass ``new=True`` for a
+      private handle (e.g. one per thread of an HTTP server).
+    * ``http(s)://[user:password@]host:port[/database]``: a ClickHouse server over HTTP (a new client each call;
+      clickhouse-connect clients are not thread-safe, keep one per thread).
 
     ``database`` (default ``settings.clickhouse_database``) is created if missing and used by
     default. Raises ``ValueError`` on another scheme, and clickhouse-connect's errors when the
@@ -43,14 +48,16 @@ def get_clickhouse_client(settings: PlatformSettings | None = None, *, database:
     database = database or settings.clickhouse_database
     if is_embedded(dsn):
         path = Path(dsn.removeprefix("chdb://")).expanduser().resolve()
+        key = (str(path), database)
         with _chdb_lock:
-            client = _chdb_clients.get(str(path))
+            client = None if new else _chdb_clients.get(key)
             if client is None:
                 path.mkdir(parents=True, exist_ok=True)
                 client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
-                _chdb_clients[str(path)] = client
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-        client.database = database
+                client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+                client.database = database
+                if not new:
+                    _chdb_clients[key] = client
         return client
     scheme = urlsplit(dsn).scheme
     if scheme not in ("http", "https"):

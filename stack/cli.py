@@ -6,9 +6,11 @@ success; 1 when an engine fails to start or stop, or (``status``) when any engin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.status import Status
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +27,11 @@ app = typer.Typer(
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
+
+#: Extra sections of ``status`` registered by packages above the stack (e.g. the CDC connector and slot lag, which
+#: the ``coach`` CLI adds): each returns a renderable and whether its part is healthy. Keeps ``stack`` free of
+#: imports from the components.
+STATUS_SECTIONS: list[Callable[[StackSettings], tuple[RenderableType, bool]]] = []
 
 _STATE_STYLE = {State.RUNNING: "green", State.UNHEALTHY: "yellow", State.STOPPED: "red"}
 
@@ -131,7 +138,14 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each engine's pid, port and state; exit code 1 when any engine is not running."""
-    statuses = Supervisor(_settings()).status()
+    settings = _settings()
+    statuses = Supervisor(settings).status()
     console.print(_status_table(statuses))
-    if not all(st.running for st in statuses):
+    healthy = all(st.running for st in statuses)
+    if healthy:
+        for section in STATUS_SECTIONS:
+            renderable, ok = section(settings)
+            console.print(renderable)
+            healthy = healthy and ok
+    if not healthy:
         raise typer.Exit(code=1)

@@ -29,6 +29,10 @@ TEST_STACK_ENV: dict[str, str] = {
     "COACH_TRANSCRIPTION_WORKER_METRICS_PORT": "0",
 }
 
+# chDB runs one engine per process on one data directory: every test of this session shares the test home's
+# (tests isolate themselves with their own ClickHouse databases, not paths).
+os.environ.setdefault("COACH_CLICKHOUSE_URL", f"chdb://{TEST_STACK_ENV['COACH_HOME']}/chdb")
+
 
 def run_stack_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the project's own command ``python -m stack <args>`` (same as ``coach stack``), output captured."""

@@ -110,6 +110,46 @@ def keys_create(
 
 
 @app.command()
+def run() -> None:
+    """Every service of the local mode in the foreground (APIs, workers, projector, dataflows); Ctrl-C stops them."""
+    import logging
+    import signal
+
+    from coach.services import ServiceSet, local_services
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    services = ServiceSet(local_services())
+    signal.signal(signal.SIGTERM, lambda *_: services.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: services.stop.set())
+    services.start()
+    console.print(f"running: {', '.join(s.name for s in services.services)} (Ctrl-C stops)")
+    services.wait()
+    failed = services.failed()
+    still = services.shutdown()
+    for service in failed:
+        console.print(f"[red]{service.name} failed:[/red] {service.error}")
+    if still:
+        console.print(f"[yellow]did not stop in time: {', '.join(still)}[/yellow]")
+    raise typer.Exit(1 if failed or still else 0)
+
+
+serve_app = typer.Typer(no_args_is_help=True, help="Serve one HTTP API in the foreground (containers run one each).")
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("ingestion")
+def serve_ingestion() -> None:
+    """The ingestion API (POST /v1/submissions) on COACH_INGESTION_HOST:COACH_INGESTION_PORT."""
+    import uvicorn
+
+    from ingestion.app import create_app
+    from ingestion.settings import IngestionSettings
+
+    settings = IngestionSettings()
+    uvicorn.run(create_app(), host=settings.host, port=settings.port)
+
+
+@app.command()
 def demo(
     keep_stack: Annotated[bool, typer.Option(help="Leave the local stack running afterwards")] = False,
 ) -> None:

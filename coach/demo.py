@@ -30,7 +30,7 @@ from coach.services import ServiceSet, local_services
 from ingestion.settings import IngestionSettings
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
-from schemas import TRANSCRIPTS
+from schemas import FEEDBACK, TRANSCRIPTS
 
 __all__ = ["DemoFailed", "run_demo"]
 
@@ -70,9 +70,11 @@ def run_demo(console: Console, *, keep_stack: bool = False, timeout_s: float = 6
         _wait_ready(base, services)
         console.rule("[bold]5/6 uploads and processing")
         submitted = _upload(base, tokens, uploads, console)
-        transcripts = _await_transcripts(settings, submitted, services, console, timeout_s)
+        transcripts = _await_events(TRANSCRIPTS.name, "transcripts", settings, submitted, services, console, timeout_s)
+        feedback = _await_events(FEEDBACK.name, "feedback", settings, submitted, services, console, timeout_s)
+        _await_projection(settings, submitted, services, console, timeout_s)
         console.rule("[bold]6/6 progress")
-        chart = _report(console, submitted, transcripts, settings)
+        chart = _report(console, submitted, transcripts, feedback, settings)
         return chart
     finally:
         if services is not None:
@@ -157,7 +159,40 @@ def _upload(
     return submitted
 
 
-def _await_transcripts(
+def _check(services: ServiceSet) -> None:
+    if services.failed():
+        bad = services.failed()[0]
+        raise DemoFailed(f"service {bad.name} failed: {bad.error}")
+
+
+def _await_projection(
+    settings: PlatformSettings,
+    submitted: dict[str, dict[str, Any]],
+    services: ServiceSet,
+    console: Console,
+    timeout_s: float,
+) -> None:
+    """Wait until the projector marked every submission 'feedback' in PostgreSQL."""
+    deadline = time.monotonic() + timeout_s
+    ids = list(submitted)
+    with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+        while True:
+            _check(services)
+            rows = conn.execute(
+                "SELECT status, count(*) FROM submissions WHERE submission_id = ANY(%s::uuid[]) GROUP BY status", (ids,)
+            ).fetchall()
+            counts = dict(rows)
+            if counts.get("feedback", 0) == len(ids):
+                console.print(f"projections: {len(ids)} submissions with status 'feedback' in PostgreSQL")
+                return
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"projector: statuses {counts} after {timeout_s:.0f} s; see `coach stack status`")
+            time.sleep(0.5)
+
+
+def _await_events(
+    topic: str,
+    label: str,
     settings: PlatformSettings,
     submitted: dict[str, dict[str, Any]],
     services: ServiceSet,
@@ -166,20 +201,18 @@ def _await_transcripts(
 ) -> dict[str, dict[str, Any]]:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": f"demo-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
-    consumer.subscribe([TRANSCRIPTS.name])
+    consumer.subscribe([topic])
     found: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout_s
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task("transcripts", total=len(submitted))
+            task = progress.add_task(label, total=len(submitted))
             while len(found) < len(submitted):
                 if time.monotonic() > deadline:
-                    raise DemoFailed(f"only {len(found)}/{len(submitted)} transcripts after {timeout_s:.0f} s; "
+                    raise DemoFailed(f"only {len(found)}/{len(submitted)} {label} after {timeout_s:.0f} s; "
                                      f"see {settings.home_dir}/logs and `coach stack status`")  # fmt: skip
-                if services.failed():
-                    bad = services.failed()[0]
-                    raise DemoFailed(f"service {bad.name} failed: {bad.error}")
+                _check(services)
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error():
                     continue
@@ -196,27 +229,34 @@ def _report(
     console: Console,
     submitted: dict[str, dict[str, Any]],
     transcripts: dict[str, dict[str, Any]],
+    feedback: dict[str, dict[str, Any]],
     settings: PlatformSettings,
 ) -> Path:
     from flows.metrics import compute_metrics
     from schemas import TranscriptWord
 
-    rows: dict[str, list[tuple[datetime, str, Any]]] = {}
+    rows: dict[str, list[tuple[datetime, str, Any, str]]] = {}
     for sid, item in submitted.items():
         payload = transcripts[sid]["payload"]
         words = [TranscriptWord.model_validate(w) for w in payload["words"]]
-        rows.setdefault(item["user"], []).append((item["recorded_at"], item["prompt"], compute_metrics(words)))
+        rows.setdefault(item["user"], []).append((item["recorded_at"], item["prompt"], compute_metrics(words), sid))
     for user, entries in rows.items():
         table = Table(title=f"learner {user}", title_justify="left")
         for column in ("recorded", "prompt", "words", "wpm", "art. wpm", "pauses/min", "pause s", "fillers", "reps"):
             table.add_column(column, justify="right")
-        for recorded, prompt, metric in sorted(entries, key=lambda e: e[0]):
+        for recorded, prompt, metric, _sid in sorted(entries, key=lambda e: e[0]):
             table.add_row(
                 recorded.date().isoformat(), prompt, str(metric.word_count), _fmt(metric.speech_rate_wpm),
                 _fmt(metric.articulation_rate_wpm), _fmt(metric.silent_pauses_per_minute),
                 _fmt(metric.mean_silent_pause_s, 2), str(metric.filled_pause_count), str(metric.repetition_count),
             )  # fmt: skip
         console.print(table)
+        latest = max(entries, key=lambda e: e[0])[3]
+        points = feedback[latest]["payload"]["points"]
+        focus = next((p for p in points if p["kind"] == "work_on"), points[0] if points else None)
+        provider = feedback[latest]["payload"]["provider"]
+        if focus is not None:
+            console.print(f"  latest feedback ({provider}): {focus['message']}")
     return _chart(rows, settings.home_dir / "demo" / "progress.png", console)
 
 
@@ -224,7 +264,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _chart(rows: dict[str, list[tuple[datetime, str, Any]]], target: Path, console: Console) -> Path:
+def _chart(rows: dict[str, list[tuple[datetime, str, Any, str]]], target: Path, console: Console) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -79,9 +79,9 @@ def upload(client: TestClient, token: str, path: Path, **headers: str) -> Any:
 
 def transcript_of(submission_id: str, timeout_s: float = 180) -> dict[str, Any]:
     events = read_until(
-        TRANSCRIPTS.name, lambda seen: any(e["submission_id"] == submission_id for e in seen), timeout_s=timeout_s
+        TRANSCRIPTS.name, lambda seen: any(e.get("submission_id") == submission_id for e in seen), timeout_s=timeout_s
     )
-    return next(e for e in events if e["submission_id"] == submission_id)
+    return next(e for e in events if e.get("submission_id") == submission_id)
 
 
 def test_jfk_clip_is_transcribed_with_low_wer(client: TestClient, token: str, worker: TranscriptionWorker) -> None:

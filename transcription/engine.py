@@ -52,6 +52,7 @@ from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_t
 from transcription.audio import TARGET_SAMPLE_RATE
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
+from transcription.word_timing import snap_to_silences
 
 __all__ = [
     "AudioItem",
@@ -568,6 +569,7 @@ class BatchTranscriber:
         ts_map = SpeechTimestampsMap(message.speech, TARGET_SAMPLE_RATE)
         segments: list[TranscriptSegment] = []
         words: list[WordTiming] = []
+        word_chunks: list[_Chunk] = []
         for chunk, subsegments in decoded:
             for sub in subsegments:
                 sub_words = sub.get("words") or []
@@ -579,20 +581,25 @@ class BatchTranscriber:
                     )
                     continue
                 # Words restored to the original timeline (as restore_speech_timestamps does: both
-                # ends in the VAD region of the word's midpoint), grouped into sentence segments.
-                sentence: list[WordTiming] = []
+                # ends in the VAD region of the word's midpoint); segments are built after refinement.
                 for word in sub_words:
                     region = ts_map.get_chunk_index((word["start"] + word["end"]) / 2)
                     start = _clamp(ts_map.get_original_time(word["start"], region), duration)
                     end = _clamp(ts_map.get_original_time(word["end"], region), duration)
                     timing = WordTiming(word["word"], start, max(start, end), round(float(word["probability"]), 4))
                     words.append(timing)
-                    sentence.append(timing)
-                    if timing.word.rstrip().endswith(_SENTENCE_END):
-                        segments.append(_sentence_segment(sentence, chunk))
-                        sentence = []
-                if sentence:
-                    segments.append(_sentence_segment(sentence, chunk))
+                    word_chunks.append(chunk)
+
+        if self.settings.snap_words_to_silence and words:
+            words = snap_to_silences(words, message.item.audio, TARGET_SAMPLE_RATE)
+        sentence: list[WordTiming] = []
+        for index, (timing, chunk) in enumerate(zip(words, word_chunks, strict=True)):
+            sentence.append(timing)
+            chunk_ends = index + 1 == len(words) or word_chunks[index + 1] is not chunk
+            if timing.word.rstrip().endswith(_SENTENCE_END) or chunk_ends:
+                segments.append(_sentence_segment(sentence, chunk))
+                sentence = []
+        segments.sort(key=lambda seg: seg.start)
 
         return TranscriptionResult(
             id=message.item.id,

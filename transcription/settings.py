@@ -96,6 +96,11 @@ class TranscriptionSettings(BaseSettings):
     word_timestamps: bool = Field(
         default=True, description="Word timings from cross-attention alignment (needed for metrics)"
     )
+    snap_words_to_silence: bool = Field(
+        default=True,
+        description="Refine word boundaries at pauses from the audio's energy (transcription.word_timing): Whisper's "
+        "alignment is often 100-200 ms off, which biases pause lengths",
+    )
     no_speech_threshold: float | None = Field(
         default=0.6,
         description="Drop a chunk whose no-speech probability exceeds this and whose average log "

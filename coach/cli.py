@@ -12,8 +12,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.cli import serve as serve_api_command
 from feedback.cli import app as feedback_app
 from feedback.cli import worker as feedback_worker_command
+from flows.cli import replay_app
+from grafana.cli import app as grafana_app
 from projections.cli import asyncapi as asyncapi_command
 from projections.cli import cdc_app, learners_app
 from projections.cli import projector as projector_worker_command
@@ -32,7 +35,31 @@ worker_app = typer.Typer(no_args_is_help=True, help="Run one service's consumer-
 worker_app.command("transcription")(transcription_worker_command)
 worker_app.command("feedback")(feedback_worker_command)
 worker_app.command("projector")(projector_worker_command)
+
+
+@worker_app.command("flows")
+def flows_worker() -> None:
+    """The Bytewax dataflows (metrics, observability) and the consumer-lag sampler; Ctrl-C stops them."""
+    import logging
+    import signal
+
+    from coach.services import ServiceSet, flow_services
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    services = ServiceSet(flow_services())
+    signal.signal(signal.SIGTERM, lambda *_: services.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: services.stop.set())
+    services.start()
+    services.wait()
+    failed, still = services.failed(), services.shutdown()
+    for service in failed:
+        console.print(f"[red]{service.name} failed:[/red] {service.error}")
+    raise typer.Exit(1 if failed or still else 0)
+
+
 app.add_typer(learners_app, name="learners")
+app.add_typer(grafana_app, name="grafana")
+app.add_typer(replay_app, name="replay")
 app.add_typer(cdc_app, name="cdc")
 app.command("asyncapi")(asyncapi_command)
 
@@ -135,6 +162,9 @@ def run() -> None:
 
 serve_app = typer.Typer(no_args_is_help=True, help="Serve one HTTP API in the foreground (containers run one each).")
 app.add_typer(serve_app, name="serve")
+
+
+serve_app.command("api")(serve_api_command)
 
 
 @serve_app.command("ingestion")

@@ -1,9 +1,11 @@
 """``coach demo``: the whole local pipeline on bundled real and synthesized speech, then each learner's progress.
 
 Steps: start the local stack → migrate → create learners and their API keys → start every service
-in this process → upload the JFK clip and synthesized answers (recorded over several weeks) through
-the ingestion API → wait until every submission is transcribed → print each learner's progress
-table and write a chart → stop the services and the stack. Any failure is explained in one line.
+in this process (``coach run``'s set) → upload the JFK clip and synthesized answers (recorded over
+several weeks) through the ingestion API → wait until every submission has its transcript, feedback,
+PostgreSQL projection and ClickHouse metrics (read back through the progress API) → print each
+learner's progress and weekly windows and write a chart → stop the services and the stack. Any
+failure is explained in one line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.settings import ApiSettings
 from coach.demo_script import LEARNERS, synthesize
 from coach.migrations import run_migrations
 from coach.services import ServiceSet, local_services
@@ -70,11 +74,15 @@ def run_demo(console: Console, *, keep_stack: bool = False, timeout_s: float = 6
         _wait_ready(base, services)
         console.rule("[bold]5/6 uploads and processing")
         submitted = _upload(base, tokens, uploads, console)
-        transcripts = _await_events(TRANSCRIPTS.name, "transcripts", settings, submitted, services, console, timeout_s)
+        _await_events(TRANSCRIPTS.name, "transcripts", settings, submitted, services, console, timeout_s)
         feedback = _await_events(FEEDBACK.name, "feedback", settings, submitted, services, console, timeout_s)
         _await_projection(settings, submitted, services, console, timeout_s)
+        api = ApiSettings()
+        api_base = f"http://{api.host}:{api.port}"
+        details = _await_api_metrics(api_base, tokens, submitted, services, console, timeout_s)
         console.rule("[bold]6/6 progress")
-        chart = _report(console, submitted, transcripts, feedback, settings)
+        chart = _report(console, submitted, details, feedback, settings)
+        _weekly(console, api_base, tokens)
         return chart
     finally:
         if services is not None:
@@ -181,7 +189,7 @@ def _await_projection(
             rows = conn.execute(
                 "SELECT status, count(*) FROM submissions WHERE submission_id = ANY(%s::uuid[]) GROUP BY status", (ids,)
             ).fetchall()
-            counts = dict(rows)
+            counts: dict[str, int] = dict(rows)
             if counts.get("feedback", 0) == len(ids):
                 console.print(f"projections: {len(ids)} submissions with status 'feedback' in PostgreSQL")
                 return
@@ -216,30 +224,90 @@ def _await_events(
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error():
                     continue
-                event = json.loads(msg.value())
-                if event["submission_id"] in submitted and event["submission_id"] not in found:
-                    found[event["submission_id"]] = event
+                try:
+                    event = json.loads(msg.value() or b"{}")
+                except ValueError:
+                    continue  # not ours: malformed records are the consumers' to dead-letter
+                sid = event.get("submission_id") if isinstance(event, dict) else None
+                if sid in submitted and sid not in found:
+                    found[sid] = event
                     progress.update(task, completed=len(found))
     finally:
         consumer.close()
     return found
 
 
+def _await_api_metrics(
+    api_base: str,
+    tokens: dict[str, str],
+    submitted: dict[str, dict[str, Any]],
+    services: ServiceSet,
+    console: Console,
+    timeout_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Poll the progress API until every submission shows its metrics (written by the dataflow)."""
+    details: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=api_base, timeout=30) as client:
+        while len(details) < len(submitted):
+            _check(services)
+            if time.monotonic() > deadline:
+                raise DemoFailed(
+                    f"progress API shows metrics for {len(details)}/{len(submitted)} submissions after "
+                    f"{timeout_s:.0f} s (is the metrics flow running? see the log above)"
+                )
+            for sid, item in submitted.items():
+                if sid in details:
+                    continue
+                try:
+                    r = client.get(
+                        f"/v1/submissions/{sid}", headers={"Authorization": f"Bearer {tokens[item['user']]}"}
+                    )
+                except httpx.HTTPError:
+                    break
+                if r.status_code == 200 and r.json().get("metrics"):
+                    details[sid] = r.json()
+            time.sleep(0.5)
+    console.print(f"progress API: metrics for {len(details)} submissions (ClickHouse, via {api_base})")
+    return details
+
+
+def _weekly(console: Console, api_base: str, tokens: dict[str, str]) -> None:
+    """Each learner's weekly windows (learner's timezone) and the change the API reports."""
+    table = Table(title="weekly windows (progress API)", title_justify="left")
+    for column in ("learner", "weeks", "wpm by week", "pauses/min by week", "speech rate change"):
+        table.add_column(column)
+    with httpx.Client(base_url=api_base, timeout=30) as client:
+        for user, token in tokens.items():
+            r = client.get(f"/v1/users/{user}/progress", params={"window": "weekly"},
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            if r.status_code != 200:
+                raise DemoFailed(f"GET /v1/users/{user}/progress answered {r.status_code}: {r.text[:200]}")
+            body = r.json()
+            weeks = body["series"].get("weekly", [])
+            change = next((c for c in body["summary"]["changes"] if c["metric"] == "speech_rate_wpm"), None)
+            trend = "–"
+            if change is not None and change["change"] is not None:
+                trend = f"{change['change']:+.0f} wpm ({change['direction']})"
+            table.add_row(
+                user, str(len(weeks)), " → ".join(_fmt(w["speech_rate_wpm"]) for w in weeks),
+                " → ".join(_fmt(w["silent_pauses_per_minute"]) for w in weeks),
+                trend,
+            )  # fmt: skip
+    console.print(table)
+
+
 def _report(
     console: Console,
     submitted: dict[str, dict[str, Any]],
-    transcripts: dict[str, dict[str, Any]],
+    details: dict[str, dict[str, Any]],
     feedback: dict[str, dict[str, Any]],
     settings: PlatformSettings,
 ) -> Path:
-    from flows.metrics import compute_metrics
-    from schemas import TranscriptWord
-
     rows: dict[str, list[tuple[datetime, str, Any, str]]] = {}
     for sid, item in submitted.items():
-        payload = transcripts[sid]["payload"]
-        words = [TranscriptWord.model_validate(w) for w in payload["words"]]
-        rows.setdefault(item["user"], []).append((item["recorded_at"], item["prompt"], compute_metrics(words), sid))
+        metric = SimpleNamespace(**details[sid]["metrics"])
+        rows.setdefault(item["user"], []).append((item["recorded_at"], item["prompt"], metric, sid))
     for user, entries in rows.items():
         table = Table(title=f"learner {user}", title_justify="left")
         for column in ("recorded", "prompt", "words", "wpm", "art. wpm", "pauses/min", "pause s", "fillers", "reps"):

@@ -86,6 +86,18 @@ class ServiceSet:
         return [s.name for s in self.services if s.thread is not None and s.thread.is_alive()]
 
 
+def flow_services() -> list[Service]:
+    """The dataflows and the lag sampler: the metric flow, the observability flow, consumer-lag samples."""
+    from flows.dataflow import run_metrics_flow
+    from flows.observability import run_observability_flow, sample_consumer_lag
+
+    return [
+        Service("metrics-flow", run_metrics_flow),
+        Service("observability-flow", run_observability_flow),
+        Service("lag-sampler", sample_consumer_lag),
+    ]
+
+
 def local_services(*, with_transcription: bool = True) -> list[Service]:
     """Every service of the local mode, configured from the environment."""
     from ingestion.app import create_app
@@ -101,6 +113,11 @@ def local_services(*, with_transcription: bool = True) -> list[Service]:
     from projections.projector import run_projector
 
     services.append(Service("projector", run_projector))
+    # chDB: one process per data directory, so the flows (writers) and the progress API (reader) share this one.
+    services.extend(flow_services())
+    from api.app import serve_api
+
+    services.append(Service("progress-api", serve_api))
 
     services.append(Service("feedback-worker", run_feedback_worker))
     return services

@@ -26,6 +26,8 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "projections.projector:ProjectorSettings",
     "projections.debezium:DebeziumSettings",
     "feedback.settings:FeedbackSettings",
+    "api.settings:ApiSettings",
+    "flows.settings:FlowSettings",
 )
 """``module:Class`` of every settings class, in the order of the table."""
 

@@ -13,7 +13,7 @@
 set -euo pipefail
 
 # Debian packages other parts of the project need (speech synthesis and audio conversion in tests/demo).
-APT_PACKAGES="espeak-ng sox"
+APT_PACKAGES="espeak-ng sox chromium"
 # Debian package providing PostgreSQL server binaries (initdb, pg_ctl); installed only when none are found.
 PG_APT_PACKAGE="postgresql"
 # Debian packages providing Java 17+ and Maven; installed only when `java` / `mvn` are missing.
@@ -142,7 +142,8 @@ if [ ! -f "$VENV_STAMP" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$VENV_STAMP" ]; 
   log "installing Python dependencies into .venv (pip install -e '.[dev]'; first run: several minutes)…"
   pip_log="$VENV_DIR/pip-install.log"
   if ! { "$VENV_DIR/bin/python" -m pip install --upgrade pip &&
-    "$VENV_DIR/bin/python" -m pip install -e '.[dev]'; } >"$pip_log" 2>&1; then
+    URLLIB3_NO_OVERRIDE=1 PIP_NO_BINARY=urllib3-future "$VENV_DIR/bin/python" -m pip install -e '.[dev]'; } \
+    >"$pip_log" 2>&1; then
     tail -n 40 "$pip_log" >&2
     die "pip install failed (full log: $pip_log)"
   fi

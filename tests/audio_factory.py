@@ -38,7 +38,9 @@ def write_audio(
     return path
 
 
-def reencode(src: Path, dst: Path, *, container: str | None = None, codec: str = "pcm_s16le", rate: int = 16000) -> Path:
+def reencode(
+    src: Path, dst: Path, *, container: str | None = None, codec: str = "pcm_s16le", rate: int = 16000
+) -> Path:
     """Decode ``src`` to mono ``rate`` Hz and encode it again as ``dst`` (container from suffix)."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     chunks = []
@@ -49,6 +51,8 @@ def reencode(src: Path, dst: Path, *, container: str | None = None, codec: str =
     return write_audio(dst, np.concatenate(chunks), rate, container=container, codec=codec)
 
 
-def silence(path: Path, seconds: float, *, rate: int = 16000, container: str | None = None, codec: str = "pcm_s16le") -> Path:
+def silence(
+    path: Path, seconds: float, *, rate: int = 16000, container: str | None = None, codec: str = "pcm_s16le"
+) -> Path:
     """``seconds`` of digital silence."""
     return write_audio(path, np.zeros(int(seconds * rate), dtype=np.float32), rate, container=container, codec=codec)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -29,9 +30,16 @@ TEST_STACK_ENV: dict[str, str] = {
     "COACH_TRANSCRIPTION_WORKER_METRICS_PORT": "0",
 }
 
-# chDB runs one engine per process on one data directory: every test of this session shares the test home's
-# (tests isolate themselves with their own ClickHouse databases, not paths).
-os.environ.setdefault("COACH_CLICKHOUSE_URL", f"chdb://{TEST_STACK_ENV['COACH_HOME']}/chdb")
+# chDB runs one engine per process on one data directory: every test of this session shares one (tests isolate
+# themselves with their own ClickHouse databases, not paths; subprocesses get directories of their own). It lives
+# outside COACH_HOME, which the stack fixture wipes while this process may have the engine open.
+_SESSION_CHDB = tempfile.mkdtemp(prefix="coach-test-chdb-")
+os.environ.setdefault("COACH_CLICKHOUSE_URL", f"chdb://{_SESSION_CHDB}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove this session's chDB directory."""
+    shutil.rmtree(_SESSION_CHDB, ignore_errors=True)
 
 
 def run_stack_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -175,5 +175,7 @@ def test_missing_audio_field_and_wrong_content_type(tmp_path: Path) -> None:
         )  # fmt: skip
     assert (info.value.status, info.value.code) == (422, "missing_audio")
     with pytest.raises(Rejected) as info:
-        anyio.run(lambda: receive_upload("audio/flac", None, Chunks(b"x").__aiter__(), max_bytes=10, spool_dir=tmp_path))
+        anyio.run(
+            lambda: receive_upload("audio/flac", None, Chunks(b"x").__aiter__(), max_bytes=10, spool_dir=tmp_path)
+        )
     assert (info.value.status, info.value.code) == (415, "not_multipart")

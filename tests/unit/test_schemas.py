@@ -246,9 +246,7 @@ def test_breaking_change_to_a_real_contract_is_rejected(tmp_path: Any) -> None:
     published = json.loads((JSON_DIR / "SubmissionReceived.v1.json").read_text())
     mutated = json.loads(json.dumps(published))
     mutated["$defs"]["SubmissionReceivedPayload"]["properties"]["duration_s"]["type"] = "string"
-    assert breaking_changes(mutated, published) == [
-        ".payload.duration_s: type changed, no longer accepts ['string']"
-    ]
+    assert breaking_changes(mutated, published) == [".payload.duration_s: type changed, no longer accepts ['string']"]
 
 
 def test_topic_registry_names_and_keys() -> None:

@@ -1,0 +1,432 @@
+"""The read-only progress API (FastAPI) over ClickHouse (metrics) and PostgreSQL (read models).
+
+Routes: ``GET /v1/submissions/{id}``, ``GET /v1/users/{user_id}/progress``, ``GET /v1/users/{user_id}/submissions``,
+``GET /v1/cohorts``, ``GET /v1/cohorts/{cohort}/progress``, the learner page ``GET /progress/{user_id}``, and
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. Authentication and the 401/403/404 rule are in
+:mod:`api.access`.
+
+Read-only by construction: PostgreSQL sessions are opened with ``default_transaction_read_only = on`` (a write
+fails with ``ReadOnlySqlTransaction``) and every ClickHouse query carries the ``readonly`` setting. In the local
+mode chDB is embedded, so the API must run in the process that runs the dataflows (``coach run``); with a
+ClickHouse server it runs on its own (``coach serve api``).
+"""
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import psycopg
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import make_asgi_app
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from api.access import Caller, ClickHouse, PageReadableUser, Postgres, PrincipalCache, ReadableCohort, ReadableUser
+from api.access import can_read_user as _can_read_user
+from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
+from api.metrics import REQUEST_LATENCY
+from api.models import (
+    WINDOW_KINDS,
+    CohortLearner,
+    CohortList,
+    CohortPoint,
+    CohortProgress,
+    CohortSummary,
+    ProgressResponse,
+    SubmissionDetail,
+    SubmissionPage,
+    SubmissionSummary,
+    WindowKind,
+    WindowPoint,
+)
+from api.page import render_progress_page
+from api.progress import HEADLINE_METRICS, summarize
+from api.readmodels import (
+    Cursor,
+    InvalidCursor,
+    coach_cohorts,
+    cohort_learners,
+    fetch_feedback,
+    fetch_submission,
+    fetch_timeline,
+    fetch_transcript,
+    list_cohorts,
+    list_submissions,
+)
+from api.settings import ApiSettings
+from runtime.http_errors import ErrorBody, error_response, install_error_handlers
+from runtime.settings import PlatformSettings
+
+__all__ = ["EARLIEST", "LATEST", "create_app", "serve_api"]
+
+log = logging.getLogger(__name__)
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""'from'/'to' must lie in [EARLIEST, LATEST] (inside ClickHouse's DateTime64 range)."""
+
+_ERROR_TEXT = {
+    401: "Missing, invalid or revoked bearer token",
+    403: "The caller's role may not use this endpoint",
+    404: "Not found, or outside what the caller may read",
+    422: "Invalid parameters",
+    503: "PostgreSQL or ClickHouse unavailable; retry",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorBody, "description": _ERROR_TEXT[code]} for code in codes}
+
+
+def _json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Error responses of a route whose success is not JSON (the errors still are)."""
+    schema = {"$ref": "#/components/schemas/ErrorBody"}
+    return {
+        code: {"description": _ERROR_TEXT[code], "content": {"application/json": {"schema": schema}}} for code in codes
+    }
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def resolve_range(start: datetime | None, end: datetime | None, settings: ApiSettings) -> tuple[datetime, datetime]:
+    """The ``[from, to)`` of a request: ``to`` defaults to now, ``from`` to ``to`` minus
+    ``default_range_days``; a naive time is UTC. Raises 422 when outside [EARLIEST, LATEST], not increasing, or
+    longer than ``max_range_days``."""
+    end = _as_utc(end) if end is not None else datetime.now(UTC)
+    start = _as_utc(start) if start is not None else None
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise HTTPException(422, f"'{name}' must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    if start is None:
+        start = max(EARLIEST, end - timedelta(days=settings.default_range_days))
+    if start >= end:
+        raise HTTPException(422, "'from' must be before 'to'")
+    if end - start > timedelta(days=settings.max_range_days):
+        raise HTTPException(422, f"'from'..'to' spans more than {settings.max_range_days} days")
+    return start, end
+
+
+def _in_range(windows: list[WindowPoint], start: datetime, end: datetime) -> list[WindowPoint]:
+    return [w for w in windows if start <= w.window_start < end]
+
+
+_PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "The progress page"},
+    **_json_errors(401, 404, 422, 503),
+}
+
+FromQuery = Annotated[
+    datetime | None,
+    Query(alias="from", description="Windows starting at or after this instant (ISO 8601; naive = UTC)"),
+]
+ToQuery = Annotated[
+    datetime | None, Query(alias="to", description="Windows starting before this instant (naive = UTC); default now")
+]
+
+
+def create_app(platform: PlatformSettings | None = None, settings: ApiSettings | None = None) -> FastAPI:
+    """Build the progress API. The PostgreSQL pool and the ClickHouse reader open in the lifespan (so building
+    the app touches nothing: ``create_app().openapi()`` works offline)."""
+    platform = platform or PlatformSettings()
+    settings = settings or ApiSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pg_pool = ConnectionPool(
+            platform.postgres_dsn,
+            min_size=settings.pg_pool_min,
+            max_size=settings.pg_pool_max,
+            timeout=settings.pg_timeout_s,
+            kwargs={"autocommit": True, "options": "-c default_transaction_read_only=on"},
+            open=True,
+        )
+        app.state.clickhouse = ClickHouseReader(
+            platform, readonly=settings.clickhouse_readonly, pool_size=settings.clickhouse_pool_size
+        )
+        app.state.principals = PrincipalCache(settings.principal_cache_ttl_s)
+        try:
+            yield
+        finally:
+            app.state.clickhouse.close()
+            app.state.pg_pool.close()
+
+    app = FastAPI(
+        title="Speech Coach progress API",
+        version="1",
+        lifespan=lifespan,
+        description=(
+            "Read-only views of learners' progress: submissions with their status timeline, transcript, metrics "
+            "and feedback; metric series per window (daily, weekly, 7-day sliding) with the change since the "
+            "learner's first weeks; cohort views for coaches; and an HTML progress page.\n\n"
+            "Authentication: `Authorization: Bearer <token>` (from `coach keys create`). A learner reads only "
+            "itself; a coach its learners and the cohorts it coaches; an admin everything. 403 when the role may "
+            "never use an endpoint, 404 for anything outside what the caller may read (as if it did not exist)."
+        ),
+    )
+    install_error_handlers(app)
+    app.mount("/metrics", make_asgi_app())
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(ClickHouseError)
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("store unavailable: %s", exc)
+        return error_response(503, "unavailable", f"a store is unavailable ({type(exc).__name__}); retry later")
+
+    @app.middleware("http")
+    async def _latency(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        REQUEST_LATENCY.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    @app.get(
+        "/v1/submissions/{submission_id}",
+        response_model=SubmissionDetail,
+        responses=_errors(401, 404, 422, 503),
+        summary="One submission: status timeline, transcript, metrics, feedback",
+        tags=["submissions"],
+    )
+    def get_submission(
+        submission_id: Annotated[uuid.UUID, Path(description="The id returned by POST /v1/submissions")],
+        caller: Caller,
+        pool: Postgres,
+        reader: ClickHouse,
+        include_words: Annotated[bool, Query(description="Include the transcript's word timestamps")] = False,
+    ) -> SubmissionDetail:
+        """Everything known about a submission the caller may read (404 otherwise)."""
+        with pool.connection() as conn:
+            row = fetch_submission(conn, submission_id)
+        if row is None or not _can_read_user(pool, caller, row["user_id"]):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"submission {submission_id} not found")
+        with pool.connection() as conn:
+            timeline = fetch_timeline(conn, submission_id)
+            transcript = fetch_transcript(conn, submission_id, words=include_words)
+            feedback = fetch_feedback(conn, submission_id)
+        metrics = fetch_submission_metrics(reader, row["user_id"], submission_id)
+        return SubmissionDetail(**row, timeline=timeline, transcript=transcript, metrics=metrics, feedback=feedback)
+
+    @app.get(
+        "/v1/users/{user_id}/progress",
+        response_model=ProgressResponse,
+        responses=_errors(401, 404, 422, 503),
+        summary="Metric series per window kind and the change since the first weeks",
+        tags=["progress"],
+    )
+    def get_progress(
+        user_id: ReadableUser,
+        reader: ClickHouse,
+        window: Annotated[
+            list[WindowKind] | None, Query(description="Window kinds to return (repeatable); default all three")
+        ] = None,
+        start: FromQuery = None,
+        end: ToQuery = None,
+    ) -> Response:
+        """The learner's windows starting in ``[from, to)`` per kind, oldest first, and a summary comparing the
+        learner's first weekly windows with the latest ones up to ``to``."""
+        range_from, range_to = resolve_range(start, end, settings)
+        kinds = tuple(dict.fromkeys(window)) if window else WINDOW_KINDS
+        windows = fetch_windows(reader, [user_id], kinds, range_from, range_to, all_weekly=True).get(user_id, {})
+        series = {kind: _in_range(windows.get(kind, []), range_from, range_to) for kind in kinds}
+        body = ProgressResponse.model_validate(
+            {
+                "user_id": user_id,
+                "from": range_from,
+                "to": range_to,
+                "series": series,
+                "summary": summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks),
+            }
+        )
+        # Serialised once by pydantic-core (FastAPI would dump, re-validate and re-encode the ~200 windows).
+        return Response(body.model_dump_json(by_alias=True), media_type="application/json")
+
+    @app.get(
+        "/v1/users/{user_id}/submissions",
+        response_model=SubmissionPage,
+        responses=_errors(401, 404, 422, 503),
+        summary="A learner's submissions, newest first (cursor pagination)",
+        tags=["submissions"],
+    )
+    def get_submissions(
+        user_id: ReadableUser,
+        pool: Postgres,
+        reader: ClickHouse,
+        limit: Annotated[int | None, Query(ge=1, le=settings.max_page_size, description="Page size")] = None,
+        cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+        status_filter: Annotated[
+            Literal["received", "transcribed", "feedback", "failed"] | None,
+            Query(alias="status", description="Only submissions in this status"),
+        ] = None,
+    ) -> SubmissionPage:
+        """A page of the learner's submissions with headline metrics where computed."""
+        try:
+            after = Cursor.decode(cursor) if cursor else None
+        except InvalidCursor as exc:
+            raise HTTPException(422, str(exc)) from exc
+        with pool.connection() as conn:
+            rows, next_cursor = list_submissions(
+                conn, user_id, limit=limit or settings.page_size, after=after, status=status_filter
+            )
+        headlines = fetch_headlines(reader, user_id, [r["submission_id"] for r in rows])
+        items = [SubmissionSummary(**r, **headlines.get(str(r["submission_id"]), {})) for r in rows]
+        return SubmissionPage(items=items, next_cursor=next_cursor.encode() if next_cursor else None)
+
+    @app.get(
+        "/v1/cohorts",
+        response_model=CohortList,
+        responses=_errors(401, 403, 503),
+        summary="Cohorts the caller may read (coaches: the cohorts they coach; admins: all)",
+        tags=["cohorts"],
+    )
+    def get_cohorts(caller: Caller, pool: Postgres) -> CohortList:
+        """Cohort names with their number of learners."""
+        if caller.role == "learner":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "cohort views are for coaches and admins")
+        with pool.connection() as conn:
+            only = coach_cohorts(conn, caller.user_id) if caller.role == "coach" else None
+            cohorts = list_cohorts(conn, only)
+        return CohortList(items=[CohortSummary(cohort=c, learners=n) for c, n in cohorts])
+
+    @app.get(
+        "/v1/cohorts/{cohort}/progress",
+        response_model=CohortProgress,
+        responses=_errors(401, 403, 404, 422, 503),
+        summary="Every learner of a cohort with its change since the first weeks, and the cohort's mean series",
+        tags=["cohorts"],
+    )
+    def get_cohort_progress(
+        cohort: ReadableCohort,
+        pool: Postgres,
+        reader: ClickHouse,
+        window: Annotated[WindowKind, Query(description="Window kind of the series")] = "weekly",
+        start: FromQuery = None,
+        end: ToQuery = None,
+    ) -> CohortProgress:
+        """Per learner: submissions in range, last window, changes; per window start: the mean over learners."""
+        range_from, range_to = resolve_range(start, end, settings)
+        with pool.connection() as conn:
+            learners = cohort_learners(conn, cohort)
+        windows = fetch_windows(
+            reader, [lr.user_id for lr in learners], (window,), range_from, range_to, all_weekly=True
+        )
+        out: list[CohortLearner] = []
+        by_start: dict[datetime, list[WindowPoint]] = {}
+        for learner in learners:
+            own = windows.get(learner.user_id, {})
+            series = _in_range(own.get(window, []), range_from, range_to)
+            summary = summarize(own.get("weekly", []), baseline_weeks=settings.baseline_weeks)
+            out.append(
+                CohortLearner(
+                    user_id=learner.user_id,
+                    display_name=learner.display_name,
+                    coach_id=learner.coach_id,
+                    submissions=sum(w.submissions for w in series),
+                    last_window_start=series[-1].window_start if series else None,
+                    changes=summary.changes,
+                )
+            )
+            for w in series:
+                by_start.setdefault(w.window_start, []).append(w)
+        points = [
+            CohortPoint(
+                window_start=at,
+                learners=len(group),
+                submissions=sum(w.submissions for w in group),
+                values={m.name: _mean([getattr(w, m.name) for w in group]) for m in HEADLINE_METRICS},
+            )
+            for at, group in sorted(by_start.items())
+        ]
+        return CohortProgress.model_validate(
+            {"cohort": cohort, "window": window, "from": range_from, "to": range_to, "learners": out, "series": points}
+        )
+
+    @app.get(
+        "/progress/{user_id}",
+        response_class=HTMLResponse,
+        responses=_PAGE_RESPONSES,
+        summary="The learner's progress page (HTML with inline SVG charts)",
+        tags=["pages"],
+    )
+    def progress_page(
+        request: Request,
+        user_id: PageReadableUser,
+        reader: ClickHouse,
+        window: Annotated[WindowKind, Query(description="Window kind of the charts")] = "weekly",
+        start: FromQuery = None,
+        end: ToQuery = None,
+    ) -> HTMLResponse:
+        """Charts of speech rate, articulation rate, pauses, fillers and vocabulary over time. Token by
+        ``Authorization: Bearer`` or ``?token=`` (which then appears in server logs and browser history:
+        prefer the header where the client can set it)."""
+        range_from, range_to = resolve_range(start, end, settings)
+        windows = fetch_windows(reader, [user_id], (window,), range_from, range_to, all_weekly=True).get(user_id, {})
+        series = _in_range(windows.get(window, []), range_from, range_to)
+        summary = summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks)
+        html = render_progress_page(user_id, window, series, summary, token_in_query=request.query_params.get("token"))
+        return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+    @app.get("/healthz", summary="Liveness", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: PostgreSQL and ClickHouse answer",
+        responses={503: {"model": ErrorBody}},
+        tags=["operations"],
+    )
+    def readyz(request: Request) -> Any:
+        """200 when PostgreSQL and ClickHouse answer a trivial query."""
+        checks: dict[str, str] = {}
+        try:
+            with request.app.state.pg_pool.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            checks["postgres"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["postgres"] = f"unreachable: {exc}"
+        try:
+            request.app.state.clickhouse.ping()
+            checks["clickhouse"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["clickhouse"] = f"unreachable: {exc}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        )
+
+    return app
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(sum(present) / len(present), 4) if present else None
+
+
+def serve_api(stop: threading.Event | None = None, settings: ApiSettings | None = None) -> None:
+    """Serve :func:`create_app` with uvicorn on ``COACH_API_HOST:COACH_API_PORT`` until ``stop`` is set (or, with
+    no ``stop``, until the process is interrupted). What ``coach serve api`` and ``coach run`` call."""
+    import uvicorn
+
+    settings = settings or ApiSettings()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings=settings), host=settings.host, port=settings.port, log_level="warning")
+    )
+    if stop is not None:
+
+        def watch() -> None:
+            stop.wait()
+            server.should_exit = True
+
+        threading.Thread(target=watch, name="api-stop-watcher", daemon=True).start()
+    server.run()  # uvicorn installs its signal handlers only in the main thread

@@ -1,0 +1,59 @@
+"""Settings of the read-only progress API (environment variables ``COACH_API_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ApiSettings"]
+
+
+class ApiSettings(BaseSettings):
+    """Binding, pools, paging and progress defaults of the progress API."""
+
+    model_config = SettingsConfigDict(env_prefix="COACH_API_", frozen=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="COACH_API_HOST: bind address")
+    port: int = Field(default=8001, description="COACH_API_PORT: progress API port")
+    pg_pool_min: int = Field(default=1, ge=0, description="COACH_API_PG_POOL_MIN: PostgreSQL connections kept open")
+    pg_pool_max: int = Field(default=8, ge=1, description="COACH_API_PG_POOL_MAX: PostgreSQL connections at most")
+    pg_timeout_s: float = Field(
+        default=5.0, gt=0, description="COACH_API_PG_TIMEOUT_S: wait for a pooled PostgreSQL connection, seconds"
+    )
+    clickhouse_readonly: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="COACH_API_CLICKHOUSE_READONLY: the ClickHouse 'readonly' setting sent with every query "
+        "(1: reads only; 2: reads and SET, for servers whose users must change settings)",
+    )
+    clickhouse_pool_size: int = Field(
+        default=4,
+        ge=1,
+        description="COACH_API_CLICKHOUSE_POOL_SIZE: HTTP ClickHouse clients at most (one per request thread); "
+        "embedded chDB always uses the process's one client, serialised",
+    )
+    principal_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="COACH_API_PRINCIPAL_CACHE_TTL_S: how long a resolved bearer token is reused, seconds "
+        "(a revoked key stops working at most this late; 0 looks every request up)",
+    )
+    page_size: int = Field(default=20, ge=1, le=200, description="COACH_API_PAGE_SIZE: default submissions per page")
+    max_page_size: int = Field(default=100, ge=1, le=1000, description="COACH_API_MAX_PAGE_SIZE: largest page")
+    default_range_days: int = Field(
+        default=91,
+        ge=1,
+        description="COACH_API_DEFAULT_RANGE_DAYS: progress series cover this many days up to 'to' when 'from' "
+        "is not given",
+    )
+    max_range_days: int = Field(
+        default=3 * 366, ge=1, description="COACH_API_MAX_RANGE_DAYS: longest 'from'..'to' span accepted, days"
+    )
+    baseline_weeks: int = Field(
+        default=2,
+        ge=1,
+        le=12,
+        description="COACH_API_BASELINE_WEEKS: the learner's first weekly windows that form the baseline of the "
+        "progress summary (compared with the same number of most recent weeks)",
+    )

@@ -1,0 +1,158 @@
+"""Summaries of a learner's window: distributions of the per-submission metrics and vocabulary over the window.
+
+Engine-agnostic: :func:`window_row` turns the submissions a window collected into one
+``learner_metrics_windows`` row. The per-submission metric values come from :func:`flows.metrics.compute_metrics`
+(through :class:`flows.records.Scored`); vocabulary is :func:`flows.metrics.vocabulary_metrics` of the window's
+concatenated words, because lexical diversity is only comparable over enough tokens (MATTR and MTLD are reported
+from 50 lexical tokens on, ``vocabulary_sufficient``). :func:`window_vocabulary` computes it from tokens that
+were normalised once per submission (:func:`flows.records.lexical_tokens`): each submission is in nine windows,
+and normalising every word again in each was two thirds of the dataflow's time.
+
+Definitions:
+
+* a submission seen twice in one window (a corrected transcript of the same ``submission_id``) counts once: the
+  one with the latest ``occurred_at`` (then the latest Kafka position) wins, as in ``submission_metrics``;
+* ``<metric>_avg|min|p50|p90|max`` summarise the submissions where the metric is defined (``None`` values, e.g.
+  the mean pause of a submission without pauses, are left out; all ``None`` when none is defined); quantiles
+  interpolate linearly between order statistics (Hyndman & Fan 1996, definition 7, numpy's default);
+* ``filled_pauses_per_100_words`` and ``repetitions_per_100_words`` are pooled over the window (totals over total
+  words), next to the per-submission distribution of ``filled_pauses_per_100_words``;
+* words are concatenated in ``(occurred_at, submission_id)`` order, so the result does not depend on arrival order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+from flows.calendar import WindowBounds, wall_to_instant
+from flows.metrics import (
+    MATTR_WINDOW,
+    METRICS_VERSION,
+    MIN_VOCABULARY_TOKENS,
+    MTLD_THRESHOLD,
+    VocabularyMetrics,
+    mattr,
+    mtld,
+)
+from flows.records import WindowItem, per_100_words
+from flows.tables import WINDOW_DISTRIBUTION_METRICS
+
+__all__ = ["distribution", "latest_per_submission", "quantile", "window_row", "window_vocabulary"]
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0 <= q <= 1) of sorted values, linear interpolation (definition 7).
+
+    Raises ``ValueError`` on an empty sequence or ``q`` outside [0, 1].
+    """
+    if not ordered:
+        raise ValueError("quantile of no values")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def distribution(values: Sequence[float | None]) -> tuple[float | None, ...]:
+    """``(avg, min, p50, p90, max)`` of the defined values; all ``None`` when none is defined."""
+    defined = sorted(v for v in values if v is not None)
+    if not defined:
+        return (None, None, None, None, None)
+    return (
+        math.fsum(defined) / len(defined),
+        defined[0],
+        quantile(defined, 0.5),
+        quantile(defined, 0.9),
+        defined[-1],
+    )
+
+
+def window_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
+    """:func:`flows.metrics.vocabulary_metrics` of already normalised lexical tokens.
+
+    Equal to ``vocabulary_metrics(words)`` when ``lexical`` is ``lexical_tokens(words)`` (a unit test holds
+    the two together): the same measures (:func:`~flows.metrics.mattr`, :func:`~flows.metrics.mtld`, distinct
+    types) with the same window, threshold and sufficiency rule, without normalising the tokens again.
+    """
+    sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
+    return VocabularyMetrics(
+        token_count=len(lexical),
+        distinct_words=len(set(lexical)),
+        mattr=mattr(lexical, window_size=MATTR_WINDOW) if sufficient else None,
+        mtld=mtld(lexical, threshold=MTLD_THRESHOLD) if sufficient else None,
+        sufficient=sufficient,
+    )
+
+
+def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
+    """One item per submission (the latest by ``occurred_at``, then Kafka position), in
+    ``(occurred_at, submission_id)`` order."""
+    latest: dict[str, WindowItem] = {}
+    for item in items:
+        kept = latest.get(item.submission_id)
+        if kept is None or (item.occurred_at, item.source_partition, item.source_offset) >= (
+            kept.occurred_at,
+            kept.source_partition,
+            kept.source_offset,
+        ):
+            latest[item.submission_id] = item
+    return sorted(latest.values(), key=lambda item: (item.occurred_at, item.submission_id))
+
+
+def _metric_value(item: WindowItem, name: str) -> float | None:
+    if name == "filled_pauses_per_100_words":
+        return per_100_words(item.filled_pause_count, item.word_count)
+    value = getattr(item, name)
+    return None if value is None else float(value)
+
+
+def window_row(
+    user_id: str, timezone: str, bounds: WindowBounds, items: Sequence[WindowItem], computed_at: datetime
+) -> tuple[object, ...]:
+    """The ``learner_metrics_windows`` row of one closed window (columns: ``flows.tables.WINDOW_COLUMNS``).
+
+    ``bounds`` are local wall-clock bounds in ``timezone``; ``items`` the submissions the window collected (at
+    least one). Raises ``ValueError`` on an empty window.
+    """
+    if not items:
+        raise ValueError("a window without submissions has no row")
+    kept = latest_per_submission(items)
+    words = sum(item.word_count for item in kept)
+    filled = sum(item.filled_pause_count for item in kept)
+    repetitions = sum(item.repetition_count for item in kept)
+    distributions: list[float | None] = []
+    for name in WINDOW_DISTRIBUTION_METRICS:
+        distributions.extend(distribution([_metric_value(item, name) for item in kept]))
+    vocabulary = window_vocabulary([token for item in kept for token in item.lexical_tokens])
+    versions = {item.metrics_version for item in kept}
+    return (
+        user_id,
+        bounds.kind.value,
+        wall_to_instant(bounds.start, timezone),
+        wall_to_instant(bounds.end, timezone),
+        timezone,
+        bounds.start.date(),
+        len(kept),
+        kept[0].occurred_at,
+        kept[-1].occurred_at,
+        words,
+        math.fsum(item.total_duration_s for item in kept),
+        math.fsum(item.phonation_time_s for item in kept),
+        *distributions,
+        filled,
+        per_100_words(filled, words),
+        repetitions,
+        per_100_words(repetitions, words),
+        vocabulary.token_count,
+        vocabulary.distinct_words,
+        vocabulary.mattr,
+        vocabulary.mtld,
+        vocabulary.sufficient,
+        sorted({item.asr_model for item in kept}),
+        versions.pop() if len(versions) == 1 else METRICS_VERSION,
+        computed_at,
+    )

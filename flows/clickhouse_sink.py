@@ -1,0 +1,132 @@
+"""A batching, idempotent Bytewax sink into one ClickHouse table (embedded chDB or a server).
+
+Each sink partition buffers rows and inserts them with one ``INSERT`` when ``batch_rows`` are buffered and at
+every epoch boundary (``snapshot``, called before Bytewax commits the epoch's recovery snapshot) and at the end.
+So every row of an epoch is in ClickHouse before the epoch counts as done: a crash replays at most the
+uncommitted epoch, whose rows are written again.
+
+Writing a row twice is harmless: the tables are ``ReplacingMergeTree`` on the rows' natural keys. On top, each
+insert carries ``insert_deduplication_token`` = ``<table>:<sha256 of the rows' positions>`` (Kafka
+topic/partition/offset of the messages behind each row, see :data:`SinkRow`), and the tables set
+``non_replicated_deduplication_window``: a retried insert, or the same batch re-emitted after a restart, is
+dropped by ClickHouse instead of creating parts to merge away. Inserts are retried with the same token
+(exponential backoff); when the retries are exhausted the error fails the dataflow, which restarts from its
+last snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from clickhouse_connect.driver.client import Client
+from tenacity import Retrying, stop_after_attempt, wait_exponential
+
+__all__ = ["ClickHouseSink", "SinkRow", "dedup_token"]
+
+log = logging.getLogger(__name__)
+
+SinkRow = tuple[tuple[Any, ...], str]
+"""``(row, position)``: a row in the table's column order and the deterministic position of what produced it
+(``"speech.transcripts.v1:3:1207"``; for a window row its key, window id and latest source position)."""
+
+
+def dedup_token(table: str, positions: Sequence[str]) -> str:
+    """The ``insert_deduplication_token`` of a batch: the table and a SHA-256 of the rows' positions."""
+    digest = hashlib.sha256("\n".join(positions).encode("utf-8")).hexdigest()
+    return f"{table}:{len(positions)}:{digest[:40]}"
+
+
+class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self._sink = sink
+        self._client = sink.client_factory()
+        described = self._client.query(f"DESCRIBE TABLE {sink.table}").result_rows
+        types = {row[0]: row[1] for row in described}
+        missing = [column for column in sink.columns if column not in types]
+        if missing:
+            raise RuntimeError(f"{sink.table} lacks columns {missing}: run `coach migrate`")
+        self._types = [types[column] for column in sink.columns]
+        self._rows: list[tuple[Any, ...]] = []
+        self._positions: list[str] = []
+
+    def write_batch(self, values: list[SinkRow]) -> None:
+        for row, position in values:
+            self._rows.append(row)
+            self._positions.append(position)
+            if len(self._rows) >= self._sink.batch_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        rows, positions = self._rows, self._positions
+        token = dedup_token(self._sink.table, positions)
+        for attempt in Retrying(
+            stop=stop_after_attempt(self._sink.retries),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning(
+                        "retrying insert into %s (attempt %d)", self._sink.table, attempt.retry_state.attempt_number
+                    )
+                self._client.insert(
+                    self._sink.table,
+                    rows,
+                    column_names=list(self._sink.columns),
+                    column_type_names=self._types,
+                    settings={"insert_deduplication_token": token},
+                )
+        log.debug("inserted %d rows into %s", len(rows), self._sink.table)
+        if self._sink.on_flush is not None:
+            self._sink.on_flush(self._sink.table, len(rows))
+        self._rows, self._positions = [], []
+
+    def snapshot(self) -> None:
+        self._flush()
+        return None
+
+    def close(self) -> None:
+        self._flush()
+
+
+class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
+    """Insert :data:`SinkRow` values of a keyed stream into ``table`` (``database.table``) in batches.
+
+    ``columns``: the column order of the rows; ``client_factory``: returns the clickhouse-connect client (for
+    chDB, :func:`runtime.clickhouse.get_clickhouse_client` shares one per process); ``batch_rows``: insert once
+    this many rows are buffered; ``retries``: attempts per insert; ``partitions``: sink partitions (rows are
+    routed by key); ``on_flush``: called with ``(table, rows)`` after each insert (progress reporting).
+    """
+
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        client_factory: Callable[[], Client],
+        batch_rows: int = 5000,
+        retries: int = 5,
+        partitions: int = 1,
+        on_flush: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.table = table
+        self.columns = tuple(columns)
+        self.client_factory = client_factory
+        self.batch_rows = batch_rows
+        self.retries = retries
+        self.partitions = partitions
+        self.on_flush = on_flush
+
+    def list_parts(self) -> list[str]:
+        """``<table>#<i>`` for each sink partition."""
+        return [f"{self.table}#{index}" for index in range(self.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
+        """A buffering writer (no resume state: what it had written is in ClickHouse)."""
+        return _ClickHousePartition(self)

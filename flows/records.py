@@ -1,0 +1,263 @@
+"""What flows through the metric dataflow, and how one transcript becomes a metric row.
+
+Engine-agnostic: plain functions over Kafka message tuples. :func:`score` decodes a ``TranscriptCreated``
+message and runs :func:`flows.metrics.compute_metrics` on its words; anything that cannot be scored becomes a
+:class:`~schemas.dead_letter.DeadLetterRecord` (the dataflow's error stream, written to
+``speech.transcripts.v1.dlq``) instead of failing the flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from flows.calendar import WindowBounds, local_wall_time, wall_to_instant
+from flows.metrics import SubmissionMetrics, compute_metrics, is_filled_pause, tokenize
+from schemas.dead_letter import DeadLetterRecord
+from schemas.events import TranscriptCreated
+from schemas.registry import decode_event
+from schemas.topics import ConsumerGroups
+
+__all__ = [
+    "Scored",
+    "SourceMessage",
+    "WindowItem",
+    "dead_letter",
+    "late_row",
+    "lexical_tokens",
+    "per_100_words",
+    "score",
+    "submission_row",
+]
+
+
+class SourceMessage(NamedTuple):
+    """One Kafka message as read by :class:`flows.kafka_source.KafkaPartitionSource`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Scored(NamedTuple):
+    """A transcript with its metrics and where it came from."""
+
+    user_id: str
+    submission_id: str
+    event_id: str
+    occurred_at: datetime
+    language: str
+    recording_duration_s: float
+    asr_model: str
+    metrics: SubmissionMetrics
+    lexical_tokens: tuple[str, ...]
+    """The transcript's lexical tokens (:func:`lexical_tokens`): windows compute vocabulary over their
+    concatenation."""
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+
+class WindowItem(NamedTuple):
+    """What a learner's windows keep of one scored transcript, placed in the learner's timezone.
+
+    Flat and immutable (the windows' recovery snapshots copy and pickle lists of these): the metric values the
+    windows summarise, the words for the window's vocabulary, and the provenance for late rows.
+    """
+
+    user_id: str
+    submission_id: str
+    event_id: str
+    occurred_at: datetime
+    timezone: str
+    local_time: datetime
+    """``occurred_at`` as local wall-clock time, UTC-tagged (see :func:`flows.calendar.local_wall_time`)."""
+    word_count: int
+    total_duration_s: float
+    phonation_time_s: float
+    speech_rate_wpm: float | None
+    articulation_rate_wpm: float | None
+    silent_pauses_per_minute: float | None
+    mean_silent_pause_s: float | None
+    mean_length_of_run: float | None
+    filled_pause_count: int
+    repetition_count: int
+    lexical_tokens: tuple[str, ...]
+    asr_model: str
+    metrics_version: int
+    source_topic: str
+    source_partition: int
+    source_offset: int
+
+    @classmethod
+    def of(cls, scored: Scored, timezone: str) -> WindowItem:
+        """The window item of ``scored`` for a learner in ``timezone``."""
+        m = scored.metrics
+        return cls(
+            scored.user_id,
+            scored.submission_id,
+            scored.event_id,
+            scored.occurred_at,
+            timezone,
+            local_wall_time(scored.occurred_at, timezone),
+            m.word_count,
+            m.total_duration_s,
+            m.phonation_time_s,
+            m.speech_rate_wpm,
+            m.articulation_rate_wpm,
+            m.silent_pauses_per_minute,
+            m.mean_silent_pause_s,
+            m.mean_length_of_run,
+            m.filled_pause_count,
+            m.repetition_count,
+            scored.lexical_tokens,
+            scored.asr_model,
+            m.metrics_version,
+            scored.source_topic,
+            scored.source_partition,
+            scored.source_offset,
+        )
+
+    @property
+    def position(self) -> str:
+        """``topic:partition:offset`` of the message it came from."""
+        return f"{self.source_topic}:{self.source_partition}:{self.source_offset}"
+
+
+def lexical_tokens(words: Iterable[str]) -> tuple[str, ...]:
+    """The tokens :func:`flows.metrics.vocabulary_metrics` counts, from raw ASR words: each word normalised
+    with :func:`~flows.metrics.tokenize`, filled pauses removed (its own normalisation, done once per
+    submission so that windows do not redo it for every window a submission is in)."""
+    return tuple(token for word in words for token in tokenize(word) if not is_filled_pause(token))
+
+
+def dead_letter(message: SourceMessage, error: BaseException | str, **known: object) -> DeadLetterRecord:
+    """The dead-letter record of a message the flow could not score (``error``: the exception or a reason)."""
+    if isinstance(error, BaseException):
+        error_class, reason = type(error).__name__, str(error) or type(error).__name__
+    else:
+        error_class, reason = "Rejected", error
+    return DeadLetterRecord(
+        original_topic=message.topic,
+        original_partition=message.partition,
+        original_offset=message.offset,
+        original_key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+        original_value_b64=DeadLetterRecord.encode_value(message.value),
+        consumer_group=ConsumerGroups.METRICS_FLOW,
+        error_class=error_class,
+        reason=reason[:4000],
+        **known,  # type: ignore[arg-type]
+    )
+
+
+def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadLetterRecord:
+    """Decode a transcripts-topic message and compute its metrics.
+
+    Returns a :class:`Scored`, or a :class:`DeadLetterRecord` when the value is not a valid
+    ``TranscriptCreated`` (bad JSON, contract violation, another event type, a tombstone) or its word
+    timestamps are rejected by :func:`compute_metrics`. Never raises for bad input.
+    """
+    if message.value is None:
+        return dead_letter(message, "tombstone (no value) on the transcripts topic")
+    try:
+        event = decode_event(message.value)
+    except (ValidationError, ValueError) as exc:
+        return dead_letter(message, exc)
+    known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
+    if not isinstance(event, TranscriptCreated):
+        return dead_letter(message, f"unexpected event_type {event.event_type!r} on the transcripts topic", **known)
+    payload = event.payload
+    try:
+        metrics = compute_metrics(
+            payload.words, pause_threshold_s=pause_threshold_s, recording_duration_s=payload.duration_s
+        )
+    except ValueError as exc:
+        return dead_letter(message, exc, **known)
+    return Scored(
+        user_id=event.user_id,
+        submission_id=str(event.submission_id),
+        event_id=str(event.event_id),
+        # Event time: when the learner recorded the answer (apps may upload later), else the transcript's time.
+        occurred_at=payload.recorded_at or event.occurred_at,
+        language=payload.language,
+        recording_duration_s=payload.duration_s,
+        asr_model=payload.asr_model,
+        metrics=metrics,
+        lexical_tokens=lexical_tokens(word.word for word in payload.words),
+        source_topic=message.topic,
+        source_partition=message.partition,
+        source_offset=message.offset,
+    )
+
+
+def per_100_words(count: int, words: int) -> float | None:
+    """``100 * count / words``; ``None`` without words."""
+    return 100.0 * count / words if words else None
+
+
+def submission_row(scored: Scored, computed_at: datetime) -> tuple[object, ...]:
+    """The ``submission_metrics`` row of a scored transcript (columns: :data:`flows.tables.SUBMISSION_COLUMNS`)."""
+    m = scored.metrics
+    return (
+        scored.user_id,
+        scored.submission_id,
+        scored.event_id,
+        scored.occurred_at,
+        scored.language,
+        scored.recording_duration_s,
+        m.pause_threshold_s,
+        m.word_count,
+        m.total_duration_s,
+        m.phonation_time_s,
+        m.speech_rate_wpm,
+        m.articulation_rate_wpm,
+        m.silent_pause_count,
+        m.silent_pauses_per_minute,
+        m.mean_silent_pause_s,
+        m.silent_pause_total_s,
+        list(m.silent_pauses_s),
+        m.mean_length_of_run,
+        m.filled_pause_count,
+        m.filled_pauses,
+        per_100_words(m.filled_pause_count, m.word_count),
+        m.discourse_marker_count,
+        m.discourse_markers,
+        m.repetition_count,
+        list(m.repetitions),
+        m.vocabulary_token_count,
+        m.distinct_words,
+        m.mattr,
+        m.mtld,
+        m.vocabulary_sufficient,
+        scored.asr_model,
+        m.metrics_version,
+        scored.source_topic,
+        scored.source_partition,
+        scored.source_offset,
+        computed_at,
+    )
+
+
+def late_row(item: WindowItem, bounds: WindowBounds, recorded_at: datetime) -> tuple[object, ...]:
+    """The ``late_events`` row of a submission that missed window ``bounds`` (columns: ``LATE_COLUMNS``)."""
+    return (
+        item.user_id,
+        item.submission_id,
+        item.event_id,
+        item.occurred_at,
+        item.timezone,
+        bounds.kind.value,
+        wall_to_instant(bounds.start, item.timezone),
+        wall_to_instant(bounds.end, item.timezone),
+        item.asr_model,
+        item.metrics_version,
+        item.source_topic,
+        item.source_partition,
+        item.source_offset,
+        recorded_at,
+    )

@@ -1,0 +1,183 @@
+"""The progress API's pure parts: the change summary, request ranges, pagination cursors, charts and the page,
+its settings, and the completeness of its OpenAPI document (built offline: ``create_app()`` opens nothing)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from fastapi import HTTPException
+
+from api.app import EARLIEST, create_app, resolve_range
+from api.charts import CHARTS, render_chart_svg
+from api.models import WindowPoint
+from api.page import render_progress_page
+from api.progress import HEADLINE_METRICS, summarize
+from api.readmodels import Cursor, InvalidCursor
+from api.settings import ApiSettings
+
+pytestmark = pytest.mark.unit
+
+MONDAY = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def week(i: int, *, speech: float | None, pauses: float | None, submissions: int = 2, mattr: float = 0.6,
+         sufficient: bool = True) -> WindowPoint:  # fmt: skip
+    start = MONDAY + timedelta(weeks=i)
+    return WindowPoint(
+        window_start=start,
+        window_end=start + timedelta(weeks=1),
+        local_start_date=start.date(),
+        timezone="UTC",
+        submissions=submissions,
+        word_count=200,
+        total_duration_s=120.0,
+        phonation_time_s=90.0,
+        speech_rate_wpm=speech,
+        articulation_rate_wpm=None if speech is None else speech * 1.3,
+        silent_pauses_per_minute=pauses,
+        mean_silent_pause_s=0.8,
+        mean_length_of_run=4.0,
+        filled_pauses_per_100_words=5.0,
+        repetitions_per_100_words=1.0,
+        distinct_words=80,
+        vocabulary_token_count=180,
+        mattr=mattr,
+        mtld=50.0,
+        vocabulary_sufficient=sufficient,
+        metrics_version=1,
+    )
+
+
+def changes(summary: object) -> dict[str, object]:
+    return {c.metric: c for c in summary.changes}  # type: ignore[attr-defined]
+
+
+def test_summary_compares_first_and_last_weeks_weighted_by_submissions() -> None:
+    weeks = [
+        week(0, speech=100, pauses=12, submissions=1),
+        week(1, speech=110, pauses=12, submissions=3),
+        week(2, speech=999, pauses=99),  # neither in the baseline nor in the recent period
+        week(3, speech=120, pauses=9),
+        week(4, speech=130, pauses=7),
+    ]
+    summary = summarize(list(reversed(weeks)), baseline_weeks=2)
+    assert summary.baseline is not None and summary.recent is not None
+    assert summary.baseline.weeks == 2 and summary.baseline.submissions == 4
+    assert summary.baseline.values["speech_rate_wpm"] == pytest.approx((100 + 3 * 110) / 4)
+    assert summary.recent.start == MONDAY + timedelta(weeks=3) and summary.recent.values["speech_rate_wpm"] == 125
+    c = changes(summary)
+    assert c["speech_rate_wpm"].direction == "improved" and c["speech_rate_wpm"].change == pytest.approx(17.5)
+    assert c["silent_pauses_per_minute"].direction == "improved" and c["silent_pauses_per_minute"].change == -4
+    assert c["mean_silent_pause_s"].direction == "unchanged"
+    assert [m.name for m in HEADLINE_METRICS] == [x.metric for x in summary.changes]
+
+
+def test_summary_declines_unknowns_and_short_histories() -> None:
+    c = changes(summarize([week(0, speech=120, pauses=6), week(1, speech=100, pauses=9)], baseline_weeks=2))
+    assert c["speech_rate_wpm"].direction == "declined" and c["silent_pauses_per_minute"].direction == "declined"
+    three = summarize([week(i, speech=100 + i, pauses=5) for i in range(3)], baseline_weeks=2)
+    assert three.baseline.weeks == 1 and three.recent.weeks == 1  # type: ignore[union-attr]
+    single = summarize([week(0, speech=100, pauses=5)], baseline_weeks=2)
+    assert single.baseline is not None and single.recent is None
+    assert all(x.direction == "unknown" for x in single.changes)
+    empty = summarize([], baseline_weeks=2)
+    assert empty.baseline is None and all(x.change is None for x in empty.changes)
+    no_speech = changes(summarize([week(0, speech=None, pauses=5), week(1, speech=None, pauses=5)], baseline_weeks=1))
+    assert no_speech["speech_rate_wpm"].direction == "unknown"
+
+
+def test_summary_ignores_vocabulary_of_insufficient_windows() -> None:
+    weeks = [week(0, speech=100, pauses=5, mattr=0.1, sufficient=False), week(1, speech=100, pauses=5, mattr=0.7)]
+    summary = summarize(weeks, baseline_weeks=1)
+    assert summary.baseline.values["mattr"] is None and summary.recent.values["mattr"] == 0.7  # type: ignore[union-attr]
+    assert changes(summary)["mattr"].direction == "unknown"
+
+
+def test_resolve_range() -> None:
+    settings = ApiSettings(default_range_days=10, max_range_days=30)
+    start, end = resolve_range(None, datetime(2024, 5, 1, 12), settings)  # noqa: DTZ001 - naive means UTC
+    assert end == datetime(2024, 5, 1, 12, tzinfo=UTC) and start == end - timedelta(days=10)
+    start, _ = resolve_range(None, datetime(1970, 1, 3, tzinfo=UTC), settings)
+    assert start == EARLIEST
+    aware = datetime(2024, 5, 1, 14, tzinfo=UTC).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    assert resolve_range(None, aware, settings)[1].tzinfo == UTC
+    for bad in [
+        (datetime(2024, 5, 2, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC)),
+        (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC)),
+        (datetime(1, 1, 1, tzinfo=UTC), datetime(2024, 5, 1, tzinfo=UTC)),
+        (None, datetime(9999, 1, 1, tzinfo=UTC)),
+    ]:
+        with pytest.raises(HTTPException) as err:
+            resolve_range(*bad, settings)
+        assert err.value.status_code == 422
+
+
+def test_cursor_round_trip_and_rejects_foreign_tokens() -> None:
+    cursor = Cursor(datetime(2024, 3, 1, 8, 30, 0, 123456, tzinfo=UTC), uuid.uuid4())
+    assert Cursor.decode(cursor.encode()) == cursor
+    assert "=" not in cursor.encode()
+    for token in ["x", "", "eyJhIjoxfQ", cursor.encode()[:-3], "%%%", "bnVsbA"]:
+        with pytest.raises(InvalidCursor):
+            Cursor.decode(token)
+
+
+def test_chart_svg_and_page() -> None:
+    weeks = [week(i, speech=100 + 5 * i, pauses=10 - i) for i in range(5)]
+    svg = render_chart_svg(CHARTS[0], weeks)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "speech rate" in svg and "articulation rate" in svg  # text, not glyph paths
+    assert render_chart_svg(CHARTS[0], weeks) == svg  # deterministic
+    page = render_progress_page("u<1>", "weekly", weeks, summarize(weeks, baseline_weeks=2), token_in_query="sc_t")
+    assert page.count('<figure class="chart"') == len(CHARTS) and "u&lt;1&gt;" in page
+    assert 'href="?window=daily&amp;token=sc_t"' in page and 'id="summary"' in page
+    empty = render_progress_page("u1", "daily", [], summarize([], baseline_weeks=2))
+    assert 'id="no-data"' in empty and "<svg" not in empty and 'id="summary"' not in empty
+
+
+def test_settings_are_frozen_with_the_api_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ApiSettings().port == 8001
+    monkeypatch.setenv("COACH_API_PORT", "9001")
+    monkeypatch.setenv("COACH_API_CLICKHOUSE_READONLY", "2")
+    settings = ApiSettings()
+    assert settings.port == 9001 and settings.clickhouse_readonly == 2
+    with pytest.raises(Exception, match="frozen"):
+        settings.port = 1  # type: ignore[misc]
+    for name, field in ApiSettings.model_fields.items():
+        assert field.description, name
+
+
+def test_openapi_documents_models_errors_and_security() -> None:
+    spec = create_app().openapi()
+    schemas = spec["components"]["schemas"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    expected = {
+        "/v1/submissions/{submission_id}": ("SubmissionDetail", {"401", "404", "422", "503"}),
+        "/v1/users/{user_id}/progress": ("ProgressResponse", {"401", "404", "422", "503"}),
+        "/v1/users/{user_id}/submissions": ("SubmissionPage", {"401", "404", "422", "503"}),
+        "/v1/cohorts": ("CohortList", {"401", "403", "503"}),
+        "/v1/cohorts/{cohort}/progress": ("CohortProgress", {"401", "403", "404", "422", "503"}),
+    }
+    for path, (model, errors) in expected.items():
+        operation = spec["paths"][path]["get"]
+        assert operation["security"] == [{"HTTPBearer": []}], path
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{model}"}, path
+        assert errors <= set(operation["responses"]), path
+        for code in errors:
+            body = operation["responses"][code]["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/ErrorBody"}, (path, code)
+    page = spec["paths"]["/progress/{user_id}"]["get"]
+    assert "text/html" in page["responses"]["200"]["content"]
+    assert "token" in {p["name"] for p in page["parameters"]}
+    assert page["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+    assert {"HTTPValidationError", "ValidationError"}.isdisjoint(schemas)  # 422s are ErrorBody
+    progress = spec["paths"]["/v1/users/{user_id}/progress"]["get"]
+    assert {p["name"] for p in progress["parameters"]} == {"user_id", "window", "from", "to"}
+    assert set(schemas["ProgressResponse"]["required"]) == {"user_id", "from", "to", "series", "summary"}
+    assert {"/healthz", "/readyz"} <= set(spec["paths"])
+
+
+def test_window_point_dates_are_dates() -> None:
+    assert isinstance(week(0, speech=1, pauses=1).local_start_date, date)

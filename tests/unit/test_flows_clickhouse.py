@@ -1,0 +1,97 @@
+"""The metric tables on embedded chDB: idempotent sink inserts and the replay's table swap.
+
+chDB opens one data directory per process and the test session may already hold another, so the checks run in a
+subprocess on a fresh directory and report back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import UTC, datetime, timedelta
+    from clickhouse import SQL_DIR
+    from flows.clickhouse_sink import ClickHouseSink
+    from flows.records import SourceMessage, score, submission_row
+    from flows.replay import drop_old_tables, rollback, swap_in
+    from flows.synthetic import synthetic_transcript
+    from flows.tables import SUBMISSION_COLUMNS
+    from runtime.clickhouse import get_clickhouse_client
+    from runtime.settings import PlatformSettings
+    from runtime.sql_migrations import apply_clickhouse
+    from schemas.registry import encode_event
+
+    client = get_clickhouse_client(PlatformSettings(home=sys.argv[1], clickhouse_url=f"chdb://{sys.argv[1]}/chdb"))
+    apply_clickhouse(client, SQL_DIR, "coach")
+    client.command("SYSTEM STOP MERGES coach.submission_metrics")  # so only the tokens can drop duplicates
+    out = {}
+    at = datetime(2024, 3, 5, 10, tzinfo=UTC)
+    def message(i):
+        value = encode_event(synthetic_transcript("u1", at + timedelta(hours=i), words=20))
+        return SourceMessage("speech.transcripts.v1", 0, i, b"u1", value)
+    scored = [score(message(i), pause_threshold_s=0.25) for i in range(3)]
+    rows = [(submission_row(s, at), f"speech.transcripts.v1:0:{s.source_offset}") for s in scored]
+    sink = ClickHouseSink("coach.submission_metrics", SUBMISSION_COLUMNS, client_factory=lambda: client, batch_rows=2)
+    part = sink.build_part("submission_metrics_out", "coach.submission_metrics#0", None)
+    part.write_batch(rows)      # one insert of 2 rows (batch size), 1 row buffered
+    part.snapshot()             # the epoch boundary flushes the buffered row
+    part.write_batch(rows)      # the same batches again (a restart replaying the epoch): same tokens
+    part.close()
+    count = "SELECT count() FROM coach.{} {}"
+    out["raw_after_replayed_batches"] = client.query(count.format("submission_metrics", "")).result_rows[0][0]
+    # the same natural key written with another position (no token match) collapses in ReplacingMergeTree
+    later = submission_row(scored[0], at + timedelta(days=1))
+    part = sink.build_part("submission_metrics_out", "coach.submission_metrics#0", None)
+    part.write_batch([(later, "speech.transcripts.v1:0:99")])
+    part.close()
+    out["raw_after_rewrite"] = client.query(count.format("submission_metrics", "")).result_rows[0][0]
+    out["final_after_rewrite"] = client.query(count.format("submission_metrics", "FINAL")).result_rows[0][0]
+
+    for table in ("submission_metrics", "learner_metrics_windows", "late_events"):
+        client.command(f"CREATE TABLE coach.{table}_v5 AS coach.{table}")
+    client.insert("coach.submission_metrics_v5", [submission_row(scored[1], at)], column_names=list(SUBMISSION_COLUMNS))
+    out["swap"] = swap_in(client, "coach", 5)
+    out["live_after_swap"] = client.query(count.format("submission_metrics", "FINAL")).result_rows[0][0]
+    out["kept_after_swap"] = client.query(count.format("submission_metrics_before_v5", "FINAL")).result_rows[0][0]
+    rollback(client, "coach", 5)
+    out["live_after_rollback"] = client.query(count.format("submission_metrics", "FINAL")).result_rows[0][0]
+    rollback(client, "coach", 5)
+    out["dropped"] = drop_old_tables(client, "coach", 5)
+    out["live_after_drop"] = client.query(count.format("submission_metrics", "FINAL")).result_rows[0][0]
+    tables = client.query("SELECT name FROM system.tables WHERE database = 'coach'").result_rows
+    out["tables"] = sorted(r[0] for r in tables)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sink_dedup_tokens_replacing_merge_tree_and_swap(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["raw_after_replayed_batches"] == 3  # the replayed batches were dropped by their tokens
+    assert (out["raw_after_rewrite"], out["final_after_rewrite"]) == (4, 3)
+    assert out["swap"] == ["exchange", "exchange", "exchange"]  # chDB's Atomic database supports EXCHANGE
+    assert (out["live_after_swap"], out["kept_after_swap"]) == (1, 3)
+    assert out["live_after_rollback"] == 3
+    assert out["dropped"] == [
+        "submission_metrics_before_v5",
+        "learner_metrics_windows_before_v5",
+        "late_events_before_v5",
+    ]
+    assert out["live_after_drop"] == 1
+    assert "submission_metrics_before_v5" not in out["tables"] and "submission_metrics_v5" not in out["tables"]

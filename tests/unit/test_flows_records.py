@@ -1,0 +1,171 @@
+"""Scoring transcripts into metric rows, the error stream, and window summaries (no engines)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+
+from flows.aggregate import distribution, latest_per_submission, quantile, window_row, window_vocabulary
+from flows.calendar import LearnerCalendar, WindowKind
+from flows.clickhouse_sink import dedup_token
+from flows.metrics import METRICS_VERSION, compute_metrics, vocabulary_metrics
+from flows.records import Scored, SourceMessage, WindowItem, lexical_tokens, score, submission_row
+from flows.synthetic import synthetic_transcript
+from flows.tables import SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
+from schemas.dead_letter import DeadLetterRecord
+from schemas.registry import encode_event
+
+pytestmark = pytest.mark.unit
+
+AT = datetime(2024, 3, 5, 10, tzinfo=UTC)
+
+
+def message(value: bytes | None, offset: int = 7, key: bytes | None = b"u1") -> SourceMessage:
+    return SourceMessage("speech.transcripts.v1", 2, offset, key, value)
+
+
+def test_score_computes_every_metric_with_the_shared_functions() -> None:
+    event = synthetic_transcript("u1", AT, words=80)
+    result = score(message(encode_event(event)), pause_threshold_s=0.25)
+    assert isinstance(result, Scored)
+    assert result.metrics == compute_metrics(
+        event.payload.words, pause_threshold_s=0.25, recording_duration_s=event.payload.duration_s
+    )
+    row = dict(zip(SUBMISSION_COLUMNS, submission_row(result, AT), strict=True))
+    assert row["submission_id"] == str(event.submission_id) and row["occurred_at"] == AT
+    assert row["asr_model"] == "faster-whisper/tiny.en" and row["metrics_version"] == METRICS_VERSION
+    assert (row["source_topic"], row["source_partition"], row["source_offset"]) == ("speech.transcripts.v1", 2, 7)
+    m = result.metrics
+    assert row["filled_pauses_per_100_words"] == pytest.approx(100 * m.filled_pause_count / m.word_count)
+
+
+@pytest.mark.parametrize(
+    ("value", "error_class", "reason"),
+    [
+        (b"{not json", "JSONDecodeError", "Expecting property name"),
+        (json.dumps({"event_type": "Nope", "schema_version": 1}).encode(), "ValidationError", "unknown event_type"),
+        (None, "Rejected", "tombstone"),
+    ],
+)
+def test_unscorable_messages_become_dead_letters(value: bytes | None, error_class: str, reason: str) -> None:
+    result = score(message(value), pause_threshold_s=0.25)
+    assert isinstance(result, DeadLetterRecord)
+    assert (result.original_topic, result.original_partition, result.original_offset) == ("speech.transcripts.v1", 2, 7)
+    assert result.error_class == error_class and reason in result.reason
+    assert result.consumer_group == "flows.metrics" and result.original_value() == (value or b"")
+
+
+def test_other_event_types_on_the_transcripts_topic_are_dead_lettered_with_their_ids() -> None:
+    event = synthetic_transcript("u1", AT)
+    raw = json.loads(encode_event(event))
+    raw["event_type"], raw["payload"] = (
+        "FeedbackGenerated",
+        {
+            "provider": "rules",
+            "latency_ms": 1.0,
+            "text": "ok",
+            "points": [],
+            "metrics_version": 1,
+            "asr_model": "m",
+        },
+    )
+    result = score(message(json.dumps(raw).encode()), pause_threshold_s=0.25)
+    assert isinstance(result, DeadLetterRecord)
+    assert "unexpected event_type 'FeedbackGenerated'" in result.reason
+    assert result.submission_id == event.submission_id and result.user_id == "u1"
+
+
+def test_quantiles_and_distributions() -> None:
+    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.9) == pytest.approx(4.6)
+    assert quantile([7.0], 0.9) == 7.0
+    assert distribution([None, 3.0, 1.0, None, 2.0]) == (2.0, 1.0, 2.0, pytest.approx(2.8), 3.0)
+    assert distribution([None, None]) == (None,) * 5
+    with pytest.raises(ValueError):
+        quantile([], 0.5)
+
+
+RAW_WORDS: dict[int, list[str]] = {}
+
+
+def _item(user: str, at: datetime, offset: int, submission: UUID | None = None) -> WindowItem:
+    event = synthetic_transcript(user, at, words=40, seed=offset, submission_id=submission)
+    RAW_WORDS[offset] = [w.word for w in event.payload.words]
+    scored = score(message(encode_event(event), offset=offset), pause_threshold_s=0.25)
+    assert isinstance(scored, Scored)
+    return WindowItem.of(scored, "Europe/Berlin")
+
+
+def test_window_row_counts_a_corrected_transcript_once_and_pools_vocabulary() -> None:
+    again = UUID(int=42, version=4)
+    items = [
+        _item("u1", AT, 1),
+        _item("u1", AT + timedelta(hours=1), 2, again),
+        _item("u1", AT + timedelta(hours=2), 3, again),
+    ]
+    kept = latest_per_submission(items)
+    assert [i.source_offset for i in kept] == [1, 3]  # the later transcript of submission 42 wins
+    calendar = LearnerCalendar()
+    daily = next(
+        calendar.bounds(w)
+        for w in calendar.window_ids(items[0].local_time)
+        if calendar.bounds(w).kind is WindowKind.DAILY
+    )
+    row = dict(zip(WINDOW_COLUMNS, window_row("u1", "Europe/Berlin", daily, items, AT), strict=True))
+    assert row["submissions"] == 2 and row["timezone"] == "Europe/Berlin"
+    assert row["window_start"] == datetime(2024, 3, 4, 23, tzinfo=UTC)  # local midnight in Berlin (UTC+1)
+    assert row["word_count"] == sum(i.word_count for i in kept)
+    pooled = vocabulary_metrics([w for i in kept for w in RAW_WORDS[i.source_offset]])
+    assert (row["distinct_words"], row["mattr"], row["mtld"]) == (pooled.distinct_words, pooled.mattr, pooled.mtld)
+    assert row["vocabulary_sufficient"] is True and row["asr_models"] == ["faster-whisper/tiny.en"]
+    rates = sorted(i.speech_rate_wpm for i in kept)
+    assert (row["speech_rate_wpm_min"], row["speech_rate_wpm_max"]) == (rates[0], rates[-1])
+    with pytest.raises(ValueError):
+        window_row("u1", "UTC", daily, [], AT)
+
+
+@pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 400])
+def test_window_vocabulary_equals_vocabulary_metrics_of_the_raw_words(count: int) -> None:
+    rng = random.Random(count)
+    pieces = [
+        " Um,",
+        " uh",
+        " ERM.",
+        " don't",
+        " Don’t",
+        " well-known",
+        " U.S.",
+        " 3.5",
+        " 1,000",
+        " --",
+        " ...",
+        " 'cause",
+        " mm",
+        " hmm",
+        " cats",
+        " Cat",
+        " the",
+        " The.",
+        " naïve",
+        " café",
+        " x_y",
+        " like",
+    ]
+    words = [rng.choice(pieces) + rng.choice(["", "", "s", "!"]) for _ in range(count)]
+    assert window_vocabulary(lexical_tokens(words)) == vocabulary_metrics(words)
+    event = synthetic_transcript("u", AT, words=count)
+    raw = [w.word for w in event.payload.words]
+    assert window_vocabulary(lexical_tokens(raw)) == vocabulary_metrics(raw)
+
+
+def test_dedup_tokens_follow_positions_and_table_names_are_checked() -> None:
+    assert dedup_token("t", ["a:0:1", "a:0:2"]) == dedup_token("t", ["a:0:1", "a:0:2"])
+    assert dedup_token("t", ["a:0:1"]) != dedup_token("t", ["a:0:2"]) != dedup_token("u", ["a:0:2"])
+    names = TableNames.for_version("coach", 3)
+    assert names.all() == ("submission_metrics_v3", "learner_metrics_windows_v3", "late_events_v3")
+    with pytest.raises(ValueError):
+        TableNames("coach; DROP TABLE x")

@@ -23,6 +23,7 @@ Sources:
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -52,6 +53,7 @@ FILLED_PAUSE_FORMS: dict[str, re.Pattern[str]] = {
 }
 
 
+@functools.lru_cache(maxsize=65536)
 def filled_pause_form(token: str) -> str | None:
     """Return the canonical filled-pause form of a normalised token (``"umm"`` -> ``"um"``), or ``None``.
 

@@ -32,6 +32,7 @@ Conventions (part of the metric definitions; a change needs a bump of :data:`MET
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -146,13 +147,19 @@ def tokenize(text: str) -> list[str]:
     Unlike lexicalrichness's tokenizer, digits are kept and apostrophes, hyphens and periods inside a word do
     not split it; for text without digits, apostrophes, hyphens and inner periods both give the same tokens.
     """
+    return list(_tokenize_cached(text))
+
+
+@functools.lru_cache(maxsize=65536)
+def _tokenize_cached(text: str) -> tuple[str, ...]:
+    """:func:`tokenize` memoised: transcripts repeat a small vocabulary (the word strings of Whisper)."""
     text = _INNER_PUNCTUATION.sub(lambda match: _PROTECT[match.group()], text.lower().translate(_APOSTROPHES))
     tokens: list[str] = []
     for piece in _SEPARATOR.split(text):
         token = piece.strip(_EDGE_CHARACTERS)
         if token:
             tokens.append(token.translate(_RESTORE))
-    return tokens
+    return tuple(tokens)
 
 
 def is_filled_pause(token: str) -> bool:

@@ -12,13 +12,13 @@ demo: bootstrap
 	@$(VENV)/bin/coach demo
 
 test: bootstrap
-	@$(VENV)/bin/pytest tests
+	@$(VENV)/bin/pytest
 
 test-unit: bootstrap
-	@$(VENV)/bin/pytest -m unit tests
+	@$(VENV)/bin/pytest -m unit
 
 test-integration: bootstrap
-	@$(VENV)/bin/pytest -m "integration or drill" tests
+	@$(VENV)/bin/pytest -m "integration or drill"
 
 lint:
 	@$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

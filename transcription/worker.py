@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -280,7 +280,17 @@ class TranscriptionWorker:
         for msg in batch:
             key = (msg.topic() or "", msg.partition() or 0)
             highest[key] = max(highest.get(key, -1), msg.offset() or 0)
-        consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()])
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items() if (t, p) in assigned]
+        if len(offsets) < len(highest):
+            # Partitions revoked while the batch ran (a rebalance): their new owner processes those messages again
+            # and downstream deduplication by submission_id absorbs the repeat.
+            log.info("not storing offsets of %d revoked partition(s)", len(highest) - len(offsets))
+        if offsets:
+            try:
+                consumer.store_offsets(offsets=offsets)
+            except KafkaException as exc:  # revoked between the check and the call
+                log.warning("offsets not stored (rebalance in progress): %s", exc)
 
     def _measure_lag(self, consumer: Consumer) -> None:
         now = time.monotonic()
@@ -289,7 +299,11 @@ class TranscriptionWorker:
         self._last_lag = now
         try:
             for tp in consumer.position(consumer.assignment()):
-                _, high = consumer.get_watermark_offsets(tp, timeout=1)
+                # cached=True: the watermarks librdkafka already has from fetch responses; a broker round trip
+                # per partition here stalled the consume loop for seconds.
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
                 position = tp.offset if tp.offset >= 0 else high
                 m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker

@@ -7,10 +7,11 @@ Older versions are upcast to the current one on read, the eventsourcing library'
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from schemas.envelope import EventEnvelope
@@ -33,6 +34,34 @@ for _type, _version in EVENT_CLASSES:
     _CURRENT[_type] = max(_version, _CURRENT.get(_type, 0))
 
 
+# The current version of every event type as one union discriminated by ``event_type``: pydantic-core parses
+# and validates the JSON bytes in one pass (no intermediate dict), about twice as fast as ``json.loads`` +
+# ``model_validate`` on a 17 KB transcript. Only current versions are in it (``schema_version`` is a
+# ``Literal`` on each class), so an older version, like any input it rejects, takes the general path below.
+_CURRENT_UNION: TypeAdapter[Event] = TypeAdapter(
+    Annotated[
+        SubmissionReceived | TranscriptCreated | FeedbackGenerated,
+        Field(discriminator="event_type"),
+    ]
+)
+
+# The general path takes ``schema_version`` from the parsed JSON and requires a JSON integer, where the
+# ``Literal[1]`` of the models also accepts ``1.0``: the fast path is taken only when the bytes spell
+# ``"schema_version"`` once (in an accepted event, that is the top-level key: every model forbids extra fields),
+# followed by a colon and a JSON integer, and hold no ``\u`` escape (with which another key could spell the
+# same name). Inside a JSON string the quotes would be escaped, so the spelling cannot come from a value.
+_SCHEMA_VERSION_KEY = b'"schema_version"'
+_INTEGER_VALUE = re.compile(rb"\s*:\s*\d+[,}\s]")
+
+
+def _fast_path_applies(data: bytes) -> bool:
+    """Whether the JSON ``data`` certainly carries ``schema_version`` as a JSON integer, once (see above)."""
+    at = data.find(_SCHEMA_VERSION_KEY)
+    if at < 0 or data.find(_SCHEMA_VERSION_KEY, at + 1) >= 0 or b"\\u" in data:
+        return False
+    return _INTEGER_VALUE.match(data, at + len(_SCHEMA_VERSION_KEY)) is not None
+
+
 def _error(field: str, message: str, value: Any) -> ValidationError:
     return ValidationError.from_exception_data(
         "Event",
@@ -52,7 +81,19 @@ def decode_event(data: bytes | str | dict[str, Any]) -> EventEnvelope:
     Returns the current-version contract instance (older versions are upcast).
     Raises ``pydantic.ValidationError`` naming the offending field: unknown ``event_type``,
     unknown ``schema_version``, missing fields, naive datetimes…; ``ValueError`` on invalid JSON.
+
+    JSON input is first validated straight from the bytes against the current versions (pydantic-core's
+    parser; the same models and validators as below, so it accepts the same events with the same values;
+    ``schema_version`` must be a JSON integer there too, see :func:`_fast_path_applies`).
+    Whatever that rejects is decoded again by the general path (``json.loads``, the ``event_type`` and
+    ``schema_version`` checks, upcasting, ``model_validate``), so errors, and the events only an upcaster
+    accepts, are exactly those of the general path.
     """
+    if isinstance(data, bytes | str) and _fast_path_applies(data.encode("utf-8") if isinstance(data, str) else data):
+        try:
+            return _CURRENT_UNION.validate_json(data)
+        except ValidationError:
+            pass  # decoded again below, for the general path's error (or an upcast)
     raw: Any = json.loads(data) if isinstance(data, bytes | str) else dict(data)
     if not isinstance(raw, dict):
         raise _error("__root__", "an event must be a JSON object", raw)

@@ -17,7 +17,7 @@ from flows.records import Scored, SourceMessage, WindowItem, lexical_tokens, sco
 from flows.synthetic import synthetic_transcript
 from flows.tables import SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
 from schemas.dead_letter import DeadLetterRecord
-from schemas.registry import encode_event
+from schemas.registry import decode_event, encode_event
 
 pytestmark = pytest.mark.unit
 
@@ -57,6 +57,47 @@ def test_unscorable_messages_become_dead_letters(value: bytes | None, error_clas
     assert (result.original_topic, result.original_partition, result.original_offset) == ("speech.transcripts.v1", 2, 7)
     assert result.error_class == error_class and reason in result.reason
     assert result.consumer_group == "flows.metrics" and result.original_value() == (value or b"")
+
+
+def _decoded(data: bytes | str | dict[str, object]) -> tuple[str, object]:
+    try:
+        return "ok", decode_event(data)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda raw: raw,
+        lambda raw: {**raw, "schema_version": 1.0},  # the JSON fast path's Literal[1] would take 1.0
+        lambda raw: {**raw, "schema_version": True},
+        lambda raw: {**raw, "schema_version": "1"},
+        lambda raw: {**raw, "schema_version": 2},
+        lambda raw: {key: value for key, value in raw.items() if key != "schema_version"},
+        lambda raw: {**raw, "event_type": "Nope"},
+        lambda raw: {**raw, "occurred_at": 1_700_000_000},
+        lambda raw: {**raw, "occurred_at": "2024-03-05T10:00:00"},
+        lambda raw: {**raw, "payload": {**raw["payload"], "duration_s": "75.5"}},
+        lambda raw: {**raw, "payload": {**raw["payload"], "duration_s": 0.5}},  # words after the clip's end
+        lambda raw: {**raw, "payload": {**raw["payload"], "words": [{"word": "a", "start": 2, "end": 1}]}},
+    ],
+)
+@pytest.mark.parametrize("spacing", [(",", ":"), (", ", ": ")])
+def test_decoding_bytes_equals_decoding_the_parsed_dict(edit: object, spacing: tuple[str, str]) -> None:
+    """``decode_event`` validates JSON bytes straight with pydantic-core: same events, same errors as the
+    general path (``json.loads`` + checks + ``model_validate``, what a dict goes through)."""
+    raw = edit(json.loads(encode_event(synthetic_transcript("u1", AT, words=30))))  # type: ignore[operator]
+    text = json.dumps(raw, separators=spacing)
+    expected = _decoded(json.loads(text))
+    assert _decoded(text.encode()) == expected
+    assert _decoded(text) == expected
+
+
+def test_decoding_rejects_a_float_schema_version_hidden_behind_an_escaped_duplicate_key() -> None:
+    text = encode_event(synthetic_transcript("u1", AT, words=5)).decode()
+    text = text[:-1] + ',"schema\\u005fversion":1.0}'
+    assert _decoded(text.encode())[0] == "ValidationError"
 
 
 def test_other_event_types_on_the_transcripts_topic_are_dead_lettered_with_their_ids() -> None:

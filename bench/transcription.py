@@ -74,6 +74,7 @@ from pydantic import Field  # noqa: E402
 from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from bench.clips import Clip, build_clips  # noqa: E402
+from bench.host import children, cpu_seconds, loadavg, machine, proc_status_kib, replace_section, wait_for_quiet  # noqa: E402
 
 RESULTS_MD = _BENCH_DIR / "RESULTS.md"
 SECTION = "## Transcription"
@@ -123,32 +124,6 @@ class TranscriptionBenchSettings(BaseSettings):
 # --------------------------------------------------------------------------- environment facts
 
 
-def loadavg() -> tuple[float, float, float]:
-    """1, 5 and 15-minute load averages from ``/proc/loadavg``."""
-    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
-    return float(one), float(five), float(fifteen)
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, RAM, OS."""
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
-    )
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
-        "ram_gib": round(mem_kib / 1024**2, 1),
-        "os": platform_module.platform(),
-        "gpu": "none",
-    }
-
-
 def versions() -> dict[str, str]:
     """Python, faster-whisper, CTranslate2, confluent-kafka/librdkafka, the Kafka broker (from its jar)."""
     import confluent_kafka
@@ -170,46 +145,6 @@ def versions() -> dict[str, str]:
         found = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", banner)  # "eSpeak NG text-to-speech: 1.51  Data at: …"
         out["espeak-ng"] = found.group(1) if found else "unknown"
     return out
-
-
-def wait_for_quiet(threshold: float, max_wait_s: float) -> dict[str, Any]:
-    """Wait until the 1-minute load average is below ``threshold`` (checked every 15 s, at most ``max_wait_s``)."""
-    started = time.monotonic()
-    while True:
-        load = loadavg()
-        waited = time.monotonic() - started
-        if load[0] < threshold or waited >= max_wait_s:
-            return {"load_at_start": load, "waited_s": round(waited), "quiet": load[0] < threshold}
-        print(f"load average {load[0]:.2f} >= {threshold}; waiting ({waited:.0f}/{max_wait_s:.0f} s)", flush=True)
-        time.sleep(15)
-
-
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``/proc/<pid>/status`` field in KiB (``VmHWM`` = peak RSS, ``VmRSS``), or None when gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` (``/proc/<pid>/stat``), or None when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid``."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 # --------------------------------------------------------------------------- baseline (own process)
@@ -713,17 +648,7 @@ def create_learners(count: int) -> list[str]:
 
 def write_section(results: dict[str, Any], path: Path = RESULTS_MD) -> None:
     """Replace the ``## Transcription`` section of ``path`` (created with a header if missing)."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    section = render(results).rstrip("\n").splitlines()
-    if start is None:
-        lines = [*lines, "", *section] if lines else section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = [*lines[:start], *section, *([""] if tail else []), *tail]
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
+    replace_section(path, SECTION, render(results))
 
 
 def _load(load: dict[str, Any]) -> str:

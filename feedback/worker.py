@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -39,7 +39,7 @@ from feedback.providers import FeedbackRequest
 from feedback.settings import FeedbackSettings
 from feedback.store import FeedbackStore
 from flows.metrics import compute_metrics
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer
+from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, is_record, make_consumer, store_offsets_after
 from runtime.settings import PlatformSettings
 from schemas import (
     FEEDBACK,
@@ -102,7 +102,7 @@ class FeedbackWorker:
         try:
             while not stop.is_set():
                 messages = consumer.consume(num_messages=self.settings.batch_max_messages, timeout=0.5)
-                batch = [msg for msg in messages if _usable(msg)]
+                batch = [msg for msg in messages if is_record(msg)]
                 if batch:
                     self.process(consumer, batch, pool)
         finally:
@@ -125,7 +125,7 @@ class FeedbackWorker:
             futures = [pool.submit(self._handle_in_order, messages) for messages in by_key.values()]
             for future in futures:
                 future.result()
-        _store_offsets(consumer, batch)
+        store_offsets_after(consumer, batch)
 
     def _handle_in_order(self, messages: list[Message]) -> None:
         for msg in messages:
@@ -235,26 +235,6 @@ def _decode_feedback(event_json: str) -> FeedbackGenerated:
     if not isinstance(event, FeedbackGenerated):  # pragma: no cover - only the worker writes the ledger
         raise TypeError(f"ledger holds a {event.event_type}, not a FeedbackGenerated")
     return event
-
-
-def _usable(msg: Message) -> bool:
-    err = msg.error()
-    if err is None:
-        return True
-    if err.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer error: %s", err)
-    return False
-
-
-def _store_offsets(consumer: Consumer, batch: list[Message]) -> None:
-    highest: dict[tuple[str, int], int] = {}
-    for msg in batch:
-        key = (msg.topic() or "", msg.partition() or 0)
-        highest[key] = max(highest.get(key, -1), msg.offset() or 0)
-    try:
-        consumer.store_offsets(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()])
-    except KafkaException as exc:  # a partition was revoked meanwhile: its new owner redoes it, the ledger dedups
-        log.warning("could not store offsets (rebalance?): %s", exc)
 
 
 def run_feedback_worker(

@@ -9,14 +9,13 @@ the idempotent producer and answer 202 only after the broker acknowledged it.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Request, Response
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from psycopg_pool import ConnectionPool
@@ -31,6 +30,7 @@ from ingestion.upload import receive_upload
 from runtime.blobstore import BlobStore, open_blob_store
 from runtime.http_auth import CurrentPrincipal
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
+from runtime.http_latency import install_latency_histogram
 from runtime.kafka import DeliveryFailed, EventProducer
 from runtime.settings import PlatformSettings
 from schemas import SUBMISSIONS, BlobRef, SubmissionReceived, SubmissionReceivedPayload, new_event_id
@@ -116,14 +116,7 @@ def create_app(
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
 
-    @app.middleware("http")
-    async def _latency(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUEST_LATENCY.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - start)
-        return response
+    install_latency_histogram(app, REQUEST_LATENCY)
 
     @app.post(
         "/v1/submissions",

@@ -47,7 +47,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from projections.read_models import apply_dead_letter, apply_event, claim_events, load_positions, store_positions
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer
+from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer, next_positions
 from runtime.settings import PlatformSettings
 from schemas.dead_letter import DeadLetterRecord
 from schemas.envelope import EventEnvelope
@@ -73,7 +73,6 @@ __all__ = [
     "ProjectorSettings",
     "Rejection",
     "dead_letter_id_for",
-    "next_positions",
     "parse_message",
     "run_projector",
 ]
@@ -213,15 +212,6 @@ def dead_letter_id_for(topic: str, partition: int, offset: int, timestamp_ms: in
     rand_b = int.from_bytes(digest[2:10], "big") & ((1 << 62) - 1)
     value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
     return UUID(int=value)
-
-
-def next_positions(messages: Sequence[Message]) -> dict[tuple[str, int], int]:
-    """``{(topic, partition): last offset + 1}`` over ``messages`` (the positions to store after them)."""
-    positions: dict[tuple[str, int], int] = {}
-    for msg in messages:
-        key = (msg.topic() or "", msg.partition() or 0)
-        positions[key] = max(positions.get(key, 0), (msg.offset() or 0) + 1)
-    return positions
 
 
 class _RetryBatchIsolated(Exception):

@@ -12,11 +12,12 @@ librdkafka configuration reference: https://github.com/confluentinc/librdkafka/b
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from runtime.settings import PlatformSettings
@@ -25,7 +26,18 @@ from schemas.envelope import EventEnvelope
 from schemas.registry import encode_event
 from schemas.topics import TopicSpec
 
-__all__ = ["DeliveryFailed", "EventProducer", "dead_letter_for", "ensure_topics", "make_consumer"]
+__all__ = [
+    "DeliveryFailed",
+    "EventProducer",
+    "dead_letter_for",
+    "ensure_topics",
+    "is_record",
+    "make_consumer",
+    "next_positions",
+    "store_offsets_after",
+]
+
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(RuntimeError):
@@ -190,3 +202,41 @@ def ensure_topics(specs: Iterable[TopicSpec], settings: PlatformSettings | None 
             else:
                 raise
     return result
+
+
+def is_record(msg: Message) -> bool:
+    """True for a consumed record; False for an event (partition EOF is silent, other errors are logged)."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error: %s", err)
+    return False
+
+
+def next_positions(messages: Sequence[Message]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): last offset + 1}`` over ``messages`` (the positions to store after them)."""
+    positions: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        key = (msg.topic() or "", msg.partition() or 0)
+        positions[key] = max(positions.get(key, 0), (msg.offset() or 0) + 1)
+    return positions
+
+
+def store_offsets_after(consumer: Consumer, messages: Sequence[Message]) -> None:
+    """Store the positions after ``messages`` for the auto-commit thread (``enable.auto.offset.store=false``).
+
+    Partitions revoked while the batch ran (a rebalance) are skipped: their new owner processes those messages
+    again, and consumers deduplicate downstream. Never raises for a rebalance race; logs it instead.
+    """
+    positions = next_positions(messages)
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items() if (t, p) in assigned]
+    if len(offsets) < len(positions):
+        log.info("not storing offsets of %d revoked partition(s)", len(positions) - len(offsets))
+    if not offsets:
+        return
+    try:
+        consumer.store_offsets(offsets=offsets)
+    except KafkaException as exc:  # revoked between the check and the call
+        log.warning("offsets not stored (rebalance in progress): %s", exc)

@@ -26,13 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from runtime.blobstore import BlobNotFound, BlobStore, open_blob_store
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer
+from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, is_record, make_consumer, store_offsets_after
 from runtime.settings import PlatformSettings
 from schemas import (
     SUBMISSIONS,
@@ -101,12 +101,16 @@ class TranscriptionWorker:
         self.transcriber = transcriber or BatchTranscriber(self.settings)
         self.blobs = blob_store or open_blob_store(self.platform)
         self.producer = EventProducer(self.platform, client_id=f"transcription-{os.getpid()}")
-        self._retry = dict(
+        self._last_lag = 0.0
+
+    def _retrying(self, transient: type[BaseException]) -> Retrying:
+        """Exponential backoff on ``transient`` errors (tenacity), re-raising after the last attempt."""
+        return Retrying(
+            retry=retry_if_exception_type(transient),
             stop=stop_after_attempt(self.worker.retry_attempts),
             wait=wait_exponential(multiplier=0.2, max=self.worker.retry_max_wait_s),
             reraise=True,
         )
-        self._last_lag = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; the batch in progress is finished, then offsets are committed."""
@@ -132,20 +136,11 @@ class TranscriptionWorker:
         """Up to N messages, waiting at most T ms after the first one arrived."""
         n = self.settings.batch_max_messages
         first = consumer.consume(num_messages=n, timeout=0.5)
-        messages = [msg for msg in first if self._usable(msg)]
+        messages = [msg for msg in first if is_record(msg)]
         if messages and len(messages) < n and self.settings.batch_max_wait_ms > 0:
             more = consumer.consume(num_messages=n - len(messages), timeout=self.settings.batch_max_wait_ms / 1000)
-            messages += [msg for msg in more if self._usable(msg)]
+            messages += [msg for msg in more if is_record(msg)]
         return messages
-
-    @staticmethod
-    def _usable(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error: %s", err)
-        return False
 
     def process(self, consumer: Consumer, batch: list[Message]) -> None:
         """Transcribe one batch and store its offsets once every output is acknowledged."""
@@ -165,7 +160,7 @@ class TranscriptionWorker:
                                   outcome.reason, p.event)  # fmt: skip
                 continue
             event = self._transcript_event(p, outcome, batch_started_at, len(pending))
-            for attempt in Retrying(retry=retry_if_exception_type(DeliveryFailed), **self._retry):
+            for attempt in self._retrying(DeliveryFailed):
                 with attempt:
                     self.producer.send(TRANSCRIPTS.name, event)
             m.TRANSCRIPTS.inc()
@@ -173,7 +168,7 @@ class TranscriptionWorker:
             for stage, ms in (("fetch", p.fetch_ms), ("decode", p.decode_ms), ("vad", outcome.timings.vad_ms),
                               ("inference", outcome.timings.inference_ms)):  # fmt: skip
                 m.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-        self._store_offsets(consumer, batch)
+        store_offsets_after(consumer, batch)
         wall = time.perf_counter() - started
         m.AUDIO_SECONDS.inc(audio_seconds)
         if audio_seconds and wall > 0:
@@ -190,7 +185,7 @@ class TranscriptionWorker:
             return None
         t0 = time.perf_counter()
         try:
-            for attempt in Retrying(retry=retry_if_exception_type(OSError), **self._retry):
+            for attempt in self._retrying(OSError):
                 with attempt:
                     data = self.blobs.get(event.payload.blob.uri)
         except BlobNotFound as exc:
@@ -268,29 +263,11 @@ class TranscriptionWorker:
             known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
         record = dead_letter_for(msg, consumer_group=ConsumerGroups.TRANSCRIPTION, error=reason, **known)
         record = record.model_copy(update={"error_class": error_class})
-        for attempt in Retrying(retry=retry_if_exception_type(DeliveryFailed), **self._retry):
+        for attempt in self._retrying(DeliveryFailed):
             with attempt:
                 self.producer.send_dead_letter(SUBMISSIONS_DLQ.name, record)
         m.DEAD_LETTERS.labels(error_class).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
-
-    @staticmethod
-    def _store_offsets(consumer: Consumer, batch: list[Message]) -> None:
-        highest: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            key = (msg.topic() or "", msg.partition() or 0)
-            highest[key] = max(highest.get(key, -1), msg.offset() or 0)
-        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in highest.items() if (t, p) in assigned]
-        if len(offsets) < len(highest):
-            # Partitions revoked while the batch ran (a rebalance): their new owner processes those messages again
-            # and downstream deduplication by submission_id absorbs the repeat.
-            log.info("not storing offsets of %d revoked partition(s)", len(highest) - len(offsets))
-        if offsets:
-            try:
-                consumer.store_offsets(offsets=offsets)
-            except KafkaException as exc:  # revoked between the check and the call
-                log.warning("offsets not stored (rebalance in progress): %s", exc)
 
     def _measure_lag(self, consumer: Consumer) -> None:
         now = time.monotonic()

@@ -15,10 +15,9 @@ from projections.projector import (
     ProjectorSettings,
     Rejection,
     dead_letter_id_for,
-    next_positions,
     parse_message,
 )
-from runtime.kafka import dead_letter_for
+from runtime.kafka import dead_letter_for, next_positions
 from schemas import TOPICS, DeadLetterRecord, SubmissionReceived, TranscriptCreated, encode_event
 from tests.projection_fixtures import submission_received, transcript_created
 

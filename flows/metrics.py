@@ -171,15 +171,6 @@ def is_filled_pause(token: str) -> bool:
     return filled_pause_form(token) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class _Unit:
-    """An ASR word reduced to its tokens and validated timing."""
-
-    tokens: tuple[str, ...]
-    start: float
-    end: float
-
-
 def _check_time(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{what} must be a number of seconds, got {value!r}")
@@ -187,19 +178,6 @@ def _check_time(value: object, what: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{what} must be a finite, non-negative number of seconds, got {value!r}")
     return seconds
-
-
-def _units(words: Iterable[TimedWord]) -> list[_Unit]:
-    units: list[_Unit] = []
-    for index, word in enumerate(words):
-        start = _check_time(word.start, f"words[{index}].start")
-        end = _check_time(word.end, f"words[{index}].end")
-        if end < start:
-            raise ValueError(f"words[{index}] ends before it starts ({start} > {end})")
-        tokens = tuple(tokenize(word.word))
-        if tokens:
-            units.append(_Unit(tokens, start, end))
-    return units
 
 
 def _check_threshold(threshold_s: float) -> float:
@@ -216,7 +194,7 @@ def transcript_tokens(words: Sequence[TimedWord]) -> list[str]:
 
     Raises ``ValueError`` on invalid timestamps (like every function that takes timed words).
     """
-    return [token for unit in _units(words) for token in unit.tokens]
+    return list(_timing(words, DEFAULT_PAUSE_THRESHOLD_S).tokens)
 
 
 # -------------------------------------------------------------------------------------------------- timing
@@ -240,23 +218,52 @@ def _seconds(value: float) -> float:
     return round(value, _TIME_DECIMALS)
 
 
-def _timing(words: Sequence[TimedWord], threshold_s: float) -> _Timing:
+_INFINITY = math.inf
+
+
+def _timing(words: Iterable[TimedWord], threshold_s: float) -> _Timing:
+    """Tokens, silent pauses, runs and speech span of a transcript in one pass over its words.
+
+    Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`); a word
+    without tokens is ignored, timing included. A pause is the gap between consecutive words with tokens when
+    it is ``>= threshold_s`` (sub-microsecond tolerance); the span runs from the earliest start to the latest
+    end of those words.
+    """
     threshold_s = _check_threshold(threshold_s)
-    units = _units(words)
-    if not units:
-        return _Timing(threshold_s, 0, 0.0, (), frozenset(), ())
+    tokens: list[str] = []
     pauses: list[float] = []
-    run_starts = {0}
-    token_index = len(units[0].tokens)
-    for previous, current in zip(units, units[1:], strict=False):
-        gap = current.start - previous.end
-        if gap + _TIME_EPSILON_S >= threshold_s:
-            pauses.append(_seconds(gap))
-            run_starts.add(token_index)
-        token_index += len(current.tokens)
-    span = max(unit.end for unit in units) - min(unit.start for unit in units)
-    tokens = tuple(token for unit in units for token in unit.tokens)
-    return _Timing(threshold_s, len(tokens), _seconds(span), tuple(pauses), frozenset(run_starts), tokens)
+    run_starts = [0]
+    seen_one = False
+    previous_end = low = high = 0.0
+    for index, word in enumerate(words):
+        # Plain floats in range (every word of a decoded event) skip the general check.
+        start = word.start
+        if type(start) is not float or not 0.0 <= start < _INFINITY:
+            start = _check_time(start, f"words[{index}].start")
+        end = word.end
+        if type(end) is not float or not 0.0 <= end < _INFINITY:
+            end = _check_time(end, f"words[{index}].end")
+        if end < start:
+            raise ValueError(f"words[{index}] ends before it starts ({start} > {end})")
+        word_tokens = _tokenize_cached(word.word)
+        if not word_tokens:
+            continue
+        if seen_one:
+            gap = start - previous_end
+            if gap + _TIME_EPSILON_S >= threshold_s:
+                pauses.append(round(gap, _TIME_DECIMALS))
+                run_starts.append(len(tokens))
+            if start < low:
+                low = start
+            if end > high:
+                high = end
+        else:
+            seen_one, low, high = True, start, end
+        previous_end = end
+        tokens += word_tokens
+    if not seen_one:
+        return _Timing(threshold_s, 0, 0.0, (), frozenset(), ())
+    return _Timing(threshold_s, len(tokens), _seconds(high - low), tuple(pauses), frozenset(run_starts), tuple(tokens))
 
 
 def _per_minute(count: float, seconds: float) -> float | None:
@@ -354,19 +361,24 @@ def count_filled_pauses(tokens: Sequence[str]) -> dict[str, int]:
     ``uhh`` -> ``uh``); see :data:`flows.lexicon.FILLED_PAUSE_FORMS`. ``tokens`` are normalised tokens
     (:func:`tokenize`).
     """
+    return _count_forms([filled_pause_form(token) for token in tokens])
+
+
+def _count_forms(forms: Iterable[str | None]) -> dict[str, int]:
+    """Occurrences of each filled-pause form (``None``: not a filled pause), in order of first occurrence."""
     counts: dict[str, int] = {}
-    for token in tokens:
-        form = filled_pause_form(token)
+    for form in forms:
         if form is not None:
             counts[form] = counts.get(form, 0) + 1
     return counts
 
 
-def _neighbour(tokens: Sequence[str], index: int, step: int) -> str | None:
-    """The nearest token from ``index`` in direction ``step`` that is not a filled pause."""
+def _neighbour(tokens: Sequence[str], forms: Sequence[str | None], index: int, step: int) -> str | None:
+    """The nearest token from ``index`` in direction ``step`` that is not a filled pause (``forms``: the
+    tokens' filled-pause forms)."""
     index += step
     while 0 <= index < len(tokens):
-        if not is_filled_pause(tokens[index]):
+        if forms[index] is None:
             return tokens[index]
         index += step
     return None
@@ -403,6 +415,15 @@ def find_discourse_markers(
     first token. :func:`compute_metrics` passes the runs it found.
     """
     starts = {0} if run_starts is None else set(run_starts)
+    return _find_markers(tokens, [filled_pause_form(token) for token in tokens], starts)
+
+
+# The first token of every marker: any other token that is not a filled pause just ends a run's start.
+_MARKER_FIRST_TOKENS = frozenset({sequence[0] for sequence in MULTIWORD_DISCOURSE_MARKERS} | {"like", "so", "well"})
+
+
+def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Collection[int]) -> list[tuple[int, str]]:
+    """:func:`find_discourse_markers` given the tokens' filled-pause forms and the run starts."""
     found: list[tuple[int, str]] = []
     at_run_start = False  # only filled pauses and markers since the start of the run
     after_disfluency = False  # the previous token was a filled pause or ended a marker
@@ -411,17 +432,22 @@ def find_discourse_markers(
     while index < count:
         if index in starts:
             at_run_start = True
-        token = tokens[index]
-        if is_filled_pause(token):
+        if forms[index] is not None:
             after_disfluency = True
             index += 1
             continue
-        previous = _neighbour(tokens, index, -1)
+        token = tokens[index]
+        if token not in _MARKER_FIRST_TOKENS:  # cannot be (the start of) a marker
+            at_run_start = False
+            after_disfluency = False
+            index += 1
+            continue
+        previous = _neighbour(tokens, forms, index, -1)
         marker: str | None = None
         length = 1
         for sequence, name in _MULTIWORD:
             if tuple(tokens[index : index + len(sequence)]) == sequence:
-                following = _neighbour(tokens, index + len(sequence) - 1, +1)
+                following = _neighbour(tokens, forms, index + len(sequence) - 1, +1)
                 if name == "you know":
                     accepted = previous not in YOU_KNOW_BLOCK_PREVIOUS and following not in YOU_KNOW_BLOCK_NEXT
                 else:  # "i mean"
@@ -430,9 +456,8 @@ def find_discourse_markers(
                     marker, length = name, len(sequence)
                 break
         if marker is None and token in ("like", "so", "well"):
-            next_token = tokens[index + 1] if index + 1 < count else None
-            before_filled_pause = next_token is not None and is_filled_pause(next_token)
-            following = _neighbour(tokens, index, +1)
+            before_filled_pause = index + 1 < count and forms[index + 1] is not None
+            following = _neighbour(tokens, forms, index, +1)
             if token == "like":
                 if previous not in LIKE_BLOCK_PREVIOUS and (after_disfluency or before_filled_pause):
                     marker = "like"
@@ -451,15 +476,19 @@ def find_discourse_markers(
     return found
 
 
+def _count_markers(found: Iterable[tuple[int, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, marker in found:
+        counts[marker] = counts.get(marker, 0) + 1
+    return counts
+
+
 def count_discourse_markers(tokens: Sequence[str], *, run_starts: Collection[int] | None = None) -> dict[str, int]:
     """Count discourse markers per canonical marker (``{"you know": 2, "i mean": 1}``).
 
     See :func:`find_discourse_markers` for the list and the rules. Markers that do not occur are absent.
     """
-    counts: dict[str, int] = {}
-    for _, marker in find_discourse_markers(tokens, run_starts=run_starts):
-        counts[marker] = counts.get(marker, 0) + 1
-    return counts
+    return _count_markers(find_discourse_markers(tokens, run_starts=run_starts))
 
 
 def find_repetitions(tokens: Sequence[str]) -> list[str]:
@@ -473,16 +502,22 @@ def find_repetitions(tokens: Sequence[str]) -> list[str]:
     :data:`flows.lexicon.EMPHATIC_REDUPLICATIONS`) are not counted. Grammatical doublings ("had had", "that
     that") cannot be told apart and are counted.
     """
-    content = [token for token in tokens if not is_filled_pause(token)]
+    return _repetitions([token for token in tokens if not is_filled_pause(token)])
+
+
+def _repetitions(content: Sequence[str]) -> list[str]:
+    """:func:`find_repetitions` of the tokens without filled pauses."""
     repetitions: list[str] = []
     index = 0
-    while index + 1 < len(content):
-        if content[index] == content[index + 1]:
-            if content[index] not in EMPHATIC_REDUPLICATIONS:
-                repetitions.append(content[index])
+    count = len(content)
+    while index + 1 < count:
+        token = content[index]
+        if token == content[index + 1]:
+            if token not in EMPHATIC_REDUPLICATIONS:
+                repetitions.append(token)
             index += 1
-        elif index + 3 < len(content) and content[index : index + 2] == content[index + 2 : index + 4]:
-            repetitions.append(" ".join(content[index : index + 2]))
+        elif index + 3 < count and token == content[index + 2] and content[index + 1] == content[index + 3]:
+            repetitions.append(f"{token} {content[index + 1]}")
             index += 2
         else:
             index += 1
@@ -556,6 +591,13 @@ def mtld(tokens: Sequence[str], *, threshold: float = MTLD_THRESHOLD) -> float:
     return (_mtld_pass(tokens, threshold) + _mtld_pass(reversed(tokens), threshold)) / 2
 
 
+@functools.lru_cache(maxsize=65536)
+def _lexical_of_token(token: str) -> tuple[str, ...]:
+    """The lexical tokens :func:`vocabulary_metrics` keeps of one token: :func:`tokenize` again, filled pauses
+    removed (memoised like the tokenizer)."""
+    return tuple(normalised for normalised in _tokenize_cached(token) if filled_pause_form(normalised) is None)
+
+
 @dataclass(frozen=True, slots=True)
 class VocabularyMetrics:
     """Lexical diversity of a token stream (one transcript, or a learner's window of transcripts).
@@ -582,7 +624,7 @@ def vocabulary_metrics(tokens: Sequence[str]) -> VocabularyMetrics:
     (McCarthy & Jarvis 2010); the last two are ``None`` with ``sufficient=False`` below 50 tokens. Never
     raises on short or empty input.
     """
-    lexical = [normalised for token in tokens for normalised in tokenize(token) if not is_filled_pause(normalised)]
+    lexical = [normalised for token in tokens for normalised in _lexical_of_token(token)]
     sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
     return VocabularyMetrics(
         token_count=len(lexical),
@@ -663,9 +705,10 @@ def compute_metrics(
     recording = None if recording_duration_s is None else _check_time(recording_duration_s, "recording_duration_s")
     pauses = timing.pauses_s
     tokens = timing.tokens
-    filled = count_filled_pauses(tokens)
-    markers = count_discourse_markers(tokens, run_starts=timing.run_starts)
-    repetitions = tuple(find_repetitions(tokens))
+    forms = list(map(filled_pause_form, tokens))  # the same tokens' forms serve every disfluency measure
+    filled = _count_forms(forms)
+    markers = _count_markers(_find_markers(tokens, forms, timing.run_starts))
+    repetitions = tuple(_repetitions([token for token, form in zip(tokens, forms, strict=True) if form is None]))
     vocabulary = vocabulary_metrics(tokens)
     return SubmissionMetrics(
         metrics_version=METRICS_VERSION,

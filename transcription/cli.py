@@ -45,6 +45,8 @@ def transcription(
         children = []
         for index in range(count):
             env = dict(os.environ, COACH_TRANSCRIPTION_WORKER_PROCESSES="1")
+            if settings.group_instance_id:
+                env["COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID"] = f"{settings.group_instance_id}-{index}"
             if settings.metrics_port:
                 env["COACH_TRANSCRIPTION_WORKER_METRICS_PORT"] = str(settings.metrics_port + index)
             children.append(subprocess.Popen([sys.executable, "-m", "coach.cli", "worker", "transcription"], env=env))

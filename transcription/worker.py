@@ -72,6 +72,14 @@ class WorkerSettings(BaseSettings):
     retry_attempts: int = Field(default=5, ge=1, description="Tries for transient errors (blob fetch, delivery)")
     retry_max_wait_s: float = Field(default=10.0, gt=0, description="Longest backoff between tries, seconds")
     lag_every_s: float = Field(default=5.0, gt=0, description="How often consumer lag is measured, seconds")
+    group_instance_id: str = Field(
+        default="",
+        description="COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID: static group membership (KIP-345): a worker "
+        "restarted with the same id gets its partitions back at once instead of after session.timeout.ms (45 s); "
+        "unique per worker and stable across restarts (with --processes N each gets '<id>-<index>'). A stopped "
+        "static member does not leave the group: its partitions wait for it until the session times out. Empty: "
+        "dynamic membership",
+    )
 
 
 @dataclass
@@ -112,13 +120,21 @@ class TranscriptionWorker:
             reraise=True,
         )
 
+    def _membership(self) -> dict[str, Any]:
+        """librdkafka properties of this member: client id, poll interval, static ``group.instance.id`` when set
+        (KIP-345, https://cwiki.apache.org/confluence/display/KAFKA/KIP-345)."""
+        props: dict[str, Any] = {"client.id": f"transcription-{os.getpid()}", "max.poll.interval.ms": 900_000}
+        if self.worker.group_instance_id:
+            props["group.instance.id"] = self.worker.group_instance_id
+        return props
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; the batch in progress is finished, then offsets are committed."""
         consumer = make_consumer(
             ConsumerGroups.TRANSCRIPTION,
             [SUBMISSIONS.name],
             self.platform,
-            **{"client.id": f"transcription-{os.getpid()}", "max.poll.interval.ms": 900_000},
+            **self._membership(),
         )
         self.transcriber.warmup()
         log.info("transcription worker %d consuming %s", os.getpid(), SUBMISSIONS.name)

@@ -11,8 +11,11 @@ and a fresh worker is started. Delivery is at-least-once, so the drill checks wh
   ``speech.submissions.v1`` (nothing is left unconsumed or silently skipped);
 * no worker process is left behind.
 
-A restarted member of the classic group protocol waits for the killed member's session to expire
-(librdkafka's ``session.timeout.ms``, 45 s by default) before partitions are reassigned, which dominates the run.
+The drill runs twice: with dynamic membership, where the restarted member of the classic group protocol waits for
+the killed member's session to expire (librdkafka's ``session.timeout.ms``, 45 s by default) before partitions are
+reassigned, and with static membership (``COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID``, KIP-345), where the
+restarted worker takes the killed one's place under the same instance id. Both record ``recovered_s`` (kill → last
+transcript); no timing is asserted.
 """
 
 from __future__ import annotations
@@ -118,10 +121,12 @@ def tokens(migrated_stack: PlatformSettings) -> list[str]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Starts transcription worker processes (own process groups); kills whatever is left at the end."""
+def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Starts transcription worker processes (own process groups); kills whatever is left at the end. With the
+    ``membership`` parameter ``"static"`` every worker it starts uses the same group instance id."""
     started: list[subprocess.Popen[bytes]] = []
     logs: list[IO[bytes]] = []
+    instance_id = f"drill-{uuid.uuid4().hex[:8]}" if request.param == "static" else ""
 
     def start() -> subprocess.Popen[bytes]:
         env = dict(
@@ -129,6 +134,7 @@ def workers(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
             COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=str(BATCH_MAX_MESSAGES),
             COACH_TRANSCRIPTION_WORKER_METRICS_PORT="0",
             COACH_TRANSCRIPTION_WORKER_PROCESSES="1",
+            COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID=instance_id,
         )
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
         logs.append(log)
@@ -158,6 +164,7 @@ def worker_logs(tmp_path: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
 
 
+@pytest.mark.parametrize("workers", ["dynamic", "static"], indirect=True)
 def test_worker_killed_mid_batch_loses_nothing(
     migrated_stack: PlatformSettings,
     tokens: list[str],

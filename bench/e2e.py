@@ -637,6 +637,25 @@ def render(r: dict[str, Any]) -> str:
     lines += ["", f"`coach run` peak RSS (`VmHWM`): {s['coach_run_vmhwm_mib']} MiB."]
     if s["dead_letter_reasons"]:
         lines += ["", "Dead-letter causes: " + "; ".join(f"`{x}`" for x in s["dead_letter_reasons"]) + "."]
+    others = r.get("other_runs") or []
+    if others:
+        lines += [
+            "",
+            "Other arrival rates (same benchmark, other runs; latency = upload sent → metrics visible in the API):",
+            "",
+            "| command | accepted | lost | completed/s | audio s/s | p50 s | p95 s | p99 s | max lag (transcription) "
+            "| peak PSS MiB (all) | load mean |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for o in others:
+            so = o["summary"]
+            vis = so["latency_s"].get("metrics visible in API") or {}
+            lag = so["consumer_lag_messages"].get("transcription", {}).get("max", "–")
+            lines.append(
+                f"| `{o['command']}` | {so['accepted']} | {so['lost']} | {so['completed_per_s']} | "
+                f"{so['audio_s_per_s']} | {vis.get('p50', '–')} | {vis.get('p95', '–')} | {vis.get('p99', '–')} | "
+                f"{lag} | {so['memory_peak_pss_total_mib']} | {so['load_1min']['mean']} |"
+            )
     if r.get("notes"):
         lines += ["", *r["notes"]]
     return "\n".join(lines) + "\n"
@@ -668,7 +687,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-stack", action="store_true", help="leave the bench stack running")
     parser.add_argument("--out", type=Path, help="write the raw results as JSON here")
     parser.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS_MD.name}")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="re-render the section from runs' --out files (the first in full, the others as rows) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        runs = [json.loads(path.read_text()) for path in args.from_json]
+        replace_section(RESULTS_MD, SECTION, render({**runs[0], "other_runs": runs[1:]}))
+        print(f"wrote the {SECTION!r} section of {RESULTS_MD} from {len(runs)} run(s)")
+        return 0
 
     bench = E2EBenchSettings()
     for key in FOREIGN_ENV_KEYS:

@@ -25,6 +25,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
 from api.analytics import ClickHouseReader
 from api.readmodels import coach_cohorts, learner_visible_to_coach
@@ -40,6 +41,7 @@ __all__ = [
     "PrincipalCache",
     "ReadableCohort",
     "ReadableUser",
+    "ReadableUserAsync",
     "can_read_user",
     "get_reader",
 ]
@@ -72,6 +74,17 @@ class PrincipalCache:
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+
+    def peek(self, token: str) -> Principal | None:
+        """The cached principal of ``token`` if resolved less than ``ttl_s`` ago, else None (no I/O)."""
+        if self.ttl_s <= 0:
+            return None
+        key = hash_token(token)
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
 
     def resolve(self, token: str, pool: ConnectionPool) -> Principal | None:
         """The principal of ``token`` (cached), or None for an unknown, malformed or revoked token."""
@@ -176,8 +189,39 @@ def page_readable_user(user_id: UserIdPath, caller: PageCaller, pool: Postgres) 
     return _readable_user(caller, pool, user_id)
 
 
+async def current_caller_async(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """As :func:`current_caller`, without a thread hop when the token is in the principal cache (a PostgreSQL
+    lookup runs in the thread pool). Raises 401."""
+    token = credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
+    if not token:
+        raise _unauthorized("missing bearer token")
+    principals: PrincipalCache = request.app.state.principals
+    caller = principals.peek(token)
+    if caller is None:
+        caller = await run_in_threadpool(principals.resolve, token, request.app.state.pg_pool)
+    if caller is None:
+        raise _unauthorized("invalid or revoked token", "invalid_token")
+    return caller
+
+
+async def readable_user_async(
+    request: Request, user_id: UserIdPath, caller: Annotated[Principal, Depends(current_caller_async)]
+) -> str:
+    """As :func:`readable_user` (same rule, same 401/404), for async routes: no thread hop unless PostgreSQL is
+    needed (a token not in the principal cache, a coach's learners). The progress endpoint's hot path."""
+    if caller.role == "admin" or caller.user_id == user_id:
+        return user_id
+    if caller.role == "coach" and await run_in_threadpool(can_read_user, request.app.state.pg_pool, caller, user_id):
+        return user_id
+    raise _not_found(f"user {user_id!r}")
+
+
 ReadableUser = Annotated[str, Depends(readable_user)]
 """A user id the caller may read."""
+ReadableUserAsync = Annotated[str, Depends(readable_user_async)]
+"""A user id the caller may read (async dependency; same rule and errors as :data:`ReadableUser`)."""
 PageReadableUser = Annotated[str, Depends(page_readable_user)]
 """A user id the caller of an HTML page may read."""
 

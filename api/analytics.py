@@ -33,7 +33,14 @@ from api.models import SubmissionMetricsOut, WindowKind, WindowPoint
 from runtime.clickhouse import get_clickhouse_client, is_embedded
 from runtime.settings import PlatformSettings
 
-__all__ = ["ClickHouseReader", "fetch_headlines", "fetch_submission_metrics", "fetch_windows", "utc"]
+__all__ = [
+    "ClickHouseReader",
+    "fetch_headlines",
+    "fetch_learner_windows",
+    "fetch_submission_metrics",
+    "fetch_windows",
+    "utc",
+]
 
 
 def utc(value: datetime) -> datetime:
@@ -165,6 +172,32 @@ def fetch_windows(
     for row in rows:
         row["window_start"], row["window_end"] = utc(row["window_start"]), utc(row["window_end"])
         out.setdefault(row.pop("user_id"), {}).setdefault(row.pop("window_kind"), []).append(WindowPoint(**row))
+    return out
+
+
+_LEARNER_WINDOWS_SQL = """
+SELECT {columns}
+FROM {table} FINAL
+WHERE user_id = {{user:String}}
+ORDER BY window_kind, window_start, timezone, metrics_version DESC
+LIMIT 1 BY window_kind, window_start, timezone
+"""
+
+
+def fetch_learner_windows(reader: ClickHouseReader, user_id: str) -> dict[WindowKind, list[WindowPoint]]:
+    """Every window of one learner (all kinds, all time), per kind, oldest first: what the progress cache keeps.
+
+    One primary-key range of ``learner_metrics_windows`` (``ORDER BY user_id, …``); ``FINAL`` collapses rows
+    written twice (measured: no slower than ``argMax``/``LIMIT BY`` without ``FINAL`` on this table, because a
+    learner's rows sit in one or two granules). Of rows of several metric-definition versions for the same
+    window, the newest version's row is returned (as in :func:`fetch_windows`).
+    """
+    sql = _LEARNER_WINDOWS_SQL.format(columns=_WINDOW_COLUMNS, table=reader.table("learner_metrics_windows"))
+    out: dict[WindowKind, list[WindowPoint]] = {}
+    for row in reader.rows(sql, {"user": user_id}, name="learner_windows"):
+        row["window_start"], row["window_end"] = utc(row["window_start"]), utc(row["window_end"])
+        del row["user_id"]
+        out.setdefault(row.pop("window_kind"), []).append(WindowPoint(**row))
     return out
 
 

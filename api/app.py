@@ -13,9 +13,8 @@ ClickHouse server it runs on its own (``coach serve api``).
 
 import logging
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -26,8 +25,18 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response, stat
 from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import make_asgi_app
 from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.concurrency import run_in_threadpool
 
-from api.access import Caller, ClickHouse, PageReadableUser, Postgres, PrincipalCache, ReadableCohort, ReadableUser
+from api.access import (
+    Caller,
+    ClickHouse,
+    PageReadableUser,
+    Postgres,
+    PrincipalCache,
+    ReadableCohort,
+    ReadableUser,
+    ReadableUserAsync,
+)
 from api.access import can_read_user as _can_read_user
 from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
 from api.metrics import REQUEST_LATENCY
@@ -47,6 +56,8 @@ from api.models import (
 )
 from api.page import render_progress_page
 from api.progress import HEADLINE_METRICS, summarize
+from api.progress_cache import ProgressCache, WindowsChangeFeed
+from api.progress_fastpath import ProgressFastPath
 from api.readmodels import (
     Cursor,
     InvalidCursor,
@@ -61,6 +72,7 @@ from api.readmodels import (
 )
 from api.settings import ApiSettings
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
+from runtime.http_latency import install_latency_histogram
 from runtime.settings import PlatformSettings
 
 __all__ = ["EARLIEST", "LATEST", "create_app", "serve_api"]
@@ -152,9 +164,21 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             platform, readonly=settings.clickhouse_readonly, pool_size=settings.clickhouse_pool_size
         )
         app.state.principals = PrincipalCache(settings.principal_cache_ttl_s)
+        app.state.progress_cache = ProgressCache(
+            app.state.clickhouse,
+            baseline_weeks=settings.baseline_weeks,
+            max_bytes=settings.progress_cache_max_bytes,
+            ttl_s=settings.progress_cache_ttl_s,
+        )
+        app.state.progress_feed = feed = WindowsChangeFeed(
+            app.state.clickhouse, app.state.progress_cache, interval_s=settings.progress_cache_poll_s
+        )
+        if app.state.progress_cache.enabled:
+            feed.start()
         try:
             yield
         finally:
+            feed.stop()
             app.state.clickhouse.close()
             app.state.pg_pool.close()
 
@@ -181,14 +205,9 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         log.warning("store unavailable: %s", exc)
         return error_response(503, "unavailable", f"a store is unavailable ({type(exc).__name__}); retry later")
 
-    @app.middleware("http")
-    async def _latency(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUEST_LATENCY.labels(path, request.method, str(response.status_code)).observe(time.perf_counter() - start)
-        return response
+    install_latency_histogram(app, REQUEST_LATENCY)
+    # Outermost: warm progress reads are answered before FastAPI's stack (api.progress_fastpath).
+    app.add_middleware(ProgressFastPath, fastapi_app=app, settings=settings, resolve_range=resolve_range)
 
     @app.get(
         "/v1/submissions/{submission_id}",
@@ -223,9 +242,9 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         summary="Metric series per window kind and the change since the first weeks",
         tags=["progress"],
     )
-    def get_progress(
-        user_id: ReadableUser,
-        reader: ClickHouse,
+    async def get_progress(
+        request: Request,
+        user_id: ReadableUserAsync,
         window: Annotated[
             list[WindowKind] | None, Query(description="Window kinds to return (repeatable); default all three")
         ] = None,
@@ -233,22 +252,18 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         end: ToQuery = None,
     ) -> Response:
         """The learner's windows starting in ``[from, to)`` per kind, oldest first, and a summary comparing the
-        learner's first weekly windows with the latest ones up to ``to``."""
+        learner's first weekly windows with the latest ones up to ``to``.
+
+        Served from the per-learner cache (:mod:`api.progress_cache`; windows written by the dataflow show at
+        most ``COACH_API_PROGRESS_CACHE_POLL_S`` plus one poll later); a miss reads ClickHouse in a thread."""
         range_from, range_to = resolve_range(start, end, settings)
         kinds = tuple(dict.fromkeys(window)) if window else WINDOW_KINDS
-        windows = fetch_windows(reader, [user_id], kinds, range_from, range_to, all_weekly=True).get(user_id, {})
-        series = {kind: _in_range(windows.get(kind, []), range_from, range_to) for kind in kinds}
-        body = ProgressResponse.model_validate(
-            {
-                "user_id": user_id,
-                "from": range_from,
-                "to": range_to,
-                "series": series,
-                "summary": summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks),
-            }
-        )
-        # Serialised once by pydantic-core (FastAPI would dump, re-validate and re-encode the ~200 windows).
-        return Response(body.model_dump_json(by_alias=True), media_type="application/json")
+        cache: ProgressCache = request.app.state.progress_cache
+        entry = cache.get(user_id)
+        if entry is None:
+            entry = await run_in_threadpool(cache.load, user_id)
+        # Pre-serialised windows joined as bytes: the same body as ProgressResponse.model_dump_json(by_alias=True).
+        return Response(entry.render(kinds, range_from, range_to), media_type="application/json")
 
     @app.get(
         "/v1/users/{user_id}/submissions",

@@ -39,6 +39,25 @@ class ApiSettings(BaseSettings):
         description="COACH_API_PRINCIPAL_CACHE_TTL_S: how long a resolved bearer token is reused, seconds "
         "(a revoked key stops working at most this late; 0 looks every request up)",
     )
+    progress_cache_max_bytes: int = Field(
+        default=256 * 2**20,
+        ge=0,
+        description="COACH_API_PROGRESS_CACHE_MAX_BYTES: memory bound of the per-learner progress cache, bytes "
+        "(about 150 KB per learner with 100 days of windows; least recently used learners go first; 0 = no cache)",
+    )
+    progress_cache_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="COACH_API_PROGRESS_CACHE_TTL_S: longest life of a cached learner, seconds (a safety net; "
+        "changes are picked up by the change feed within COACH_API_PROGRESS_CACHE_POLL_S)",
+    )
+    progress_cache_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="COACH_API_PROGRESS_CACHE_POLL_S: how often new windows are looked for in ClickHouse, seconds; "
+        "a read shows windows written at most this long (plus one poll) before it",
+    )
     page_size: int = Field(default=20, ge=1, le=200, description="COACH_API_PAGE_SIZE: default submissions per page")
     max_page_size: int = Field(default=100, ge=1, le=1000, description="COACH_API_MAX_PAGE_SIZE: largest page")
     default_range_days: int = Field(

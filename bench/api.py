@@ -13,19 +13,30 @@ What it does:
    7-day sliding windows derived from them; then the API (``create_app``, one uvicorn worker) on a free port;
 2. **keys**: ``--keyed`` learners get a bearer token (PostgreSQL of the stack); each request reads the progress of
    a random one of them with its own token (a learner reading itself);
-3. **load**: ``--clients`` concurrent closed-loop clients (httpx, HTTP/1.1 keep-alive) for ``--duration`` seconds
-   after ``--warmup`` seconds; every request is timed from send to the last byte of the body.
+3. **load**: ``--clients`` concurrent closed-loop clients (threads with ``http.client``, HTTP/1.1 keep-alive)
+   for ``--duration`` seconds after ``--warmup`` seconds; every request is timed from send to the last byte of the body.
 
-Prints one JSON document (machine, versions, parameters, results per scenario) and writes it to ``--out``.
-Each ``--clients`` value runs every scenario. Scenarios: ``all`` (the default request: the three window kinds
-over the ``--range-days`` before the end of the seeded period, and the summary) and ``weekly``
-(``?window=weekly``).
+With the per-learner progress cache (the default; ``--no-cache`` sets ``COACH_API_PROGRESS_CACHE_MAX_BYTES=0``)
+the scenarios are, in this order:
+
+* ``cold``: the cache is emptied, then the clients read every keyed learner exactly once (shuffled): every request
+  is a first read, i.e. a ClickHouse read (no warmup);
+* ``warm``: random keyed learners, all cached by ``cold`` (run ``cold`` first);
+* ``write``: as ``warm`` while a writer in the server process replaces one daily window (inside the requested
+  range, newer ``computed_at``, a marker ``word_count``) of ``--write-learners`` random keyed learners every
+  ``--write-every`` seconds with one INSERT (as the dataflow's sink does); after each insert a checker reads one of
+  those learners until its marker shows and records the lag (insert returned → first read showing it);
+* ``all`` / ``weekly``: the scenarios of the first version (random learners, ``all`` = the default request: three
+  window kinds over ``--range-days`` and the summary; ``weekly`` = ``?window=weekly``).
+
+Prints one JSON document (machine, versions, parameters, results per scenario, CPU seconds used per second of the
+load generator and of the server) and writes it to ``--out``. Each ``--clients`` value runs every scenario.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import json
 import os
 import platform as platform_module
@@ -36,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -55,8 +67,87 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_MARKER_BASE = 10_000_000
+"""Marker word counts of the writer (far above the seeded ones), so a read shows whether it saw the write."""
+
+
+class _Writer:
+    """The ``write`` scenario's writer and freshness checker, in the server process (chDB is in-process).
+
+    Every ``every_s`` seconds: one INSERT of ``learners`` rows into ``learner_metrics_windows``, each replacing the
+    daily window of ``day`` of a random keyed learner (same key, newer ``computed_at``, ``word_count`` = a new
+    marker); then reads the first of them through the API until the marker shows (every 5 ms) and records the lag
+    from the INSERT's return, seconds."""
+
+    def __init__(self, client: Any, port: int, keys: list[tuple[str, str]], day: datetime, learners: int) -> None:
+        self._client, self._port, self._keys, self._day, self._learners = client, port, keys, day, learners
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lags: list[float] = []
+        self.inserts = self.rows = 0
+        self.insert_s: list[float] = []
+
+    def start(self, every_s: float) -> None:
+        self._thread = threading.Thread(target=self._run, args=(every_s,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        lags = sorted(self.lags)
+        return {
+            "inserts": self.inserts,
+            "rows": self.rows,
+            "insert_ms_p50": round(statistics.median(self.insert_s) * 1000, 1) if self.insert_s else None,
+            "checked": len(lags),
+            "visible_after_ms": {
+                "p50": round(lags[len(lags) // 2] * 1000, 1) if lags else None,
+                "p90": round(lags[int(len(lags) * 0.9)] * 1000, 1) if lags else None,
+                "max": round(lags[-1] * 1000, 1) if lags else None,
+            },
+        }
+
+    def _run(self, every_s: float) -> None:
+        table = f"{DATABASE}.learner_metrics_windows"
+        sql = f"""INSERT INTO {table}
+            SELECT * REPLACE (toUInt64({{marker:UInt64}}) AS word_count, now64(6) AS computed_at)
+            FROM {table} FINAL
+            WHERE user_id IN {{users:Array(String)}} AND window_kind = 'daily'
+              AND window_start = fromUnixTimestamp64Milli({{day_ms:Int64}}, 'UTC')"""
+        rng = random.Random(11)
+        day_ms = int(self._day.timestamp() * 1000)
+        with httpx.Client(base_url=f"http://127.0.0.1:{self._port}", timeout=30) as http:
+            while not self._stop.wait(every_s):
+                picked = rng.sample(self._keys, self._learners)
+                marker = _MARKER_BASE + self.inserts
+                started = time.perf_counter()
+                self._client.command(
+                    sql, parameters={"marker": marker, "users": [u for u, _ in picked], "day_ms": day_ms}
+                )
+                done = time.perf_counter()
+                self.inserts, self.rows = self.inserts + 1, self.rows + len(picked)
+                self.insert_s.append(done - started)
+                user, token = picked[0]
+                params = {
+                    "window": "daily",
+                    "from": self._day.isoformat(),
+                    "to": (self._day + timedelta(days=1)).isoformat(),
+                }
+                while not self._stop.is_set():
+                    body = http.get(
+                        f"/v1/users/{user}/progress", params=params, headers={"Authorization": f"Bearer {token}"}
+                    ).json()
+                    if any(p["word_count"] == marker for p in body["series"]["daily"]):
+                        self.lags.append(time.perf_counter() - done)
+                        break
+                    time.sleep(0.005)
+
+
 def serve(args: argparse.Namespace) -> None:
-    """The server subprocess: seed chDB, then serve the API until SIGTERM/SIGINT."""
+    """The server subprocess: seed chDB, then serve the API until SIGTERM/SIGINT. Commands on stdin (one per
+    line, answered with one JSON line on stdout): ``clear`` (empty the progress cache), ``stats``,
+    ``write <every_s> <learners>`` (start the writer), ``stop-write`` (stop it; answers its numbers)."""
     import uvicorn
 
     from api.app import create_app
@@ -88,10 +179,33 @@ def serve(args: argparse.Namespace) -> None:
         ),
         flush=True,
     )
-    settings = ApiSettings(clickhouse_pool_size=args.pool, pg_pool_max=args.pool * 2)
-    config = uvicorn.Config(
-        create_app(platform, settings), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    settings = ApiSettings(
+        clickhouse_pool_size=args.pool,
+        pg_pool_max=args.pool * 2,
+        progress_cache_max_bytes=ApiSettings().progress_cache_max_bytes if args.cache else 0,
     )
+    app = create_app(platform, settings)
+    keys = [tuple(k) for k in json.loads(Path(args.keys_file).read_text())]
+    day = SEED_START + timedelta(days=args.days - 2)
+    writer: list[_Writer] = []
+
+    def commands() -> None:
+        for line in sys.stdin:
+            words = line.split()
+            answer: dict[str, Any] = {"ok": True}
+            if words[:1] == ["clear"]:
+                app.state.progress_cache.clear()
+            elif words[:1] == ["stats"]:
+                answer = app.state.progress_cache.stats()
+            elif words[:1] == ["write"]:
+                writer[:] = [_Writer(client, args.port, keys, day, int(words[2]))]  # type: ignore[arg-type]
+                writer[0].start(float(words[1]))
+            elif words[:1] == ["stop-write"]:
+                answer = writer[0].stop()
+            print(json.dumps(answer), flush=True)
+
+    threading.Thread(target=commands, daemon=True).start()
+    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
     uvicorn.Server(config).run()
 
 
@@ -109,39 +223,70 @@ def _create_keys(count: int) -> list[tuple[str, str]]:
             return [(f"learner-{i}", create_api_key(conn, f"learner-{i}", "learner")) for i in range(count)]
 
 
-async def _load(
-    base_url: str, keys: list[tuple[str, str]], params: dict[str, Any], clients: int, warmup_s: float, duration_s: float
+def _load(
+    base_url: str,
+    keys: list[tuple[str, str]],
+    params: dict[str, Any],
+    clients: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    once: bool = False,
 ) -> dict[str, Any]:
+    """``clients`` closed-loop clients (one thread and one keep-alive ``http.client`` connection each: the
+    standard library's C-buffered body reads cost the load generator far less CPU per 135 KB response than httpx,
+    which saturated a core at ~90 req/s here); with ``once`` they read each of ``keys`` exactly once (shuffled), no
+    warmup, until all are read; else random keys for ``warmup_s`` + ``duration_s`` (only the latter measured).
+    A request is timed from sending to the last byte of the body."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sizes: list[int] = []
     rng = random.Random(7)
+    pending = rng.sample(keys, len(keys)) if once else []
+    lock = threading.Lock()
     start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + duration_s
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    measure_from, stop_at = (start, float("inf")) if once else (start + warmup_s, start + warmup_s + duration_s)
+    url = httpx.URL(base_url)
+    query = httpx.QueryParams(params)
 
-    async def client_loop(http: httpx.AsyncClient) -> None:
+    def client_loop(seed: int) -> None:
+        local = random.Random(seed)
+        conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
         while (now := time.perf_counter()) < stop_at:
-            user, token = keys[rng.randrange(len(keys))]
+            if once:
+                with lock:
+                    if not pending:
+                        break
+                    user, token = pending.pop()
+            else:
+                user, token = keys[local.randrange(len(keys))]
             sent = time.perf_counter()
             try:
-                response = await http.get(
-                    f"/v1/users/{user}/progress", params=params, headers={"Authorization": f"Bearer {token}"}
-                )
-                ok = response.status_code == 200
-                label = str(response.status_code)
-            except httpx.HTTPError as exc:
-                ok, label = False, type(exc).__name__
+                conn.request("GET", f"/v1/users/{user}/progress?{query}", headers={"Authorization": f"Bearer {token}"})
+                response = conn.getresponse()
+                body = response.read()
+                ok, label = response.status == 200, str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                ok, label, body = False, type(exc).__name__, b""
+                conn.close()
+                conn = http.client.HTTPConnection(url.host, url.port, timeout=30)
             done = time.perf_counter()
             if now >= measure_from:
-                if ok:
-                    latencies.append(done - sent)
-                    sizes.append(len(response.content))
-                else:
-                    errors[label] = errors.get(label, 0) + 1
+                with lock:
+                    if ok:
+                        latencies.append(done - sent)
+                        sizes.append(len(body))
+                    else:
+                        errors[label] = errors.get(label, 0) + 1
+        conn.close()
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) as http:
-        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+    cpu = time.process_time()
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start if once else duration_s
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -150,7 +295,8 @@ async def _load(
     return {
         "requests": len(latencies),
         "errors": errors,
-        "throughput_rps": round(len(latencies) / duration_s, 1),
+        "seconds": round(elapsed, 1),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
         "latency_ms": {
             "p50": pct(0.50),
             "p90": pct(0.90),
@@ -159,7 +305,14 @@ async def _load(
             "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
         },
         "response_bytes_median": int(statistics.median(sizes)) if sizes else 0,
+        "load_generator_cpu_s_per_s": round((time.process_time() - cpu) / (time.perf_counter() - start), 2),
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _machine() -> dict[str, Any]:
@@ -202,14 +355,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Seed and start the server subprocess, create keys, run each scenario, stop the server."""
     keys = _create_keys(min(args.keyed, args.learners))
     port = _free_port()
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        keys_file = Path(tmp) / "keys.json"
+        keys_file.write_text(json.dumps(keys))
         command = [
             sys.executable, "-m", "bench.api", "serve", "--chdb", str(Path(tmp) / "chdb"), "--port", str(port),
             "--learners", str(args.learners), "--days", str(args.days), "--pool", str(args.pool),
+            "--keys-file", str(keys_file), "--cache" if args.cache else "--no-cache",
         ]  # fmt: skip
-        server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert server.stdin is not None and server.stdout is not None
+
+        def ask(line: str) -> dict[str, Any]:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write(line + "\n")
+            server.stdin.flush()
+            answer: dict[str, Any] = json.loads(server.stdout.readline())
+            return answer
+
         try:
-            assert server.stdout is not None
             seeding = json.loads(server.stdout.readline() or "{}")
             deadline = time.monotonic() + 60
             while True:
@@ -223,14 +388,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.2)
             end = SEED_START + timedelta(days=args.days)
             span = {"from": (end - timedelta(days=args.range_days)).isoformat(), "to": end.isoformat()}
-            scenarios = {"all": dict(span), "weekly": {**span, "window": "weekly"}}
+            params = {"all": dict(span), "weekly": {**span, "window": "weekly"}}
+            base = f"http://127.0.0.1:{port}"
             results = {}
             for clients in args.clients:
                 for name in args.scenarios:
-                    result = asyncio.run(
-                        _load(f"http://127.0.0.1:{port}", keys, scenarios[name], clients, args.warmup, args.duration)
-                    )
-                    results[f"{name}, {clients} clients"] = {"clients": clients, "params": scenarios[name], **result}
+                    load = os.getloadavg()[0]
+                    server_cpu = _cpu_s(server.pid)
+                    extra: dict[str, Any] = {}
+                    query = params["weekly" if name == "weekly" else "all"]
+                    if name == "cold":
+                        ask("clear")
+                        result = _load(base, keys, query, clients, 0, 0, once=True)
+                    else:
+                        if name == "write":
+                            ask(f"write {args.write_every} {args.write_learners}")
+                        result = _load(base, keys, query, clients, args.warmup, args.duration)
+                        if name == "write":
+                            extra["writer"] = ask("stop-write")
+                    spent = result["seconds"] if name == "cold" else args.warmup + args.duration
+                    result["server_cpu_s_per_s"] = round((_cpu_s(server.pid) - server_cpu) / spent, 2)
+                    if args.cache:
+                        extra["cache_after"] = ask("stats")
+                    results[f"{name}, {clients} clients"] = {
+                        "clients": clients,
+                        "params": query,
+                        "load_average_1min_at_start": load,
+                        **result,
+                        **extra,
+                    }
         finally:
             server.send_signal(signal.SIGINT)
             try:
@@ -240,7 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "progress API, GET /v1/users/{user_id}/progress",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": _machine(),
+        "machine": {**_machine(), "load_average_at_start": load_at_start},
         "versions": _versions(),
         "command": " ".join([Path(sys.executable).name, "-m", "bench.api", *sys.argv[1:]]),
         "parameters": {
@@ -252,6 +438,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "range_days": args.range_days,
             "clickhouse_pool": args.pool,
             "clickhouse": "embedded chDB (in the API process)",
+            "progress_cache": args.cache,
+            "write_every_s": args.write_every,
+            "write_learners": args.write_learners,
         },
         "seeding": seeding,
         "results": results,
@@ -264,11 +453,18 @@ def main() -> None:
     server = sub.add_parser("serve", help="internal: the server subprocess")
     server.add_argument("--chdb", required=True)
     server.add_argument("--port", type=int, required=True)
+    server.add_argument("--keys-file", required=True)
     for p in (parser, server):
         p.add_argument("--learners", type=int, default=10_000, help="learners seeded (one submission a day each)")
         p.add_argument("--days", type=int, default=100, help="days seeded")
         p.add_argument(
             "--pool", type=int, default=4, help="ClickHouse clients of the API (COACH_API_CLICKHOUSE_POOL_SIZE)"
+        )
+        p.add_argument(
+            "--cache",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="the per-learner progress cache (--no-cache: COACH_API_PROGRESS_CACHE_MAX_BYTES=0)",
         )
     parser.add_argument("--keyed", type=int, default=1000, help="learners that get a token and are queried")
     parser.add_argument(
@@ -277,7 +473,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per scenario")
     parser.add_argument("--range-days", type=int, default=91, help="'from'..'to' span of the requests, days")
-    parser.add_argument("--scenarios", nargs="+", default=["all", "weekly"], choices=["all", "weekly"])
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=["cold", "warm", "write", "all", "weekly"],
+        choices=["cold", "warm", "write", "all", "weekly"],
+    )
+    parser.add_argument("--write-every", type=float, default=0.5, help="write scenario: seconds between INSERTs")
+    parser.add_argument("--write-learners", type=int, default=10, help="write scenario: learners per INSERT")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.mode == "serve":

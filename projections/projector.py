@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -46,7 +47,14 @@ from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from projections.read_models import apply_dead_letter, apply_event, claim_events, load_positions, store_positions
+from projections.read_models import (
+    apply_dead_letter,
+    apply_event,
+    claim_events,
+    load_positions,
+    prune_processed_events,
+    store_positions,
+)
 from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer, next_positions
 from runtime.settings import PlatformSettings
 from schemas.dead_letter import DeadLetterRecord
@@ -139,6 +147,15 @@ class ProjectorSettings(BaseSettings):
     client_id: str = Field(default="projector", description="Kafka client.id of the consumer and the DLQ producer")
     session_timeout_ms: int = Field(
         default=10_000, ge=1_000, description="Kafka consumer session.timeout.ms (how fast a dead member is noticed)"
+    )
+    dedup_horizon_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an event id stays in processed_events (the dedup ledger), days; duplicates arrive "
+        "within minutes (producer retries, a crashed worker's replayed batch). 0 keeps every id forever",
+    )
+    prune_every_s: float = Field(
+        default=600.0, gt=0, description="How often ids older than the dedup horizon are deleted, seconds"
     )
 
 
@@ -234,6 +251,7 @@ class Projector:
         self.settings = settings or ProjectorSettings()
         self.platform = platform or PlatformSettings()
         self._on_batch = on_batch
+        self._next_prune = 0.0
         self._conn: psycopg.Connection[Any] | None = None
         self._producer: EventProducer | None = None
         self._consumer: Consumer | None = None
@@ -424,6 +442,25 @@ class Projector:
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
+    def _prune_if_due(self) -> None:
+        """Every ``prune_every_s``, delete dedup-ledger ids older than ``dedup_horizon_days`` (batches of 10,000).
+        A failure is logged and retried at the next interval: pruning never stops the projection."""
+        if not self.settings.dedup_horizon_days or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.settings.prune_every_s
+        try:
+            pruned = prune_processed_events(
+                self._connection(), older_than=timedelta(days=self.settings.dedup_horizon_days)
+            )
+        except psycopg.Error as exc:
+            log.warning("projector: pruning processed_events failed (retried in %.0f s): %s",
+                        self.settings.prune_every_s, exc)  # fmt: skip
+            self._drop_connection()
+            return
+        if pruned:
+            log.info("projector: pruned %d processed_events ids older than %g days", pruned,
+                     self.settings.dedup_horizon_days)  # fmt: skip
+
     def run(self, stop: threading.Event) -> None:
         """Consume and project until ``stop`` is set; then close the consumer (leaving the group) and return.
 
@@ -446,11 +483,13 @@ class Projector:
                     else:
                         log.debug("projector: consumer event %s", error)
                 if not messages:
+                    self._prune_if_due()
                     continue
                 if not self._project_with_retries(messages, stop):
                     break
                 if self._on_batch is not None:
                     self._on_batch(messages)
+                self._prune_if_due()
         finally:
             self._consumer = None
             consumer.close()

@@ -18,6 +18,7 @@ Tables: ``projections/sql/0001_read_models.sql``, ``0003_projector_cdc.sql`` and
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,7 @@ from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCrea
 from schemas.registry import Event
 
 __all__ = [
+    "prune_processed_events",
     "SubmissionStatus",
     "apply_dead_letter",
     "apply_event",
@@ -61,6 +63,26 @@ def claim_events(conn: Connection[Any], event_ids: Iterable[UUID]) -> set[UUID]:
         (ids,),
     ).fetchall()
     return {row[0] for row in rows}
+
+
+def prune_processed_events(conn: Connection[Any], *, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete up to ``limit`` ``processed_events`` rows claimed more than ``older_than`` ago; returns how many.
+
+    The dedup ledger only has to outlive the window in which a duplicate of an event can arrive: producers'
+    at-least-once retries and a worker re-processing its uncommitted batch after a crash re-publish within minutes,
+    and the projector never re-reads a committed offset (its offsets are written in the same transaction as the
+    rows). Without pruning the table grows by one row per event forever. Raises ``ValueError`` when ``older_than``
+    is not positive.
+    """
+    if older_than <= timedelta(0):
+        raise ValueError("older_than must be positive")
+    cutoff = datetime.now(UTC) - older_than
+    cursor = conn.execute(
+        "DELETE FROM processed_events WHERE event_id IN "
+        "(SELECT event_id FROM processed_events WHERE processed_at < %s LIMIT %s)",
+        (cutoff, limit),
+    )
+    return cursor.rowcount
 
 
 _UPSERT_SUBMISSION_RECEIVED = """

@@ -325,3 +325,30 @@ def test_value_postgres_refuses_is_dead_lettered_without_losing_its_batch(
         what="the poisoned transcript's submission failed",
     )
     assert row["received_at"] == received.occurred_at
+
+
+def test_projector_prunes_dedup_ids_older_than_the_horizon(platform: PlatformSettings) -> None:
+    """processed_events keeps recent ids (duplicates still possible) and loses those past the horizon."""
+    from uuid import uuid4
+
+    from projections.projector import Projector
+    from projections.read_models import prune_processed_events
+
+    old, recent = [uuid4() for _ in range(3)], [uuid4() for _ in range(2)]
+    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO processed_events (event_id, processed_at)"
+            " SELECT unnest(%s::uuid[]), now() - interval '3 days'",
+            (old,),
+        )
+        conn.execute("INSERT INTO processed_events (event_id) SELECT unnest(%s::uuid[])", (recent,))
+        with pytest.raises(ValueError):
+            prune_processed_events(conn, older_than=timedelta(0))
+
+        Projector(ProjectorSettings(dedup_horizon_days=2), platform)._prune_if_due()
+
+        kept = {
+            r[0]
+            for r in conn.execute("SELECT event_id FROM processed_events WHERE event_id = ANY(%s)", (old + recent,))
+        }
+        assert kept == set(recent)

@@ -693,10 +693,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="re-render the section from runs' --out files (the first in full, the others as rows) and exit",
     )
+    parser.add_argument("--notes", type=Path, help="with --from-json: a Markdown file appended to the section")
     args = parser.parse_args(argv)
     if args.from_json:
         runs = [json.loads(path.read_text()) for path in args.from_json]
-        replace_section(RESULTS_MD, SECTION, render({**runs[0], "other_runs": runs[1:]}))
+        notes = args.notes.read_text().strip().splitlines() if args.notes else []
+        replace_section(RESULTS_MD, SECTION, render({**runs[0], "other_runs": runs[1:], "notes": notes}))
         print(f"wrote the {SECTION!r} section of {RESULTS_MD} from {len(runs)} run(s)")
         return 0
 

@@ -38,8 +38,17 @@ from flows.metrics import (
 )
 from flows.records import WindowItem, per_100_words
 from flows.tables import WINDOW_DISTRIBUTION_METRICS
+from flows.vocabulary import batch_vocabulary
 
-__all__ = ["distribution", "latest_per_submission", "quantile", "window_row", "window_vocabulary"]
+__all__ = [
+    "ClosedWindow",
+    "distribution",
+    "latest_per_submission",
+    "quantile",
+    "window_row",
+    "window_rows",
+    "window_vocabulary",
+]
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -118,16 +127,44 @@ def window_row(
     ``bounds`` are local wall-clock bounds in ``timezone``; ``items`` the submissions the window collected (at
     least one). Raises ``ValueError`` on an empty window.
     """
-    if not items:
-        raise ValueError("a window without submissions has no row")
-    kept = latest_per_submission(items)
+    return window_rows([(user_id, timezone, bounds, items)], computed_at)[0]
+
+
+ClosedWindow = tuple[str, str, WindowBounds, Sequence[WindowItem]]
+"""``(user_id, timezone, bounds, items)`` of a closed window, as :func:`window_row` takes them."""
+
+
+def window_rows(windows: Sequence[ClosedWindow], computed_at: datetime) -> list[tuple[object, ...]]:
+    """:func:`window_row` of each closed window, in order; the vocabulary of all of them is computed at once
+    (:func:`flows.vocabulary.batch_vocabulary`, the same values as :func:`window_vocabulary`). Raises
+    ``ValueError`` if a window is empty."""
+    kept_of = []
+    for _user_id, _timezone, _bounds, items in windows:
+        if not items:
+            raise ValueError("a window without submissions has no row")
+        kept_of.append(latest_per_submission(items))
+    vocabularies = batch_vocabulary([[item.lexical_tokens for item in kept] for kept in kept_of])
+    return [
+        _row(user_id, timezone, bounds, kept, vocabulary, computed_at)
+        for (user_id, timezone, bounds, _items), kept, vocabulary in zip(windows, kept_of, vocabularies, strict=True)
+    ]
+
+
+def _row(
+    user_id: str,
+    timezone: str,
+    bounds: WindowBounds,
+    kept: Sequence[WindowItem],
+    vocabulary: VocabularyMetrics,
+    computed_at: datetime,
+) -> tuple[object, ...]:
+    """The row of one window from its kept submissions (:func:`latest_per_submission`) and its vocabulary."""
     words = sum(item.word_count for item in kept)
     filled = sum(item.filled_pause_count for item in kept)
     repetitions = sum(item.repetition_count for item in kept)
     distributions: list[float | None] = []
     for name in WINDOW_DISTRIBUTION_METRICS:
         distributions.extend(distribution([_metric_value(item, name) for item in kept]))
-    vocabulary = window_vocabulary([token for item in kept for token in item.lexical_tokens])
     versions = {item.metrics_version for item in kept}
     return (
         user_id,

@@ -47,7 +47,7 @@ from bytewax.testing import run_main
 from clickhouse_connect.driver.client import Client
 
 from flows import step_ids as ids
-from flows.aggregate import window_row
+from flows.aggregate import window_rows
 from flows.calendar import (
     LearnerCalendar,
     TimezoneChange,
@@ -251,12 +251,17 @@ def learner_windows(
     """
     out = window(ids.STEP_WINDOWS, items, clock, LearnerWindower(calendar), collect_items, ordered=False)
 
-    def to_window_row(key_window: tuple[str, tuple[int, list[WindowItem]]]) -> tuple[str, SinkRow]:
-        key, (window_id, collected) = key_window
-        first = collected[0]
-        row = window_row(first.user_id, first.timezone, calendar.bounds(window_id), collected, now())
-        last = max((item.source_partition, item.source_offset) for item in collected)
-        return key, (row, f"{key}|{window_id}|{last[0]}:{last[1]}|{len(collected)}")
+    def to_window_rows(batch: list[tuple[str, tuple[int, list[WindowItem]]]]) -> list[tuple[str, SinkRow]]:
+        # The whole batch of closed windows at once: their vocabulary is computed together (flows.vocabulary).
+        closed = [
+            (collected[0].user_id, collected[0].timezone, calendar.bounds(window_id), collected)
+            for _key, (window_id, collected) in batch
+        ]
+        out = []
+        for (key, (window_id, collected)), row in zip(batch, window_rows(closed, now()), strict=True):
+            last = max((item.source_partition, item.source_offset) for item in collected)
+            out.append((key, (row, f"{key}|{window_id}|{last[0]}:{last[1]}|{len(collected)}")))
+        return out
 
     def to_late_row(key_late: tuple[str, tuple[int, WindowItem]]) -> tuple[str, SinkRow]:
         key, (window_id, item) = key_late
@@ -264,7 +269,7 @@ def learner_windows(
         return key, (row, f"{item.position}|{window_id}")
 
     return (
-        op.map(ids.STEP_WINDOW_ROWS, out.down, to_window_row),
+        op.flat_map_batch(ids.STEP_WINDOW_ROWS, out.down, to_window_rows),
         op.map(ids.STEP_LATE_ROWS, out.late, to_late_row),
     )
 

@@ -591,3 +591,45 @@ def test_result_is_frozen_and_serialisable() -> None:
     assert row["metrics_version"] == METRICS_VERSION
     assert row["filled_pauses"] == {"um": 1}
     assert set(row) == {f.name for f in dataclasses.fields(SubmissionMetrics)}
+
+
+# ------------------------------------------------------------------------------ batched vocabulary (numpy)
+
+
+def _random_windows(rng: random.Random, count: int) -> list[list[tuple[str, ...]]]:
+    """Windows as pieces (a submission's tokens each), lengths around the 50-token boundary and up to ~1,500."""
+    vocabulary = [f"w{i}" for i in range(rng.choice([3, 20, 120, 3000]))] + ["don't", "well-known"]
+    windows = []
+    for _ in range(count):
+        pieces = []
+        for _ in range(rng.choice([1, 1, 2, 7, 13])):
+            size = rng.choice([0, 1, 20, 49, 50, 51, 114])
+            pieces.append(tuple(rng.choice(vocabulary) for _ in range(size)))
+        windows.append(pieces)
+    windows.append([tuple(f"u{i}" for i in range(120))])  # all distinct: one factor, MTLD = length
+    return windows
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_vocabulary_equals_mattr_and_mtld_exactly(seed: int) -> None:
+    from flows.aggregate import window_vocabulary
+    from flows.vocabulary import MIN_BATCH, batch_vocabulary
+
+    rng = random.Random(seed)
+    for count in (MIN_BATCH - 1, MIN_BATCH, 3 * MIN_BATCH):  # the plain path and the vectorised one
+        windows = _random_windows(rng, count)
+        expected = [window_vocabulary([token for piece in pieces for token in piece]) for pieces in windows]
+        assert batch_vocabulary(windows) == expected  # floats equal, not approximately
+
+
+def test_batched_vocabulary_matches_lexicalrichness(lexical_richness: Any) -> None:
+    from flows.vocabulary import MIN_BATCH, batch_vocabulary
+
+    rng = random.Random(99)
+    windows = [w for w in _random_windows(rng, 2 * MIN_BATCH) if sum(map(len, w)) >= 50]
+    assert len(windows) >= MIN_BATCH
+    for pieces, result in zip(windows, batch_vocabulary(windows), strict=True):
+        tokens = [token for piece in pieces for token in piece]
+        reference = lexical_richness(tokens, preprocessor=None, tokenizer=None)
+        assert result.mattr == pytest.approx(reference.mattr(window_size=50), abs=1e-9)
+        assert result.mtld == pytest.approx(reference.mtld(threshold=0.72), abs=1e-9)

@@ -8,8 +8,10 @@ message and runs :func:`flows.metrics.compute_metrics` on its words; anything th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
+from itertools import chain
 from typing import NamedTuple
 
 from pydantic import ValidationError
@@ -133,7 +135,13 @@ def lexical_tokens(words: Iterable[str]) -> tuple[str, ...]:
     """The tokens :func:`flows.metrics.vocabulary_metrics` counts, from raw ASR words: each word normalised
     with :func:`~flows.metrics.tokenize`, filled pauses removed (its own normalisation, done once per
     submission so that windows do not redo it for every window a submission is in)."""
-    return tuple(token for word in words for token in tokenize(word) if not is_filled_pause(token))
+    return tuple(chain.from_iterable(map(_word_lexical_tokens, words)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_lexical_tokens(word: str) -> tuple[str, ...]:
+    """:func:`lexical_tokens` of one ASR word, memoised (transcripts repeat a small vocabulary)."""
+    return tuple(token for token in tokenize(word) if not is_filled_pause(token))
 
 
 def dead_letter(message: SourceMessage, error: BaseException | str, **known: object) -> DeadLetterRecord:

@@ -1,8 +1,9 @@
 """Benchmark of the metric dataflow: throughput through the real broker into ClickHouse (chDB), and replay time.
 
-Usage (with a running local stack; set the COACH_* variables of the stack to use)::
+Usage (with a running local stack; set the COACH_* variables of the stack to use; on a shared machine, hold
+the benchmark lock so that runs do not overlap)::
 
-    .venv/bin/python -m bench.flows --transcripts 20000 --replay-transcripts 100000
+    flock .bench.lock .venv/bin/python -m bench.flows --transcripts 10000 --replay-transcripts 100000
 
 What it does, on topics and a chDB directory of its own (nothing of the platform's is touched):
 
@@ -64,7 +65,8 @@ def _machine() -> dict[str, Any]:
         "platform": platform_module.platform(),
         "load_average": os.getloadavg(),
         "versions": {
-            name: metadata.version(name) for name in ("bytewax", "chdb", "clickhouse-connect", "confluent-kafka")
+            name: metadata.version(name)
+            for name in ("bytewax", "chdb", "clickhouse-connect", "confluent-kafka", "pydantic-core", "numpy")
         },
     }
 

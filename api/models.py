@@ -213,7 +213,12 @@ class Change(_Out):
     recent: float | None
     change: float | None = Field(description="recent - baseline")
     change_pct: float | None = Field(description="100 × change / baseline")
-    better: Literal["higher", "lower"] = Field(description="Which direction counts as progress")
+    better: Literal["higher", "lower", "toward_range"] = Field(
+        description="Which direction counts as progress; 'toward_range': closer to 'target'"
+    )
+    target: list[float] | None = Field(
+        default=None, description="[low, high] band of a 'toward_range' metric, in its unit (speech rate: words/min)"
+    )
     direction: Literal["improved", "declined", "unchanged", "unknown"] = Field(
         description="'unchanged' within 2 % of the baseline; 'unknown' when a side has no value"
     )

@@ -13,25 +13,55 @@ from dataclasses import dataclass
 from typing import Literal
 
 from api.models import Change, Period, ProgressSummary, WindowPoint
+from feedback.settings import FeedbackSettings
 
-__all__ = ["HEADLINE_METRICS", "Metric", "UNCHANGED_FRACTION", "compare", "period_of", "summarize"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "Metric",
+    "PACE_RANGE_WPM",
+    "UNCHANGED_FRACTION",
+    "compare",
+    "distance_to",
+    "period_of",
+    "summarize",
+]
 
 UNCHANGED_FRACTION = 0.02
 """A change smaller than this fraction of the baseline counts as 'unchanged'."""
 
 
+PACE_RANGE_WPM: tuple[float, float] = (
+    float(FeedbackSettings.model_fields["speech_rate_min_wpm"].default),
+    float(FeedbackSettings.model_fields["speech_rate_max_wpm"].default),
+)
+"""The comfortable speech rate, words per minute: the default band of the feedback's pace rule
+(:class:`feedback.settings.FeedbackSettings`, 130–175 wpm, with its sources), so the summary and the feedback agree
+on which way is progress."""
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A metric of :class:`~api.models.WindowPoint` shown in summaries and charts."""
+    """A metric of :class:`~api.models.WindowPoint` shown in summaries and charts.
+
+    ``better``: ``"higher"``/``"lower"``, or ``"toward_range"`` when progress means getting closer to ``target``
+    (``(low, high)``, in the metric's unit): a learner at 236 wpm who slows to 210 improved.
+    """
 
     name: str
     label: str
     unit: str
-    better: Literal["higher", "lower"]
+    better: Literal["higher", "lower", "toward_range"]
+    target: tuple[float, float] | None = None
+
+
+def distance_to(value: float, target: tuple[float, float]) -> float:
+    """How far ``value`` lies outside ``target`` (``(low, high)``): 0 inside, else the gap to the nearer end."""
+    low, high = target
+    return max(low - value, 0.0, value - high)
 
 
 HEADLINE_METRICS: tuple[Metric, ...] = (
-    Metric("speech_rate_wpm", "Speech rate", "words/min", "higher"),
+    Metric("speech_rate_wpm", "Speech rate", "words/min", "toward_range", PACE_RANGE_WPM),
     Metric("articulation_rate_wpm", "Articulation rate", "words/min", "higher"),
     Metric("silent_pauses_per_minute", "Silent pauses", "per min", "lower"),
     Metric("mean_silent_pause_s", "Mean pause length", "s", "lower"),
@@ -41,8 +71,9 @@ HEADLINE_METRICS: tuple[Metric, ...] = (
     Metric("mattr", "Vocabulary diversity (MATTR)", "ratio", "higher"),
     Metric("mtld", "Vocabulary diversity (MTLD)", "tokens", "higher"),
 )
-"""Speech rate and articulation rate are 'higher is better' within the range learners reach; a coach reads them
-together with the pause metrics."""
+"""Speech rate counts as progress when it moves toward the comfortable band (:data:`PACE_RANGE_WPM`); articulation
+rate is 'higher is better' within the range learners reach (it excludes pauses); a coach reads them together with
+the pause metrics."""
 
 _VOCABULARY = {"mattr", "mtld"}
 
@@ -85,7 +116,14 @@ def compare(baseline: Period | None, recent: Period | None) -> list[Change]:
         if before is not None and after is not None:
             change = round(after - before, 4)
             change_pct = round(100 * change / before, 2) if before else None
-            if abs(change) <= UNCHANGED_FRACTION * abs(before):
+            if metric.better == "toward_range" and metric.target is not None:
+                # Progress = a smaller gap to the band; staying inside it (both gaps 0) is 'unchanged'.
+                closer = distance_to(before, metric.target) - distance_to(after, metric.target)
+                if abs(closer) <= UNCHANGED_FRACTION * abs(before):
+                    direction = "unchanged"
+                else:
+                    direction = "improved" if closer > 0 else "declined"
+            elif abs(change) <= UNCHANGED_FRACTION * abs(before):
                 direction = "unchanged"
             else:
                 up = change > 0
@@ -100,6 +138,7 @@ def compare(baseline: Period | None, recent: Period | None) -> list[Change]:
                 change=change,
                 change_pct=change_pct,
                 better=metric.better,
+                target=list(metric.target) if metric.target else None,
                 direction=direction,
             )
         )

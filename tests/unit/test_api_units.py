@@ -181,3 +181,31 @@ def test_openapi_documents_models_errors_and_security() -> None:
 
 def test_window_point_dates_are_dates() -> None:
     assert isinstance(week(0, speech=1, pauses=1).local_start_date, date)
+
+
+def test_speech_rate_progress_means_moving_toward_the_comfortable_band() -> None:
+    """A learner far above the feedback's 130–175 wpm band who slows down improved; one leaving the band declined;
+    staying inside it is unchanged (the same band as the pace rule's, so summary and feedback agree)."""
+    from api.progress import PACE_RANGE_WPM, distance_to
+
+    assert PACE_RANGE_WPM == (130.0, 175.0)
+    assert distance_to(236, PACE_RANGE_WPM) == 61 and distance_to(150, PACE_RANGE_WPM) == 0
+    assert distance_to(100, PACE_RANGE_WPM) == 30
+
+    def speech(before: float, after: float) -> object:
+        c = changes(summarize([week(0, speech=before, pauses=5), week(1, speech=after, pauses=5)], baseline_weeks=1))
+        return c["speech_rate_wpm"]
+
+    slowed = speech(236, 210)
+    assert slowed.direction == "improved" and slowed.change == -26  # type: ignore[attr-defined]
+    assert slowed.better == "toward_range" and slowed.target == [130.0, 175.0]  # type: ignore[attr-defined]
+    assert speech(160, 230).direction == "declined"  # type: ignore[attr-defined]
+    assert speech(150, 170).direction == "unchanged"  # type: ignore[attr-defined]
+    assert speech(190, 114).direction == "unchanged"  # type: ignore[attr-defined]  # 15 over → 16 under: same gap
+    assert speech(110, 200).direction == "declined"  # type: ignore[attr-defined]
+    assert (
+        changes(summarize([week(0, speech=150, pauses=5), week(1, speech=150, pauses=9)], baseline_weeks=1))[
+            "mattr"
+        ].better
+        == "higher"
+    )  # type: ignore[attr-defined]

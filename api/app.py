@@ -73,6 +73,7 @@ from api.readmodels import (
 from api.settings import ApiSettings
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
+from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 
 __all__ = ["EARLIEST", "LATEST", "create_app", "serve_api"]
@@ -403,21 +404,8 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
     )
     def readyz(request: Request) -> Any:
         """200 when PostgreSQL and ClickHouse answer a trivial query."""
-        checks: dict[str, str] = {}
-        try:
-            with request.app.state.pg_pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-            checks["postgres"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["postgres"] = f"unreachable: {exc}"
-        try:
-            request.app.state.clickhouse.ping()
-            checks["clickhouse"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["clickhouse"] = f"unreachable: {exc}"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        return readiness_response(
+            {"postgres": postgres_probe(request.app.state.pg_pool), "clickhouse": request.app.state.clickhouse.ping}
         )
 
     return app

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import statistics
 import subprocess
@@ -64,6 +63,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bench.clips import AUDIO_FIXTURES, SENTENCES, decoded_duration_s, synthesize
 from bench.host import loadavg, machine, proc_status_kib, replace_section
+from bench.own_stack import stack_env, use_stack_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
@@ -100,28 +100,19 @@ class E2EBenchSettings(BaseSettings):
     def env(self) -> dict[str, str]:
         """The ``COACH_*`` variables that point the stack CLI and every service at the bench stack."""
         return {
-            "COACH_HOME": str(self.home),
-            "COACH_KAFKA_PORT": str(self.kafka_port),
-            "COACH_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
-            "COACH_CONNECT_PORT": str(self.connect_port),
-            "COACH_PG_PORT": str(self.pg_port),
+            **stack_env(
+                self.home,
+                kafka_port=self.kafka_port,
+                kafka_controller_port=self.kafka_controller_port,
+                connect_port=self.connect_port,
+                pg_port=self.pg_port,
+            ),
             "COACH_INGESTION_PORT": str(self.ingestion_port),
             "COACH_API_PORT": str(self.api_port),
             "COACH_TRANSCRIPTION_WORKER_METRICS_PORT": "0",
             "COACH_FEEDBACK_METRICS_PORT": "0",
             "COACH_FEEDBACK_PROVIDERS": "rules",
         }
-
-
-#: Variables that would point the bench at another stack; removed from its environment.
-FOREIGN_ENV_KEYS = (
-    "COACH_KAFKA_BOOTSTRAP",
-    "COACH_PG_DSN",
-    "COACH_CLICKHOUSE_URL",
-    "COACH_BLOB_URL",
-    "COACH_CONNECT_URL",
-    "COACH_DEBEZIUM_DATABASE_PORT",
-)
 
 
 @dataclass(frozen=True)
@@ -703,9 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     bench = E2EBenchSettings()
-    for key in FOREIGN_ENV_KEYS:
-        os.environ.pop(key, None)
-    os.environ.update(bench.env())
+    use_stack_env(bench.env())
     command = "python -m bench.e2e " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"e2e bench: stack under {bench.home}", flush=True)
     _run([sys.executable, "-m", "stack", "up"], "`coach stack up`")

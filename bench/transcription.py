@@ -75,24 +75,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 
 from bench.clips import Clip, build_clips  # noqa: E402
 from bench.host import children, cpu_seconds, loadavg, machine, proc_status_kib, replace_section, wait_for_quiet  # noqa: E402
+from bench.own_stack import stack_env, use_stack_env  # noqa: E402
 
 RESULTS_MD = _BENCH_DIR / "RESULTS.md"
 SECTION = "## Transcription"
-STACK_ENV_KEYS = (
-    "COACH_HOME",
-    "COACH_KAFKA_PORT",
-    "COACH_KAFKA_CONTROLLER_PORT",
-    "COACH_CONNECT_PORT",
-    "COACH_PG_PORT",
-)
-#: Variables that would point the bench at another stack; removed from its environment.
-FOREIGN_ENV_KEYS = (
-    "COACH_KAFKA_BOOTSTRAP",
-    "COACH_PG_DSN",
-    "COACH_CLICKHOUSE_URL",
-    "COACH_BLOB_URL",
-    "COACH_CONNECT_URL",
-)
 WARMUP_CLIP = _REPO_ROOT / "tests" / "fixtures" / "audio" / "hotwords.mp3"
 
 
@@ -112,13 +98,13 @@ class TranscriptionBenchSettings(BaseSettings):
 
     def stack_env(self) -> dict[str, str]:
         """The ``COACH_*`` variables that point the stack CLI and every service at the bench stack."""
-        return {
-            "COACH_HOME": str(self.home),
-            "COACH_KAFKA_PORT": str(self.kafka_port),
-            "COACH_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
-            "COACH_CONNECT_PORT": str(self.connect_port),
-            "COACH_PG_PORT": str(self.pg_port),
-        }
+        return stack_env(
+            self.home,
+            kafka_port=self.kafka_port,
+            kafka_controller_port=self.kafka_controller_port,
+            connect_port=self.connect_port,
+            pg_port=self.pg_port,
+        )
 
 
 # --------------------------------------------------------------------------- environment facts
@@ -935,9 +921,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = " ".join([".venv/bin/python bench/transcription.py", *map(shlex.quote, sys.argv[1:])])
     bench = TranscriptionBenchSettings()
-    for key in FOREIGN_ENV_KEYS:
-        os.environ.pop(key, None)
-    os.environ.update(bench.stack_env())
+    use_stack_env(bench.stack_env())
     if args.model:
         os.environ["COACH_TRANSCRIPTION_MODEL"] = args.model
     configs = [Config(args.processes, args.batch)] + [Config.parse(v) for v in args.variants.split(",") if v.strip()]

@@ -28,13 +28,9 @@ from datetime import datetime
 
 from flows.calendar import WindowBounds, wall_to_instant
 from flows.metrics import (
-    MATTR_WINDOW,
     METRICS_VERSION,
-    MIN_VOCABULARY_TOKENS,
-    MTLD_THRESHOLD,
     VocabularyMetrics,
-    mattr,
-    mtld,
+    lexical_vocabulary,
 )
 from flows.records import WindowItem, per_100_words
 from flows.tables import WINDOW_DISTRIBUTION_METRICS
@@ -81,20 +77,10 @@ def distribution(values: Sequence[float | None]) -> tuple[float | None, ...]:
 
 
 def window_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
-    """:func:`flows.metrics.vocabulary_metrics` of already normalised lexical tokens.
-
-    Equal to ``vocabulary_metrics(words)`` when ``lexical`` is ``lexical_tokens(words)`` (a unit test holds
-    the two together): the same measures (:func:`~flows.metrics.mattr`, :func:`~flows.metrics.mtld`, distinct
-    types) with the same window, threshold and sufficiency rule, without normalising the tokens again.
-    """
-    sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
-    return VocabularyMetrics(
-        token_count=len(lexical),
-        distinct_words=len(set(lexical)),
-        mattr=mattr(lexical, window_size=MATTR_WINDOW) if sufficient else None,
-        mtld=mtld(lexical, threshold=MTLD_THRESHOLD) if sufficient else None,
-        sufficient=sufficient,
-    )
+    """:func:`flows.metrics.vocabulary_metrics` of a window's already normalised lexical tokens
+    (:func:`flows.metrics.lexical_vocabulary`). Equal to ``vocabulary_metrics(words)`` when ``lexical`` is
+    ``lexical_tokens(words)`` (a unit test holds the two together)."""
+    return lexical_vocabulary(lexical)
 
 
 def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:

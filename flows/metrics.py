@@ -79,6 +79,7 @@ __all__ = [
     "total_duration",
     "transcript_tokens",
     "vocabulary_metrics",
+    "lexical_vocabulary",
     "word_count",
 ]
 
@@ -624,7 +625,13 @@ def vocabulary_metrics(tokens: Sequence[str]) -> VocabularyMetrics:
     (McCarthy & Jarvis 2010); the last two are ``None`` with ``sufficient=False`` below 50 tokens. Never
     raises on short or empty input.
     """
-    lexical = [normalised for token in tokens for normalised in _lexical_of_token(token)]
+    return lexical_vocabulary([normalised for token in tokens for normalised in _lexical_of_token(token)])
+
+
+def lexical_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
+    """:func:`vocabulary_metrics` of tokens that are already normalised lexical tokens (filled pauses removed,
+    e.g. from :func:`flows.records.lexical_tokens`): the measures without normalising the tokens again. Never
+    raises on short or empty input."""
     sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
     return VocabularyMetrics(
         token_count=len(lexical),

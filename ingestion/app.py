@@ -32,6 +32,7 @@ from runtime.http_auth import CurrentPrincipal
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
 from runtime.kafka import DeliveryFailed, EventProducer
+from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 from schemas import SUBMISSIONS, BlobRef, SubmissionReceived, SubmissionReceivedPayload, new_event_id
 
@@ -146,26 +147,12 @@ def create_app(
     @app.get("/readyz", summary="Readiness: broker, blob store, PostgreSQL", responses={503: {"model": ErrorBody}})
     def readyz(request: Request) -> Any:
         """200 when the broker answers metadata, the blob store is writable and PostgreSQL answers."""
-        checks: dict[str, str] = {}
-        try:
-            request.app.state.producer._producer.list_topics(timeout=2)
-            checks["broker"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["broker"] = f"unreachable: {exc}"
-        try:
-            request.app.state.blobs.check()
-            checks["blob_store"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["blob_store"] = f"unavailable: {exc}"
-        try:
-            with request.app.state.pg_pool.connection(timeout=2) as conn:
-                conn.execute("SELECT 1")
-            checks["postgres"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["postgres"] = f"unreachable: {exc}"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        return readiness_response(
+            {
+                "broker": lambda: request.app.state.producer._producer.list_topics(timeout=2),
+                "blob_store": request.app.state.blobs.check,
+                "postgres": postgres_probe(request.app.state.pg_pool),
+            }
         )
 
     return app

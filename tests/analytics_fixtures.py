@@ -395,3 +395,13 @@ def seed_api_world(platform: Any, prefix: str, *, days: int = 42) -> ApiWorld:
     return ApiWorld(
         platform, learner, other, mate, stranger, cohort, stranger_cohort, tokens, submissions, other_submission, days
     )
+
+
+def auth_header(world: ApiWorld, caller: str) -> dict[str, str]:
+    """The ``Authorization`` header of ``caller``: a key of ``world.tokens``, ``"none"`` (no header) or
+    ``"garbage"`` (a token that was never issued)."""
+    if caller == "none":
+        return {}
+    if caller == "garbage":
+        return {"Authorization": "Bearer sc_not-a-real-token"}
+    return {"Authorization": f"Bearer {world.tokens[caller]}"}

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import ApiSettings
 from runtime.settings import PlatformSettings
-from tests.analytics_fixtures import ApiWorld, seed_api_world
+from tests.analytics_fixtures import ApiWorld, auth_header, seed_api_world
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +35,6 @@ def client(world: ApiWorld) -> Iterator[TestClient]:
     app = create_app(world.platform, ApiSettings(principal_cache_ttl_s=0, page_size=3))
     with TestClient(app) as test_client:
         yield test_client
-
-
-def _auth(world: ApiWorld, caller: str) -> dict[str, str]:
-    if caller == "none":
-        return {}
-    if caller == "garbage":
-        return {"Authorization": "Bearer sc_not-a-real-token"}
-    return {"Authorization": f"Bearer {world.tokens[caller]}"}
 
 
 RANGE = {"from": "2024-01-01T00:00:00Z", "to": "2024-03-01T00:00:00Z"}
@@ -74,7 +66,7 @@ def test_authorization_matrix_on_a_learner(
     client: TestClient, world: ApiWorld, endpoint: str, caller: str, expected: int
 ) -> None:
     path = endpoint.format(user=world.other, sid=world.other_submission.submission_id)
-    response = client.get(path, headers=_auth(world, caller), params=RANGE if "progress" in path else None)
+    response = client.get(path, headers=auth_header(world, caller), params=RANGE if "progress" in path else None)
     assert response.status_code == expected, response.text
     if expected != 200:
         body = response.json()
@@ -87,13 +79,13 @@ def test_authorization_matrix_on_a_learner(
 def test_authorization_matrix_on_cohort_progress(
     client: TestClient, world: ApiWorld, caller: str, expected: int
 ) -> None:
-    response = client.get(f"/v1/cohorts/{world.cohort}/progress", headers=_auth(world, caller), params=RANGE)
+    response = client.get(f"/v1/cohorts/{world.cohort}/progress", headers=auth_header(world, caller), params=RANGE)
     assert response.status_code == expected, response.text
 
 
 @pytest.mark.parametrize(("caller", "expected"), [("none", 401), ("learner", 403), ("coach_a", 200), ("admin", 200)])
 def test_authorization_matrix_on_cohort_list(client: TestClient, world: ApiWorld, caller: str, expected: int) -> None:
-    assert client.get("/v1/cohorts", headers=_auth(world, caller)).status_code == expected
+    assert client.get("/v1/cohorts", headers=auth_header(world, caller)).status_code == expected
 
 
 def test_page_accepts_the_token_in_the_query(client: TestClient, world: ApiWorld) -> None:
@@ -117,7 +109,7 @@ def test_sessions_are_read_only(client: TestClient, world: ApiWorld) -> None:
 
 
 def test_progress_series_and_summary(client: TestClient, world: ApiWorld) -> None:
-    response = client.get(f"/v1/users/{world.learner}/progress", headers=_auth(world, "learner"), params=RANGE)
+    response = client.get(f"/v1/users/{world.learner}/progress", headers=auth_header(world, "learner"), params=RANGE)
     assert response.status_code == 200
     body = response.json()
     assert body["user_id"] == world.learner and body["from"] == "2024-01-01T00:00:00Z"
@@ -137,35 +129,37 @@ def test_progress_series_and_summary(client: TestClient, world: ApiWorld) -> Non
 
 def test_progress_filters_kind_and_range(client: TestClient, world: ApiWorld) -> None:
     params = {"window": ["weekly"], "from": "2024-01-08T00:00:00Z", "to": "2024-01-22T00:00:00Z"}
-    body = client.get(f"/v1/users/{world.learner}/progress", headers=_auth(world, "admin"), params=params).json()
+    body = client.get(f"/v1/users/{world.learner}/progress", headers=auth_header(world, "admin"), params=params).json()
     assert list(body["series"]) == ["weekly"]
     assert [p["window_start"] for p in body["series"]["weekly"]] == ["2024-01-08T00:00:00Z", "2024-01-15T00:00:00Z"]
     assert body["summary"]["baseline"]["start"] == "2024-01-01T00:00:00Z"  # first weeks, whatever the range
     bad = {"from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"}
-    response = client.get(f"/v1/users/{world.learner}/progress", headers=_auth(world, "admin"), params=bad)
+    response = client.get(f"/v1/users/{world.learner}/progress", headers=auth_header(world, "admin"), params=bad)
     assert response.status_code == 422 and response.json()["error"] == "invalid"
 
 
 def test_progress_of_a_user_without_data_is_empty(client: TestClient, world: ApiWorld) -> None:
-    body = client.get("/v1/users/nobody-at-all/progress", headers=_auth(world, "admin")).json()
+    body = client.get("/v1/users/nobody-at-all/progress", headers=auth_header(world, "admin")).json()
     assert body["series"] == {"daily": [], "weekly": [], "sliding_7d": []}
     assert body["summary"]["baseline"] is None
 
 
 def test_submission_detail(client: TestClient, world: ApiWorld) -> None:
     sid = world.submissions[0].submission_id
-    body = client.get(f"/v1/submissions/{sid}", headers=_auth(world, "learner")).json()
+    body = client.get(f"/v1/submissions/{sid}", headers=auth_header(world, "learner")).json()
     assert body["submission_id"] == str(sid) and body["status"] == "feedback"
     assert [t["status"] for t in body["timeline"]] == ["received", "transcribed", "feedback"]
     assert body["transcript"]["text"] == "Hello there." and body["transcript"]["words"] is None
     assert body["metrics"]["speech_rate_wpm"] == pytest.approx(128.3) and body["metrics"]["metrics_version"] == 1
     assert body["feedback"]["points"][0]["kind"] == "went_well"
-    with_words = client.get(f"/v1/submissions/{sid}", headers=_auth(world, "learner"), params={"include_words": True})
+    with_words = client.get(
+        f"/v1/submissions/{sid}", headers=auth_header(world, "learner"), params={"include_words": True}
+    )
     assert with_words.json()["transcript"]["words"][0]["word"] == " Hello"
     pending = world.submissions[-1].submission_id
-    body = client.get(f"/v1/submissions/{pending}", headers=_auth(world, "learner")).json()
+    body = client.get(f"/v1/submissions/{pending}", headers=auth_header(world, "learner")).json()
     assert body["status"] == "received" and body["transcript"] is None and body["metrics"] is None
-    missing = client.get(f"/v1/submissions/{uuid.uuid4()}", headers=_auth(world, "admin"))
+    missing = client.get(f"/v1/submissions/{uuid.uuid4()}", headers=auth_header(world, "admin"))
     assert missing.status_code == 404
 
 
@@ -174,7 +168,9 @@ def test_submissions_cursor_pagination(client: TestClient, world: ApiWorld) -> N
     cursor = None
     for _ in range(10):
         params = {"cursor": cursor} if cursor else {}
-        page = client.get(f"/v1/users/{world.learner}/submissions", headers=_auth(world, "learner"), params=params)
+        page = client.get(
+            f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params=params
+        )
         assert page.status_code == 200
         body = page.json()
         assert len(body["items"]) <= 3
@@ -184,21 +180,27 @@ def test_submissions_cursor_pagination(client: TestClient, world: ApiWorld) -> N
             break
     expected = [str(s.submission_id) for s in sorted(world.submissions, key=lambda s: s.received_at, reverse=True)]
     assert seen == expected
-    first = client.get(f"/v1/users/{world.learner}/submissions", headers=_auth(world, "learner")).json()["items"][0]
+    first = client.get(f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner")).json()["items"][
+        0
+    ]
     assert first["status"] == "received" and first["speech_rate_wpm"] is None
     done = client.get(
-        f"/v1/users/{world.learner}/submissions", headers=_auth(world, "learner"), params={"status": "feedback"}
+        f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"status": "feedback"}
     ).json()["items"]
     assert done and all(i["status"] == "feedback" and i["speech_rate_wpm"] == pytest.approx(128.3) for i in done)
-    bad = client.get(f"/v1/users/{world.learner}/submissions", headers=_auth(world, "learner"), params={"cursor": "x"})
+    bad = client.get(
+        f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"cursor": "x"}
+    )
     assert bad.status_code == 422
 
 
 def test_cohort_views(client: TestClient, world: ApiWorld) -> None:
-    listed = client.get("/v1/cohorts", headers=_auth(world, "coach_a")).json()["items"]
+    listed = client.get("/v1/cohorts", headers=auth_header(world, "coach_a")).json()["items"]
     assert {"cohort": world.cohort, "learners": 3} in listed
     assert world.stranger_cohort not in [c["cohort"] for c in listed]
-    body = client.get(f"/v1/cohorts/{world.cohort}/progress", headers=_auth(world, "coach_a"), params=RANGE).json()
+    body = client.get(
+        f"/v1/cohorts/{world.cohort}/progress", headers=auth_header(world, "coach_a"), params=RANGE
+    ).json()
     assert [lr["user_id"] for lr in body["learners"]] == sorted([world.learner, world.other, world.mate])
     assert all(lr["submissions"] > 0 for lr in body["learners"])
     assert body["series"] and all(p["learners"] == 3 for p in body["series"])

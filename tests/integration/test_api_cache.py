@@ -22,7 +22,7 @@ from api.app import create_app
 from api.settings import ApiSettings
 from runtime.clickhouse import get_clickhouse_client
 from runtime.settings import PlatformSettings
-from tests.analytics_fixtures import SEED_START, ApiWorld, seed_api_world
+from tests.analytics_fixtures import SEED_START, ApiWorld, auth_header, seed_api_world
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,6 @@ def client(world: ApiWorld) -> Iterator[TestClient]:
     app = create_app(world.platform, ApiSettings(progress_cache_poll_s=POLL_S))
     with TestClient(app) as test_client:
         yield test_client
-
-
-def _auth(world: ApiWorld, caller: str) -> dict[str, str]:
-    if caller == "none":
-        return {}
-    if caller == "garbage":
-        return {"Authorization": "Bearer sc_not-a-real-token"}
-    return {"Authorization": f"Bearer {world.tokens[caller]}"}
 
 
 def _write_daily_window(world: ApiWorld, user_id: str, day: datetime, word_count: int) -> None:
@@ -70,7 +62,7 @@ def _write_daily_window(world: ApiWorld, user_id: str, day: datetime, word_count
 
 
 def _daily(client: TestClient, world: ApiWorld, user_id: str, caller: str) -> dict[str, int]:
-    response = client.get(f"/v1/users/{user_id}/progress", headers=_auth(world, caller), params=RANGE)
+    response = client.get(f"/v1/users/{user_id}/progress", headers=auth_header(world, caller), params=RANGE)
     assert response.status_code == 200, response.text
     return {p["window_start"]: p["word_count"] for p in response.json()["series"]["daily"]}
 
@@ -107,9 +99,9 @@ def test_cached_body_equals_the_uncached_body(client: TestClient, world: ApiWorl
     with TestClient(uncached_app) as uncached:
         for query in params:
             path = f"/v1/users/{world.other}/progress"
-            cold = uncached.get(path, headers=_auth(world, "other"), params=query)
-            client.get(path, headers=_auth(world, "other"), params=query)  # fills the cache
-            warm = client.get(path, headers=_auth(world, "other"), params=query)
+            cold = uncached.get(path, headers=auth_header(world, "other"), params=query)
+            client.get(path, headers=auth_header(world, "other"), params=query)  # fills the cache
+            warm = client.get(path, headers=auth_header(world, "other"), params=query)
             assert cold.status_code == warm.status_code == 200
             assert warm.content == cold.content
         assert uncached_app.state.progress_cache.stats()["entries"] == 0
@@ -123,10 +115,10 @@ def test_a_warm_entry_is_never_served_to_another_principal(
     client: TestClient, world: ApiWorld, caller: str, expected: int
 ) -> None:
     app: Any = client.app
-    owner = client.get(f"/v1/users/{world.other}/progress", headers=_auth(world, "other"), params=RANGE)
+    owner = client.get(f"/v1/users/{world.other}/progress", headers=auth_header(world, "other"), params=RANGE)
     assert owner.status_code == 200 and app.state.progress_cache.get(world.other) is not None
     headers = (
-        {"Authorization": f"Bearer {_mate_token(world)}"} if caller == "mate" else _auth(world, caller)
+        {"Authorization": f"Bearer {_mate_token(world)}"} if caller == "mate" else auth_header(world, caller)
     )  # another learner of the same cohort
     response = client.get(f"/v1/users/{world.other}/progress", headers=headers, params=RANGE)
     assert response.status_code == expected, response.text
@@ -137,12 +129,12 @@ def test_a_warm_entry_is_never_served_to_another_principal(
 
 def test_each_principal_gets_its_own_learner(client: TestClient, world: ApiWorld) -> None:
     for caller, user in (("learner", world.learner), ("other", world.other)):
-        body = client.get(f"/v1/users/{user}/progress", headers=_auth(world, caller), params=RANGE).json()
+        body = client.get(f"/v1/users/{user}/progress", headers=auth_header(world, caller), params=RANGE).json()
         assert body["user_id"] == user
     # Readers allowed by the rule get the owner's body, byte for byte.
-    own = client.get(f"/v1/users/{world.other}/progress", headers=_auth(world, "other"), params=RANGE).content
+    own = client.get(f"/v1/users/{world.other}/progress", headers=auth_header(world, "other"), params=RANGE).content
     for caller in ("coach_b", "coach_a", "admin"):
-        response = client.get(f"/v1/users/{world.other}/progress", headers=_auth(world, caller), params=RANGE)
+        response = client.get(f"/v1/users/{world.other}/progress", headers=auth_header(world, caller), params=RANGE)
         assert response.status_code == 200 and response.content == own
 
 

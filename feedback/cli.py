@@ -64,7 +64,7 @@ def generate(
         outcome = chain.generate(
             FeedbackRequest(
                 transcript=event.payload.text,
-                metrics=compute_metrics(event.payload.words, recording_duration_s=event.payload.duration_s),
+                metrics=compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s),
                 level=(level or settings.default_level).upper(),
                 language=event.payload.language,
                 asr_model=event.payload.asr_model,

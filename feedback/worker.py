@@ -143,7 +143,7 @@ class FeedbackWorker:
             self._dead_letter(msg, "UnexpectedEvent", f"{event.event_type} on {TRANSCRIPTS.name}", event)
             return None
         try:
-            metrics = compute_metrics(event.payload.words, recording_duration_s=event.payload.duration_s)
+            metrics = compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s)
         except ValueError as exc:
             self._dead_letter(msg, "InvalidTimestamps", f"metrics cannot be computed: {exc}", event)
             return None

@@ -182,10 +182,17 @@ def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadL
     payload = event.payload
     try:
         metrics = compute_metrics(
-            payload.words, pause_threshold_s=pause_threshold_s, recording_duration_s=payload.duration_s
+            payload.words.timed(), pause_threshold_s=pause_threshold_s, recording_duration_s=payload.duration_s
         )
     except ValueError as exc:
         return dead_letter(message, exc, **known)
+    return _scored(message, event, metrics, lexical_tokens(payload.words.text))
+
+
+def _scored(
+    message: SourceMessage, event: TranscriptCreated, metrics: SubmissionMetrics, tokens: tuple[str, ...]
+) -> Scored:
+    payload = event.payload
     return Scored(
         user_id=event.user_id,
         submission_id=str(event.submission_id),
@@ -196,7 +203,7 @@ def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadL
         recording_duration_s=payload.duration_s,
         asr_model=payload.asr_model,
         metrics=metrics,
-        lexical_tokens=lexical_tokens(word.word for word in payload.words),
+        lexical_tokens=tokens,
         source_topic=message.topic,
         source_partition=message.partition,
         source_offset=message.offset,

@@ -12,7 +12,7 @@ from datetime import datetime
 from uuid import UUID
 
 from schemas.envelope import new_event_id
-from schemas.events import StageTimings, TranscriptCreated, TranscriptCreatedPayload, TranscriptWord
+from schemas.events import StageTimings, TranscriptCreated, TranscriptCreatedPayload, TranscriptWords, Word
 
 __all__ = ["synthetic_transcript"]
 
@@ -41,7 +41,7 @@ def synthetic_transcript(
     """
     rng = random.Random(f"{user_id}|{occurred_at.isoformat()}|{seed}")
     t = round(rng.uniform(0.2, 0.8), 2)
-    timed: list[TranscriptWord] = []
+    timed: list[Word] = []
     previous = ""
     for index in range(words):
         roll = rng.random()
@@ -53,7 +53,7 @@ def synthetic_transcript(
             text = rng.choice(_VOCABULARY)
         word = f" {text.capitalize() if index == 0 else text}{'.' if rng.random() < 0.08 else ''}"
         duration = round(rng.uniform(0.12, 0.45), 2)
-        timed.append(TranscriptWord(word=word, start=t, end=round(t + duration, 2), probability=0.9))
+        timed.append(Word(word, t, round(t + duration, 2), 0.9))
         t = round(t + duration + rng.choice((0.05, 0.08, 0.12, 0.2, 0.35, 0.6, 0.9)), 2)
         previous = text
     correlation = new_event_id()
@@ -63,7 +63,7 @@ def synthetic_transcript(
         language_probability=0.99,
         duration_s=round(t + 0.3, 2),
         segments=[],
-        words=timed,
+        words=TranscriptWords.of(timed),
         asr_model=asr_model,
         compute_type="int8",
         device="cpu",

@@ -198,7 +198,7 @@ def apply_event(conn: Connection[Any], event: Event) -> bool:
                 len(t.words),
                 t.asr_model,
                 event.occurred_at,
-                Jsonb([w.model_dump(mode="json") for w in t.words]),
+                Jsonb([w._asdict() for w in t.words.timed()]),
             ),
         ).rowcount
         if not inserted:

@@ -107,7 +107,7 @@ class EventProducer:
             result["err"], result["msg"] = err, msg
             done.set()
 
-        headers = (
+        headers: dict[str, str | bytes | None] = (
             {"event_type": event.event_type, "schema_version": str(event.schema_version)}
             if event
             else {"record_type": "DeadLetter"}

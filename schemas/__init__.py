@@ -1,6 +1,7 @@
 """Event contracts of the Speech Coach platform (the bottom layer: imports nothing of ours).
 
 Public API re-exported here; the modules are: ``envelope`` (common fields), ``events`` (payloads),
+``events_v1`` (superseded versions and their upcasters),
 ``dead_letter``, ``registry`` (decode/encode, upcasters), ``topics`` (topic registry, consumer
 groups), ``export`` (JSON Schema files) and ``compatibility`` (breaking-change check).
 """
@@ -20,7 +21,8 @@ from schemas.events import (
     TranscriptCreated,
     TranscriptCreatedPayload,
     TranscriptSegment,
-    TranscriptWord,
+    TranscriptWords,
+    Word,
 )
 from schemas.registry import Event, decode_event, encode_event
 from schemas.topics import (
@@ -61,7 +63,8 @@ __all__ = [
     "TranscriptCreated",
     "TranscriptCreatedPayload",
     "TranscriptSegment",
-    "TranscriptWord",
+    "TranscriptWords",
+    "Word",
     "decode_event",
     "dlq_of",
     "encode_event",

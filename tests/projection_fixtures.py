@@ -30,7 +30,8 @@ from schemas import (
     SubmissionReceivedPayload,
     TranscriptCreated,
     TranscriptCreatedPayload,
-    TranscriptWord,
+    TranscriptWords,
+    Word,
     new_event_id,
 )
 
@@ -72,9 +73,7 @@ def transcript_created(
     """The TranscriptCreated caused by ``cause``, ``delay_s`` seconds later."""
     tokens = text.split()
     step = min(0.5, 2.9 / max(len(tokens), 1))  # inside the 2.95 s clip
-    words = [
-        TranscriptWord(word=w, start=step * i, end=step * i + step * 0.8, probability=0.9) for i, w in enumerate(tokens)
-    ]
+    words = [Word(word=w, start=step * i, end=step * i + step * 0.8, probability=0.9) for i, w in enumerate(tokens)]
     return TranscriptCreated(
         **cause.caused(producer="transcription"),
         occurred_at=cause.occurred_at + timedelta(seconds=delay_s),
@@ -84,7 +83,7 @@ def transcript_created(
             language_probability=0.99,
             duration_s=2.95,
             segments=[],
-            words=words,
+            words=TranscriptWords.of(words),
             asr_model="faster-whisper/tiny.en",
             compute_type="int8",
             device="cpu",

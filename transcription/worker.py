@@ -44,7 +44,7 @@ from schemas import (
     TranscriptCreated,
     TranscriptCreatedPayload,
     TranscriptSegment,
-    TranscriptWord,
+    TranscriptWords,
     decode_event,
     utc_now,
 )
@@ -254,10 +254,12 @@ class TranscriptionWorker:
                     )  # fmt: skip
                     for s in r.segments
                 ],
-                words=[
-                    TranscriptWord(word=w.word, start=w.start, end=w.end, probability=min(1.0, max(0.0, w.probability)))
-                    for w in r.words
-                ],
+                words=TranscriptWords(
+                    text=[w.word for w in r.words],
+                    start=[w.start for w in r.words],
+                    end=[w.end for w in r.words],
+                    probability=[min(1.0, max(0.0, w.probability)) for w in r.words],
+                ),
                 recorded_at=p.event.payload.recorded_at,
                 asr_model=r.model_id,
                 compute_type=r.compute_type,

@@ -40,7 +40,8 @@ from schemas import (
     StageTimings,
     TranscriptCreated,
     TranscriptCreatedPayload,
-    TranscriptWord,
+    TranscriptWords,
+    Word,
     new_event_id,
 )
 from tests.event_reader import read_until
@@ -87,7 +88,7 @@ def transcript(user_id: str, *, wpm: float = 150.0, words: int = 30, submission_
     tokens = (text_words if text_words is not None else SENTENCE)[:words]
     slot = 60.0 / wpm
     timed = [
-        TranscriptWord(word=f" {t}", start=round(i * slot, 3), end=round(i * slot + 0.9 * slot, 3), probability=0.9)
+        Word(word=f" {t}", start=round(i * slot, 3), end=round(i * slot + 0.9 * slot, 3), probability=0.9)
         for i, t in enumerate(tokens)
     ]
     return TranscriptCreated(
@@ -102,7 +103,7 @@ def transcript(user_id: str, *, wpm: float = 150.0, words: int = 30, submission_
             language_probability=1.0,
             duration_s=max(1.0, len(tokens) * slot + 0.5),
             segments=[],
-            words=timed,
+            words=TranscriptWords.of(timed),
             asr_model="faster-whisper/tiny.en",
             compute_type="int8",
             device="cpu",
@@ -153,7 +154,7 @@ def test_feedback_once_per_submission_even_when_redelivered(
     assert (event.user_id, event.producer) == (learner, "feedback")
     assert event.causation_id == fast.event_id and event.correlation_id == fast.correlation_id
     payload = event.payload
-    metrics = compute_metrics(fast.payload.words, recording_duration_s=fast.payload.duration_s)
+    metrics = compute_metrics(fast.payload.words.timed(), recording_duration_s=fast.payload.duration_s)
     assert (payload.provider, payload.model, payload.asr_model) == ("rules", None, "faster-whisper/tiny.en")
     assert payload.metrics_version == metrics.metrics_version
     assert [(a.provider, a.outcome) for a in payload.attempts] == [("rules", "ok")]
@@ -233,7 +234,7 @@ def test_llm_feedback_and_failover_are_recorded_on_the_event(
     assert (llm.provider, llm.model) == ("openai", "gpt-test")
     assert (llm.usage.prompt_tokens, llm.usage.completion_tokens) == (400, 90)
     assert [(a.provider, a.outcome) for a in llm.attempts] == [("openai", "ok")]
-    metrics = compute_metrics(by_llm.payload.words)
+    metrics = compute_metrics(by_llm.payload.words.timed())
     assert {p.metric: p.value for p in llm.points}["speech_rate_wpm"] == round(metrics.speech_rate_wpm or 0, 3)
 
     fallback = FeedbackGeneratedPayload.model_validate(events[str(by_rules.submission_id)]["payload"])

@@ -93,9 +93,12 @@ def test_jfk_clip_is_transcribed_with_low_wer(client: TestClient, token: str, wo
     payload = event["payload"]
     wer = normalised_wer(JFK_TEXT, payload["text"])
     assert wer <= 0.10, f"WER {wer:.2%}: {payload['text']!r}"
-    assert payload["words"], "word timestamps missing"
-    for word in payload["words"]:
-        assert 0.0 <= word["start"] <= word["end"] <= payload["duration_s"] + 0.05
+    assert event["schema_version"] == 2
+    words = payload["words"]  # v2: parallel arrays
+    assert words["text"], "word timestamps missing"
+    assert len(words["text"]) == len(words["start"]) == len(words["end"]) == len(words["probability"])
+    for start, end in zip(words["start"], words["end"], strict=True):
+        assert 0.0 <= start <= end <= payload["duration_s"] + 0.05
     assert payload["duration_s"] == pytest.approx(11.0, abs=0.1)
     assert event["causation_id"] is not None and event["producer"] == "transcription"
     assert event["_key"] == event["user_id"]

@@ -22,7 +22,7 @@ from feedback.providers import FeedbackRequest, MalformedCompletion
 from feedback.rules import RulesProvider
 from feedback.settings import FeedbackSettings
 from flows.metrics import compute_metrics
-from schemas.events import TranscriptWord
+from schemas.events import Word
 from tests.fake_openai import FakeOpenAI, Fault, Hang, Raw, Reply, feedback_json
 
 pytestmark = pytest.mark.unit
@@ -36,7 +36,7 @@ TEXT = (
 def transcript() -> FeedbackRequest:
     words, t = [], 0.0
     for token in TEXT.split():
-        words.append(TranscriptWord(word=f" {token}", start=round(t, 3), end=round(t + 0.3, 3), probability=0.9))
+        words.append(Word(word=f" {token}", start=round(t, 3), end=round(t + 0.3, 3), probability=0.9))
         t += 0.36
     return FeedbackRequest(transcript=TEXT, metrics=compute_metrics(words), level="B1", language="en")
 

@@ -11,7 +11,7 @@ from feedback.providers import FEEDBACK_METRICS, FeedbackRequest, metric_value
 from feedback.rules import RulesProvider
 from feedback.settings import FeedbackSettings
 from flows.metrics import SubmissionMetrics, compute_metrics
-from schemas.events import FeedbackPoint, TranscriptWord
+from schemas.events import FeedbackPoint, Word
 
 pytestmark = pytest.mark.unit
 
@@ -22,18 +22,18 @@ VARIED = (
 ).split()
 
 
-def speak(tokens: list[str], *, wpm: float, pauses: dict[int, float] | None = None) -> list[TranscriptWord]:
+def speak(tokens: list[str], *, wpm: float, pauses: dict[int, float] | None = None) -> list[Word]:
     """Timed words at about ``wpm``: each word fills 90 % of its 60/wpm slot (inner gaps stay under 250 ms);
     ``pauses`` adds silence after the word at that index."""
     slot = 60.0 / wpm
     words, t = [], 0.0
     for i, token in enumerate(tokens):
-        words.append(TranscriptWord(word=f" {token}", start=round(t, 3), end=round(t + 0.9 * slot, 3), probability=0.9))
+        words.append(Word(word=f" {token}", start=round(t, 3), end=round(t + 0.9 * slot, 3), probability=0.9))
         t += slot + (pauses or {}).get(i, 0.0)
     return words
 
 
-def feedback_on(words: list[TranscriptWord], level: str = "B1", **overrides: object) -> tuple[SubmissionMetrics, list]:
+def feedback_on(words: list[Word], level: str = "B1", **overrides: object) -> tuple[SubmissionMetrics, list]:
     metrics = compute_metrics(words)
     settings = FeedbackSettings(**overrides)  # type: ignore[arg-type]
     result = RulesProvider(settings).generate(

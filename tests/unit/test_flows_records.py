@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -33,7 +34,7 @@ def test_score_computes_every_metric_with_the_shared_functions() -> None:
     result = score(message(encode_event(event)), pause_threshold_s=0.25)
     assert isinstance(result, Scored)
     assert result.metrics == compute_metrics(
-        event.payload.words, pause_threshold_s=0.25, recording_duration_s=event.payload.duration_s
+        event.payload.words.timed(), pause_threshold_s=0.25, recording_duration_s=event.payload.duration_s
     )
     row = dict(zip(SUBMISSION_COLUMNS, submission_row(result, AT), strict=True))
     assert row["submission_id"] == str(event.submission_id) and row["occurred_at"] == AT
@@ -66,14 +67,26 @@ def _decoded(data: bytes | str | dict[str, object]) -> tuple[str, object]:
         return type(exc).__name__, str(exc)
 
 
+def _as_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a v2 ``TranscriptCreated``) in the v1 layout: one object per word."""
+    words = raw["payload"]["words"]
+    rows = [
+        {"word": w, "start": s, "end": e, "probability": p}
+        for w, s, e, p in zip(words["text"], words["start"], words["end"], words["probability"], strict=True)
+    ]
+    return {**raw, "schema_version": 1, "payload": {**raw["payload"], "words": rows}}
+
+
 @pytest.mark.parametrize(
     "edit",
     [
         lambda raw: raw,
-        lambda raw: {**raw, "schema_version": 1.0},  # the JSON fast path's Literal[1] would take 1.0
+        lambda raw: {**raw, "schema_version": 2.0},  # the JSON fast path's Literal[2] would take 2.0
         lambda raw: {**raw, "schema_version": True},
-        lambda raw: {**raw, "schema_version": "1"},
-        lambda raw: {**raw, "schema_version": 2},
+        lambda raw: {**raw, "schema_version": "2"},
+        lambda raw: {**raw, "schema_version": 3},
+        lambda raw: {**raw, "schema_version": 1},  # v1 with v2's word arrays: rejected by v1's contract
+        _as_v1,  # a valid v1 event: upcast to v2
         lambda raw: {key: value for key, value in raw.items() if key != "schema_version"},
         lambda raw: {**raw, "event_type": "Nope"},
         lambda raw: {**raw, "occurred_at": 1_700_000_000},
@@ -81,6 +94,20 @@ def _decoded(data: bytes | str | dict[str, object]) -> tuple[str, object]:
         lambda raw: {**raw, "payload": {**raw["payload"], "duration_s": "75.5"}},
         lambda raw: {**raw, "payload": {**raw["payload"], "duration_s": 0.5}},  # words after the clip's end
         lambda raw: {**raw, "payload": {**raw["payload"], "words": [{"word": "a", "start": 2, "end": 1}]}},
+        lambda raw: {
+            **raw,
+            "payload": {**raw["payload"], "words": {"text": ["a"], "start": [2], "end": [1], "probability": [1]}},
+        },
+        lambda raw: {
+            **raw,
+            "payload": {**raw["payload"], "words": {"text": ["a", "b"], "start": [1], "end": [2], "probability": [1]}},
+        },
+        lambda raw: _as_v1(
+            {
+                **raw,
+                "payload": {**raw["payload"], "words": {"text": ["a"], "start": [2], "end": [1], "probability": [1]}},
+            }
+        ),
     ],
 )
 @pytest.mark.parametrize("spacing", [(",", ":"), (", ", ": ")])
@@ -103,8 +130,9 @@ def test_decoding_rejects_a_float_schema_version_hidden_behind_an_escaped_duplic
 def test_other_event_types_on_the_transcripts_topic_are_dead_lettered_with_their_ids() -> None:
     event = synthetic_transcript("u1", AT)
     raw = json.loads(encode_event(event))
-    raw["event_type"], raw["payload"] = (
+    raw["event_type"], raw["schema_version"], raw["payload"] = (
         "FeedbackGenerated",
+        1,
         {
             "provider": "rules",
             "latency_ms": 1.0,
@@ -135,7 +163,7 @@ RAW_WORDS: dict[int, list[str]] = {}
 
 def _item(user: str, at: datetime, offset: int, submission: UUID | None = None) -> WindowItem:
     event = synthetic_transcript(user, at, words=40, seed=offset, submission_id=submission)
-    RAW_WORDS[offset] = [w.word for w in event.payload.words]
+    RAW_WORDS[offset] = list(event.payload.words.text)
     scored = score(message(encode_event(event), offset=offset), pause_threshold_s=0.25)
     assert isinstance(scored, Scored)
     return WindowItem.of(scored, "Europe/Berlin")
@@ -199,7 +227,7 @@ def test_window_vocabulary_equals_vocabulary_metrics_of_the_raw_words(count: int
     words = [rng.choice(pieces) + rng.choice(["", "", "s", "!"]) for _ in range(count)]
     assert window_vocabulary(lexical_tokens(words)) == vocabulary_metrics(words)
     event = synthetic_transcript("u", AT, words=count)
-    raw = [w.word for w in event.payload.words]
+    raw = list(event.payload.words.text)
     assert window_vocabulary(lexical_tokens(raw)) == vocabulary_metrics(raw)
 
 

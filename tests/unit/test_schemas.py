@@ -158,6 +158,70 @@ def test_transcript_words_must_lie_inside_the_clip() -> None:
     assert isinstance(decode_event(raw), TranscriptCreated)
 
 
+def _transcript_v2(words: dict[str, Any], duration_s: float = 2.0) -> dict[str, Any]:
+    payload = {
+        "text": "hi there",
+        "language": "en",
+        "language_probability": 1.0,
+        "duration_s": duration_s,
+        "segments": [],
+        "words": words,
+        "asr_model": "tiny.en",
+        "compute_type": "int8",
+        "device": "cpu",
+        "timings": {"queue_wait_ms": 0, "fetch_ms": 0, "decode_ms": 0, "vad_ms": 0, "inference_ms": 0, "batch_size": 1},
+    }
+    return {**submission(), "event_type": "TranscriptCreated", "schema_version": 2, "payload": payload}
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_transcript_v2_words_are_parallel_arrays_checked_together(as_bytes: bool) -> None:
+    def decode(raw: dict[str, Any]) -> Any:
+        return decode_event(json.dumps(raw).encode() if as_bytes else raw)
+
+    good = {"text": [" hi", " there."], "start": [0.1, 0.6], "end": [0.5, 1.2], "probability": [0.9, 1.0]}
+    event = decode(_transcript_v2(good))
+    assert isinstance(event, TranscriptCreated) and event.schema_version == 2
+    assert len(event.payload.words) == 2
+    assert event.payload.words.timed()[1] == (" there.", 0.6, 1.2, 1.0)
+    assert event.payload.words.timed()[1].start == 0.6
+    cases = [
+        ({**good, "end": [0.5]}, "one entry per word, got lengths 2, 2, 1, 2"),
+        ({**good, "end": [0.5, 0.55]}, "word 1: end (0.55) is before start (0.6)"),
+        ({**good, "start": [0.1, -0.6]}, "greater than or equal to 0"),
+        ({**good, "probability": [0.9, 1.5]}, "less than or equal to 1"),
+        ({**good, "end": [0.5, 3.0]}, "words.end[1] 3.0 s is after the clip's end 2.0 s"),
+    ]
+    for words, message in cases:
+        with pytest.raises(ValidationError) as info:
+            decode(_transcript_v2(words))
+        assert message in str(info.value), words
+
+
+def test_transcript_v1_is_upcast_to_v2_with_the_same_words() -> None:
+    rows = [
+        {"word": " hi", "start": 0.1, "end": 0.5, "probability": 0.9},
+        {"word": " there.", "start": 0.6, "end": 1.2, "probability": 1.0},
+    ]
+    raw = _transcript_v2(rows)
+    raw["schema_version"] = 1
+    for data in (raw, json.dumps(raw).encode()):
+        event = decode_event(data)
+        assert isinstance(event, TranscriptCreated) and event.schema_version == 2
+        assert [w._asdict() for w in event.payload.words.timed()] == rows
+        columns = {"text": [r["word"] for r in rows]} | {
+            k: [r[k] for r in rows] for k in ("start", "end", "probability")
+        }
+        expected = {**raw, "schema_version": 2, "payload": {**raw["payload"], "words": columns}}
+        assert event == decode_event(expected)
+    # A broken v1 event is rejected with v1's own message (the upcaster validates against v1 first).
+    raw["payload"]["words"][1]["end"] = 0.55
+    with pytest.raises(ValidationError) as info:
+        decode_event(raw)
+    assert "end (0.55) is before start (0.6)" in str(info.value)
+    assert "payload.words.1" in error_fields(info.value)
+
+
 def test_caused_event_inherits_correlation() -> None:
     event = decode_event(submission())
     fields = event.caused(producer="transcription")

@@ -48,6 +48,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -79,7 +80,6 @@ from flows.metrics import (
     _count_markers,
     _find_markers,
     _lexical_of_token,
-    _neighbour,
     _tokenize_cached,
     compute_metrics,
     lexical_vocabulary,
@@ -174,14 +174,15 @@ class _Registry:
 
     def __init__(self) -> None:
         self.words: dict[str, int] = {}
-        self.word_token_count = _Column(np.int64)
+        self.word_token_count = _Column(np.int32)
         self.word_token_offset = _Column(np.int64)
-        self.token_sequence = _Column(np.int64)  # token ids of every word type, concatenated
+        self.word_first_token = _Column(np.int32)  # -1: none
+        self.token_sequence = _Column(np.int32)  # token ids of every word type, concatenated
         self.tokens: dict[str, int] = {}
         self.token_string = _Column(object)
-        self.token_form = _Column(np.int64)  # index into form_names + 1; 0: not a filled pause
+        self.token_form = _Column(np.int8)  # index into form_names; 0: not a filled pause
         self.token_kind = _Column(np.int8)  # 0: plain, 1: first of a 2-token marker, 2: a 1-token candidate
-        self.token_pair_second = _Column(np.int64)  # kind 1: token id of the marker's second token
+        self.token_pair_second = _Column(np.int32)  # kind 1: token id of the marker's second token, else -1
         self.token_regular = _Column(np.bool_)  # re-normalising it for the vocabulary is the identity
         self.form_names: list[str | None] = [None]
         self.form_ids: dict[str, int] = {}
@@ -205,29 +206,43 @@ class _Registry:
         self.token_regular.extend([_lexical_of_token(token) == (() if form is not None else (token,))])
         return identifier
 
-    def word_ids(self, texts: list[str]) -> _Array:
-        """The word ids of ``texts`` (registering new words). Raises ``TypeError`` for a text that is not a str."""
+    def word_ids(self, text_lists: list[Sequence[str]], total: int) -> _Array:
+        """The word ids of the texts (registering new words). Raises ``TypeError`` for a text that is not a
+        str."""
         words = self.words
         try:
-            return np.fromiter(map(words.__getitem__, texts), dtype=np.int64, count=len(texts))
+            return np.fromiter(map(words.__getitem__, chain.from_iterable(text_lists)), dtype=np.int32, count=total)
         except KeyError:
             pass
-        for text in texts:
+        for text in chain.from_iterable(text_lists):
             if text not in words:
                 if not isinstance(text, str):
                     raise TypeError(f"word texts must be str, got {text!r}")
                 token_ids = [self.token_id(token) for token in _tokenize_cached(text)]
                 self.word_token_count.extend([len(token_ids)])
                 self.word_token_offset.extend([self.token_sequence.size])
+                self.word_first_token.extend([token_ids[0] if token_ids else -1])
                 self.token_sequence.extend(token_ids)
                 words[text] = len(words)
-        return np.fromiter(map(words.__getitem__, texts), dtype=np.int64, count=len(texts))
+        return np.fromiter(map(words.__getitem__, chain.from_iterable(text_lists)), dtype=np.int32, count=total)
 
 
 _REGISTRY = _Registry()
 
 
+def _registry() -> _Registry:
+    """The registry, cleared first when it has grown past :data:`_MAX_WORD_TYPES` (between batches only)."""
+    global _REGISTRY
+    if len(_REGISTRY.words) > _MAX_WORD_TYPES:
+        _REGISTRY = _Registry()
+    return _REGISTRY
+
+
 # ------------------------------------------------------------------------------------------------ entry point
+
+_TEXTS, _STARTS, _ENDS, _RECORDING = (itemgetter(index) for index in range(4))
+_FLOAT = {float}
+_INFINITY_BITS = np.float64(np.inf).view(np.uint64)
 
 
 def compute_metrics_batch(
@@ -249,26 +264,49 @@ def compute_metrics_batch(
     ``ValueError`` it raises, same message. Columns of unequal length give a ``ValueError`` for that transcript.
     One bad transcript does not affect the others. Raises ``TypeError`` (for the whole batch) only when a word
     text is not a ``str``. Definitions and sources: :mod:`flows.metrics`; how it is batched: this module's
-    docstring.
+    docstring. Cost: ~50-100 us of CPU per 120-word transcript in batches of a few hundred on this project's
+    2-core machine, against ~300 us for ``compute_metrics`` (see ``bench/RESULTS.md``).
     """
     try:
         threshold = _check_threshold(pause_threshold_s)
     except ValueError:
         return [_scalar(transcript, pause_threshold_s) for transcript in transcripts]
-    results: list[ScoredColumns | ValueError | None] = [None] * len(transcripts)
-    batch: list[int] = []
-    for index, (texts, starts, ends, recording) in enumerate(transcripts):
-        if not len(texts) == len(starts) == len(ends):
-            results[index] = ValueError(
-                f"texts, starts and ends differ in length ({len(texts)}, {len(starts)}, {len(ends)})"
+    count = len(transcripts)
+    texts = list(map(_TEXTS, transcripts))
+    lengths = list(map(len, texts))
+    usual = [
+        length == len(starts) == len(ends)
+        and (recording is None or (type(recording) is float and 0.0 <= recording < _INFINITY))
+        for length, starts, ends, recording in zip(
+            lengths, map(_STARTS, transcripts), map(_ENDS, transcripts), map(_RECORDING, transcripts), strict=True
+        )
+    ]
+    if all(usual):
+        scored = _batch(transcripts, texts, lengths, threshold)
+    else:
+        batch = [index for index in range(count) if usual[index]]
+        scored = [None] * count
+        inner = _batch(
+            [transcripts[index] for index in batch],
+            [texts[index] for index in batch],
+            [lengths[index] for index in batch],
+            threshold,
+        )
+        for index, item in zip(batch, inner, strict=True):
+            scored[index] = item
+    results: list[ScoredColumns | ValueError] = []
+    for index, item in enumerate(scored):
+        if item is not None:
+            results.append(item)
+            continue
+        texts_of, starts, ends, _ = transcripts[index]
+        if not len(texts_of) == len(starts) == len(ends):
+            results.append(
+                ValueError(f"texts, starts and ends differ in length ({len(texts_of)}, {len(starts)}, {len(ends)})")
             )
-        elif recording is None or (type(recording) is float and 0.0 <= recording < _INFINITY):
-            batch.append(index)
-        else:  # an int, or invalid: the scalar code converts it or raises its own error
-            results[index] = _scalar(transcripts[index], pause_threshold_s)
-    for index, item in zip(batch, _batch([transcripts[index] for index in batch], threshold), strict=True):
-        results[index] = _scalar(transcripts[index], pause_threshold_s) if item is None else item
-    return [item for item in results if item is not None]
+        else:  # anything unusual: the scalar code converts it or raises its own error
+            results.append(_scalar(transcripts[index], pause_threshold_s))
+    return results
 
 
 def _scalar(transcript: TranscriptColumns, pause_threshold_s: float) -> ScoredColumns | ValueError:
@@ -287,176 +325,192 @@ def _round6(values: _Array) -> _Array:
     scaled = values * 1e6
     nearest = np.rint(scaled)
     rounded: _Array = nearest / 1e6
-    unsafe = ~((np.abs(scaled - nearest) <= 0.4) & (np.abs(scaled) < 1e12))
+    np.subtract(scaled, nearest, out=scaled)
+    unsafe = ~((np.abs(scaled) <= 0.4) & (np.abs(nearest) < 1e12))
     if unsafe.any():
         where = np.flatnonzero(unsafe)
         rounded[where] = [round(value, 6) for value in values[where].tolist()]
     return rounded
 
 
-def _batch(transcripts: Sequence[TranscriptColumns], threshold: float) -> list[ScoredColumns | None]:
+def _floats(lists: list[Sequence[float]], total: int) -> _Array | None:
+    """The values of ``lists`` concatenated as float64, or ``None`` when any is not a float: an ``int`` or a
+    ``bool`` (which ``compute_metrics`` converts or rejects), ``None``, a string, a ``Decimal``... (numpy
+    floating-point scalars count by their value, as ``compute_metrics`` converts them with ``float()``)."""
+    flat = list(chain.from_iterable(lists))
+    try:
+        values = np.array(flat)  # float64 only for floats, ints and bools (and numpy numbers)
+    except (ValueError, TypeError):
+        return None
+    if values.shape != (total,) or (total and values.dtype != np.float64):
+        return None
+    integral = np.flatnonzero(np.trunc(values) == values)  # where an int or a bool could be
+    if integral.size and not all([type(flat[index]) is float for index in integral.tolist()]):
+        return None
+    return values.astype(np.float64, copy=False)
+
+
+def _offsets(counts: _Array) -> _Array:
+    """``[0, c0, c0 + c1, ...]``: where each transcript's items start in a flat array, and the end."""
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _batch(
+    transcripts: Sequence[TranscriptColumns], text_lists: list[Sequence[str]], lengths: list[int], threshold: float
+) -> list[ScoredColumns | None]:
     """Scores of transcripts with equal-length columns and a valid float (or no) recording duration; ``None``
-    for a transcript that must go through the scalar code."""
+    for a transcript that must go through the scalar code (a timestamp that is not a valid plain float)."""
     count = len(transcripts)
     if count == 0:
         return []
-    global _REGISTRY
-    if len(_REGISTRY.words) > _MAX_WORD_TYPES:
-        _REGISTRY = _Registry()
-    registry = _REGISTRY
-    text_lists = [transcript[0] for transcript in transcripts]
-    start_lists = [transcript[1] for transcript in transcripts]
-    end_lists = [transcript[2] for transcript in transcripts]
-    word_counts = np.fromiter(map(len, text_lists), dtype=np.int64, count=count)
-    starts_flat = list(chain.from_iterable(start_lists))
-    ends_flat = list(chain.from_iterable(end_lists))
-    transcript_index = np.arange(count)
+    registry = _registry()
+    start_lists = list(map(_STARTS, transcripts))
+    end_lists = list(map(_ENDS, transcripts))
+    word_counts = np.array(lengths, dtype=np.int64)
+    total = int(word_counts.sum())
 
     # Anything but plain floats, and invalid or negative-zero timestamps: the scalar code (None here).
-    odd = np.zeros(count, dtype=np.bool_)
-    if not set(map(type, starts_flat)) | set(map(type, ends_flat)) <= {float}:
-        for index in range(count):
-            odd[index] = not set(map(type, start_lists[index])) | set(map(type, end_lists[index])) <= {float}
+    odd: list[bool] | None = None
+    starts = _floats(start_lists, total)
+    ends = _floats(end_lists, total) if starts is not None else None
+    if starts is None or ends is None:
+        odd = [
+            not set(map(type, starts)) | set(map(type, ends)) <= _FLOAT
+            for starts, ends in zip(start_lists, end_lists, strict=True)
+        ]
     else:
-        starts = np.array(starts_flat, dtype=np.float64)
-        ends = np.array(ends_flat, dtype=np.float64)
-        word_owner = np.repeat(transcript_index, word_counts)
-        valid = (starts >= 0.0) & (ends >= starts) & (ends < _INFINITY) & ~np.signbit(starts) & ~np.signbit(ends)
+        # As unsigned integers, non-negative floats keep their order and every negative one (-0.0 included)
+        # and NaN lies above +inf: 0 <= start <= end < inf in two comparisons.
+        end_bits = ends.view(np.uint64)
+        valid = end_bits < _INFINITY_BITS
+        valid &= starts.view(np.uint64) <= end_bits
         if not valid.all():
-            odd[word_owner[~valid]] = True
-    if odd.any():
-        keep = np.flatnonzero(~odd).tolist()
+            odd = [False] * count
+            for index in np.unique(
+                np.searchsorted(_offsets(word_counts), np.flatnonzero(~valid), "right") - 1
+            ).tolist():
+                odd[index] = True
+    if odd is not None:
+        keep = [index for index in range(count) if not odd[index]]
         outer: list[ScoredColumns | None] = [None] * count
-        for index, item in zip(keep, _batch([transcripts[index] for index in keep], threshold), strict=True):
+        inner = _batch(
+            [transcripts[index] for index in keep],
+            [text_lists[index] for index in keep],
+            [lengths[index] for index in keep],
+            threshold,
+        )
+        for index, item in zip(keep, inner, strict=True):
             outer[index] = item
         return outer
+    assert starts is not None and ends is not None
 
-    word_ids = registry.word_ids(list(chain.from_iterable(text_lists)))
-    token_sequence = registry.token_sequence.view()
+    word_ids = registry.word_ids(text_lists, total)
+    word_owner = np.repeat(np.arange(count, dtype=np.int32), word_counts)
     tokens_per_word = registry.word_token_count.view()[word_ids]
+    one_each = bool((tokens_per_word == 1).all())
+    if one_each:  # the usual case: every word one token
+        spoken_starts, spoken_ends, spoken_owner = starts, ends, word_owner
+        tokens = registry.word_first_token.view()[word_ids]
+    else:  # words without tokens are ignored, timing included; a word of several tokens shares its timing
+        spoken = tokens_per_word > 0
+        spoken_starts, spoken_ends, spoken_owner = starts[spoken], ends[spoken], word_owner[spoken]
+        spoken_tokens = tokens_per_word[spoken]
+        token_word = np.repeat(np.arange(spoken_owner.size), spoken_tokens)
+        within = np.arange(token_word.size) - (np.cumsum(spoken_tokens) - spoken_tokens)[token_word]
+        tokens = registry.token_sequence.view()[
+            registry.word_token_offset.view()[word_ids[spoken]][token_word] + within
+        ]
 
-    # words with tokens (the others are ignored, timing included)
-    spoken = tokens_per_word > 0
-    spoken_starts = starts[spoken]
-    spoken_ends = ends[spoken]
-    spoken_owner = word_owner[spoken]
-    spoken_tokens = tokens_per_word[spoken]
-    spoken_count = spoken_starts.size
-    first_word = np.ones(spoken_count, dtype=np.bool_)
-    np.not_equal(spoken_owner[1:], spoken_owner[:-1], out=first_word[1:])
-    gaps = np.empty(spoken_count, dtype=np.float64)
-    gaps[:1] = 0.0
-    np.subtract(spoken_starts[1:], spoken_ends[:-1], out=gaps[1:])
-    is_pause = ~first_word & (gaps + _TIME_EPSILON_S >= threshold)
-    pause_values = _round6(gaps[is_pause]).tolist()
-    pause_offsets = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(spoken_owner[is_pause], minlength=count), out=pause_offsets[1:])
+    # timing: pauses between consecutive words (with tokens) of a transcript, runs, span
+    spoken_count = spoken_owner.size
+    same_transcript = spoken_owner[1:] == spoken_owner[:-1]
+    gaps = spoken_starts[1:] - spoken_ends[:-1]
+    long_gap = gaps + _TIME_EPSILON_S >= threshold
+    run_start = np.empty(spoken_count, dtype=np.bool_)  # first word of a transcript, or after a pause
+    run_start[:1] = True
+    np.greater_equal(long_gap, same_transcript, out=run_start[1:])  # (not same) or long gap
+    long_gap &= same_transcript
+    pause_at = np.flatnonzero(long_gap)
+    pause_values = _round6(gaps[pause_at]).tolist()
+    pause_offsets = _offsets(np.bincount(spoken_owner[pause_at + 1], minlength=count)).tolist()
     spans = np.zeros(count, dtype=np.float64)
     if spoken_count:
-        segment_starts = np.flatnonzero(first_word)
-        low = np.minimum.reduceat(spoken_starts, segment_starts)
-        high = np.maximum.reduceat(spoken_ends, segment_starts)
-        spans[spoken_owner[segment_starts]] = _round6(high - low)
+        first = np.concatenate([[0], np.flatnonzero(~same_transcript) + 1])
+        spans[spoken_owner[first]] = _round6(
+            np.maximum.reduceat(spoken_ends, first) - np.minimum.reduceat(spoken_starts, first)
+        )
+    if not one_each:
+        run_start = run_start[token_word] & (within == 0)
+        spoken_owner = spoken_owner[token_word]
+    token_owner = spoken_owner
+    token_counts = word_counts if one_each else np.bincount(token_owner, minlength=count)
+    token_base = _offsets(token_counts)
 
-    # tokens
-    spoken_word_ids = word_ids[spoken]
-    word_offsets = registry.word_token_offset.view()[spoken_word_ids]
-    token_total = int(spoken_tokens.sum())
-    if token_total == spoken_count:  # every word one token
-        tokens = token_sequence[word_offsets]
-        token_word = np.arange(spoken_count)
-        first_of_word = np.ones(token_total, dtype=np.bool_)
-    else:
-        token_word = np.repeat(np.arange(spoken_count), spoken_tokens)
-        word_first_token = np.cumsum(spoken_tokens) - spoken_tokens
-        within = np.arange(token_total) - word_first_token[token_word]
-        tokens = token_sequence[word_offsets[token_word] + within]
-        first_of_word = within == 0
-    token_owner = spoken_owner[token_word]
-    run_start = first_of_word & (first_word | is_pause)[token_word]
-    token_counts = np.bincount(token_owner, minlength=count)
-    token_base = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(token_counts, out=token_base[1:])
+    # filled pauses (in order of first occurrence) and lexical tokens (the rest: the content tokens of the
+    # repetitions and the vocabulary's tokens)
     forms = registry.token_form.view()[tokens]
-    filled = forms > 0
-    lexical = ~filled
-
-    # filled pauses, in order of first occurrence
+    filled = forms.astype(np.bool_)
     filled_at = np.flatnonzero(filled)
-    form_names = np.array(registry.form_names, dtype=object)
-    filled_names = form_names[forms[filled_at]].tolist()
-    filled_offsets = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(np.bincount(token_owner[filled_at], minlength=count), out=filled_offsets[1:])
+    if filled_at.size:
+        filled_names = np.array(registry.form_names, dtype=object)[forms[filled_at]].tolist()
+        filled_offsets = _offsets(np.bincount(token_owner[filled_at], minlength=count)).tolist()
+        lexical = ~filled
+        lexical_ids = tokens[lexical]
+        lexical_owner = token_owner[lexical]
+        lexical_counts = np.bincount(lexical_owner, minlength=count)
+    else:
+        filled_names = []
+        filled_offsets = [0] * (count + 1)
+        lexical_ids, lexical_owner, lexical_counts = tokens, token_owner, token_counts
+    lexical_base = _offsets(lexical_counts)
+    lexical_strings = registry.token_string.view()[lexical_ids].tolist()
+    bounds = lexical_base.tolist()
+    lexical_tuples = [tuple(lexical_strings[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
 
-    # lexical tokens (= the content tokens of the repetitions and the vocabulary's tokens)
-    lexical_ids = tokens[lexical]
-    lexical_owner = token_owner[lexical]
-    lexical_counts = np.bincount(lexical_owner, minlength=count)
-    lexical_base = np.zeros(count + 1, dtype=np.int64)
-    np.cumsum(lexical_counts, out=lexical_base[1:])
-    token_strings = registry.token_string.view()
-    lexical_strings = token_strings[lexical_ids].tolist()
-    lexical_tuples = [
-        tuple(lexical_strings[a:b]) for a, b in zip(lexical_base[:-1].tolist(), lexical_base[1:].tolist(), strict=True)
-    ]
-
-    repetitions = _find_repetitions(lexical_ids, lexical_owner, lexical_base, lexical_tuples)
-    all_strings: list[str] | None = None
-    all_forms: list[str | None] | None = None
-
-    def transcript_tokens(index: int) -> tuple[list[str], list[str | None]]:
-        nonlocal all_strings, all_forms
-        if all_strings is None or all_forms is None:
-            all_strings = token_strings[tokens].tolist()
-            all_forms = form_names[forms].tolist()
-        a, b = int(token_base[index]), int(token_base[index + 1])
-        return all_strings[a:b], all_forms[a:b]
-
-    markers = _find_all_markers(tokens, token_owner, token_base, filled, run_start, transcript_tokens)
+    repetitions = _find_repetitions(lexical_ids, lexical_owner, bounds, lexical_tuples)
+    markers = _find_all_markers(
+        tokens, token_owner, token_base, filled, filled_at, run_start, lexical_strings, bounds, forms
+    )
 
     # vocabulary
     irregular: set[int] = set()
-    if not registry.token_regular.view()[tokens].all():
-        irregular = set(np.unique(token_owner[~registry.token_regular.view()[tokens]]).tolist())
+    regular = registry.token_regular.view()[lexical_ids]
+    if not regular.all():
+        irregular = set(np.unique(lexical_owner[~regular]).tolist())
     vocabulary = _vocabulary(lexical_ids, lexical_owner, lexical_counts, lexical_base, lexical_tuples, irregular)
     for index in irregular:
-        measures = vocabulary_metrics(transcript_tokens(index)[0])
+        a, b = int(token_base[index]), int(token_base[index + 1])
+        measures = vocabulary_metrics(registry.token_string.view()[tokens[a:b]].tolist())
         vocabulary[index] = (measures.token_count, measures.distinct_words, measures.mattr, measures.mtld)
 
     results: list[ScoredColumns | None] = []
-    no_markers: dict[str, int] = {}
-    for (
-        index,
-        words,
-        span,
-        pause_a,
-        pause_b,
-        filled_a,
-        filled_b,
-        recording,
-    ) in zip(
+    metrics_version = METRICS_VERSION
+    for index, words, span, pause_a, pause_b, filled_a, filled_b, recording in zip(
         range(count),
         token_counts.tolist(),
         spans.tolist(),
-        pause_offsets[:-1].tolist(),
-        pause_offsets[1:].tolist(),
-        filled_offsets[:-1].tolist(),
-        filled_offsets[1:].tolist(),
-        (transcript[3] for transcript in transcripts),
-        strict=True,
+        pause_offsets,
+        pause_offsets[1:],
+        filled_offsets,
+        filled_offsets[1:],
+        map(_RECORDING, transcripts),
+        strict=False,
     ):
         pauses = tuple(pause_values[pause_a:pause_b])
-        filled_counts = _count_forms(filled_names[filled_a:filled_b]) if filled_b > filled_a else {}
+        pause_count = pause_b - pause_a
         marker_counts = markers.get(index)
-        marker_counts = dict(no_markers) if marker_counts is None else marker_counts
+        if marker_counts is None:
+            marker_counts = {}
         found = repetitions.get(index, ())
         token_count, distinct, mattr_value, mtld_value = vocabulary[index]
-        total = sum(pauses)
-        phonation = round(max(0.0, span - total), 6)
+        total_pauses = sum(pauses)
+        phonation = round(max(0.0, span - total_pauses), 6)
         results.append(
             ScoredColumns(
                 SubmissionMetrics(
-                    metrics_version=METRICS_VERSION,
+                    metrics_version=metrics_version,
                     pause_threshold_s=threshold,
                     word_count=words,
                     total_duration_s=span,
@@ -464,14 +518,14 @@ def _batch(transcripts: Sequence[TranscriptColumns], threshold: float) -> list[S
                     phonation_time_s=phonation,
                     speech_rate_wpm=(words * 60.0 / span if span > 0 else None) if words else None,
                     articulation_rate_wpm=(words * 60.0 / phonation if phonation > 0 else None) if words else None,
-                    silent_pause_count=len(pauses),
-                    silent_pauses_per_minute=(len(pauses) * 60.0 / span if span > 0 else None) if words else None,
-                    mean_silent_pause_s=round(total / len(pauses), 6) if pauses else None,
-                    silent_pause_total_s=round(total, 6),
+                    silent_pause_count=pause_count,
+                    silent_pauses_per_minute=(pause_count * 60.0 / span if span > 0 else None) if words else None,
+                    mean_silent_pause_s=round(total_pauses / pause_count, 6) if pause_count else None,
+                    silent_pause_total_s=round(total_pauses, 6),
                     silent_pauses_s=pauses,
-                    mean_length_of_run=words / (len(pauses) + 1) if words else None,
+                    mean_length_of_run=words / (pause_count + 1) if words else None,
                     filled_pause_count=filled_b - filled_a,
-                    filled_pauses=filled_counts,
+                    filled_pauses=_count_forms(filled_names[filled_a:filled_b]) if filled_b > filled_a else {},
                     discourse_marker_count=sum(marker_counts.values()),
                     discourse_markers=marker_counts,
                     repetition_count=len(found),
@@ -492,42 +546,45 @@ def _batch(transcripts: Sequence[TranscriptColumns], threshold: float) -> list[S
 
 
 def _find_repetitions(
-    ids: _Array, owner: _Array, base: _Array, content: list[tuple[str, ...]]
+    ids: _Array, owner: _Array, bounds: list[int], content: list[tuple[str, ...]]
 ) -> dict[int, tuple[str, ...]]:
     """``flows.metrics._repetitions`` of every transcript that has any (by transcript index)."""
     size = ids.size
-    same_next = np.zeros(size, dtype=np.bool_)
-    if size > 1:
-        same_next[:-1] = (ids[:-1] == ids[1:]) & (owner[:-1] == owner[1:])
-    two_gram = np.zeros(size, dtype=np.bool_)
+    if size < 2:
+        return {}
+    same_next = ids[1:] == ids[:-1]  # candidates across transcripts are dropped below
+    candidate = np.zeros(size, dtype=np.bool_)
+    candidate[:-1] = same_next
     if size > 3:
-        two_gram[:-3] = (ids[:-3] == ids[2:-1]) & (ids[1:-2] == ids[3:]) & (owner[:-3] == owner[3:])
-    candidates = np.flatnonzero(same_next | two_gram)
+        two_apart = ids[2:] == ids[:-2]
+        candidate[:-3] |= two_apart[:-1] & two_apart[1:]
+    candidates = np.flatnonzero(candidate)
     found: dict[int, tuple[str, ...]] = {}
     if candidates.size == 0:
         return found
-    candidate_owner = owner[candidates]
-    local = (candidates - base[candidate_owner]).tolist()
-    single = same_next[candidates].tolist()
-    owners = candidate_owner.tolist()
     current = -1
     tokens: tuple[str, ...] = ()
     repeated: list[str] = []
     resume = 0  # the first position the reference loop visits next
-    for transcript, position, is_single in zip(owners, local, single, strict=True):
+    base = 0
+    end = 0
+    for transcript, position in zip(owner[candidates].tolist(), candidates.tolist(), strict=True):
         if transcript != current:
             if repeated:
                 found[current] = tuple(repeated)
-            current, tokens, repeated, resume = transcript, content[transcript], [], 0
+            current, tokens, repeated = transcript, content[transcript], []
+            base, end = bounds[transcript], bounds[transcript + 1]
+            resume = base
         if position < resume:  # the second token of a repeated 2-gram: skipped
             continue
-        if is_single:
-            token = tokens[position]
+        local = position - base
+        token = tokens[local]
+        if position + 1 < end and token == tokens[local + 1]:
             if token not in EMPHATIC_REDUPLICATIONS:
                 repeated.append(token)
             resume = position + 1
-        else:
-            repeated.append(f"{tokens[position]} {tokens[position + 1]}")
+        elif position + 3 < end and token == tokens[local + 2] and tokens[local + 1] == tokens[local + 3]:
+            repeated.append(f"{token} {tokens[local + 1]}")
             resume = position + 2
     if repeated:
         found[current] = tuple(repeated)
@@ -540,96 +597,135 @@ def _find_repetitions(
 def _find_all_markers(
     tokens: _Array,
     owner: _Array,
-    base: _Array,
+    token_base: _Array,
     filled: _Array,
+    filled_at: _Array,
     run_start: _Array,
-    transcript_tokens: Any,
+    lexical_strings: list[str],
+    lexical_bounds: list[int],
+    forms: _Array,
 ) -> dict[int, dict[str, int]]:
-    """``_count_markers(_find_markers(...))`` of every transcript that has a candidate (by transcript index)."""
+    """``_count_markers(_find_markers(...))`` of every transcript that has a marker (by transcript index).
+
+    ``tokens``/``owner``/``filled``/``forms``/``run_start``: per token of the batch; ``filled_at``: the filled
+    pauses' positions; ``lexical_strings``: the strings of the other tokens, in order (``lexical_bounds``: where
+    each transcript's start)."""
     registry = _REGISTRY
-    size = tokens.size
-    kind = registry.token_kind.view()[tokens]
+    first_tokens = np.flatnonzero(registry.token_kind.view()[tokens])
     counts: dict[int, dict[str, int]] = {}
+    if first_tokens.size == 0:
+        return counts
     if not _FAST_MARKERS:  # the reference on every transcript with a marker-first token
-        for index in np.unique(owner[kind > 0]).tolist():
-            strings, forms = transcript_tokens(index)
-            a = int(base[index])
-            starts = (np.flatnonzero(run_start[a : int(base[index + 1])])).tolist()
-            found = _find_markers(strings, forms, set(starts))
+        form_names = np.array(registry.form_names, dtype=object)
+        for index in np.unique(owner[first_tokens]).tolist():
+            a, b = int(token_base[index]), int(token_base[index + 1])
+            strings = registry.token_string.view()[tokens[a:b]].tolist()
+            found = _find_markers(
+                strings, form_names[forms[a:b]].tolist(), set(np.flatnonzero(run_start[a:b]).tolist())
+            )
             if found:
                 counts[index] = _count_markers(found)
         return counts
-    pair_first = np.zeros(size, dtype=np.bool_)
-    if size > 1:
-        pair_first[:-1] = (
-            (kind[:-1] == 1)
-            & (registry.token_pair_second.view()[tokens[:-1]] == tokens[1:])
-            & (owner[:-1] == owner[1:])
-        )
-    candidate = pair_first | (kind == 2)
-    candidates = np.flatnonzero(candidate)
-    if candidates.size == 0:
+    size = tokens.size
+    kind = registry.token_kind.view()[tokens[first_tokens]]
+    following_at = np.minimum(first_tokens + 1, size - 1)
+    transcript = owner[first_tokens]
+    pair = (
+        (kind == 1)
+        & (registry.token_pair_second.view()[tokens[first_tokens]] == tokens[following_at])
+        & (owner[following_at] == transcript)
+        & (following_at > first_tokens)
+    )
+    keep = pair | (kind == 2)
+    if not keep.any():
         return counts
-    second = np.zeros(size, dtype=np.bool_)
-    second[1:] = pair_first[:-1]
-    positions = np.arange(size)
-    # the last token at or before each position that ends a run's start in the reference whatever the rules
-    # decide (a token that is neither a filled pause nor a candidate nor a candidate's second token) ...
-    resets = np.maximum.accumulate(np.where(~filled & ~candidate & ~second, positions, -1))
-    # ... and the last run start the reference visits (a candidate's second token is consumed or resets)
-    visible = np.maximum.accumulate(np.where(run_start & ~second, positions, -1))
-    candidate_owner = owner[candidates]
-    offset = base[candidate_owner]
-    last_reset = np.where(candidates > 0, resets[candidates - 1], -1) - offset
-    last_visible = visible[candidates] - offset
+    candidates = first_tokens[keep]
+    pair = pair[keep]
+    transcript = transcript[keep]
+    start = token_base[transcript]
+    end = token_base[transcript + 1]
+    # The reference's state at a candidate, from the tokens before it: the last token that ended a run's
+    # start whatever the rules decide there (not a filled pause, a candidate or a candidate's second token) ...
+    holding = filled.copy()
+    holding[candidates] = True
+    seconds = candidates[pair] + 1
+    holding[seconds] = True
+    held = np.flatnonzero(holding)
+    # (held positions form runs of consecutive integers: the reset is right before the run that ends at p - 1)
+    run_begins = np.ones(held.size, dtype=np.bool_)
+    np.not_equal(held[1:] - held[:-1], 1, out=run_begins[1:])
+    run_first = held[np.maximum.accumulate(np.where(run_begins, np.arange(held.size), 0))]
+    at = np.minimum(np.searchsorted(held, candidates - 1), held.size - 1)
+    last_reset = np.where(held[at] == candidates - 1, run_first[at], candidates) - 1 - start
+    # ... the last run start it visits (a candidate's second token is consumed, or it resets) ...
+    starts = np.flatnonzero(run_start)
+    if seconds.size:
+        starts = np.setdiff1d(starts, seconds, assume_unique=True)
+    last_run_start = starts[np.searchsorted(starts, candidates, "right") - 1] - start
+    # ... and the neighbours that are not filled pauses, by their rank among those of the batch
+    rank = candidates - np.searchsorted(filled_at, candidates)
+    before_filled = (candidates + 1 < end) & filled[np.minimum(candidates + 1, size - 1)]
+    after_filled = (candidates > start) & filled[np.maximum(candidates - 1, 0)]
     current = -1
-    state: _MarkerScan | None = None
-    for transcript, position, pair, reset, run in zip(
-        candidate_owner.tolist(),
-        (candidates - offset).tolist(),
-        pair_first[candidates].tolist(),
+    scan: _MarkerScan | None = None
+    bounds = lexical_bounds
+    for owner_of, position, is_pair, reset, run, r, before, after in zip(
+        transcript.tolist(),
+        (candidates - start).tolist(),
+        pair.tolist(),
         last_reset.tolist(),
-        last_visible.tolist(),
+        last_run_start.tolist(),
+        rank.tolist(),
+        before_filled.tolist(),
+        after_filled.tolist(),
         strict=True,
     ):
-        if transcript != current:
-            if state is not None and state.found:
-                counts[current] = _count_markers(state.found)
-            current = transcript
-            state = _MarkerScan(*transcript_tokens(transcript))
-        assert state is not None
-        state.visit(position, pair, reset, run)
-    if state is not None and state.found:
-        counts[current] = _count_markers(state.found)
+        if owner_of != current:
+            if scan is not None and scan.found:
+                counts[current] = _count_markers(scan.found)
+            current = owner_of
+            scan = _MarkerScan(lexical_strings, bounds[owner_of], bounds[owner_of + 1])
+        assert scan is not None
+        scan.visit(position, is_pair, reset, run, r, before, after)
+    if scan is not None and scan.found:
+        counts[current] = _count_markers(scan.found)
     return counts
 
 
 class _MarkerScan:
     """``flows.metrics._find_markers`` of one transcript, visiting only its candidate positions in order."""
 
-    __slots__ = ("tokens", "forms", "found", "reset", "marker_end")
+    __slots__ = ("strings", "low", "high", "found", "reset", "marker_end")
 
-    def __init__(self, tokens: list[str], forms: list[str | None]) -> None:
-        self.tokens = tokens
-        self.forms = forms
+    def __init__(self, strings: list[str], low: int, high: int) -> None:
+        self.strings = strings  # the batch's lexical strings; this transcript's are strings[low:high]
+        self.low = low
+        self.high = high
         self.found: list[tuple[int, str]] = []
         self.reset = -1  # the last candidate position that ended a run's start (a rejected candidate)
         self.marker_end = -2  # the last token of the last marker found
 
-    def visit(self, index: int, pair: bool, last_reset: int, last_run_start: int) -> None:
-        """Apply the rules at candidate ``index`` (``pair``: it is followed by its marker's second token);
-        ``last_reset``: the last plain token before it, ``last_run_start``: the last run start visited."""
-        tokens, forms = self.tokens, self.forms
+    def visit(
+        self, index: int, pair: bool, last_reset: int, last_run_start: int, rank: int, before: bool, after: bool
+    ) -> None:
+        """Apply the rules at candidate ``index`` (``pair``: followed by its marker's second token).
+
+        ``last_reset``: the last plain token before it; ``last_run_start``: the last run start the reference
+        visits; ``rank``: its position among the batch's lexical strings; ``before``/``after``: a filled pause
+        follows / precedes it.
+        """
+        strings = self.strings
         at_run_start = last_run_start > max(last_reset, self.reset)
-        after_disfluency = self.marker_end == index - 1 or (index > 0 and forms[index - 1] is not None)
-        token = tokens[index]
-        previous = _neighbour(tokens, forms, index, -1)
+        after_disfluency = after or self.marker_end == index - 1
+        token = strings[rank]
+        previous = strings[rank - 1] if rank > self.low else None
         marker: str | None = None
         length = 1
         sequence_length = 2 if pair else 1 if token in _SINGLE_SEQUENCES else 0
         if sequence_length:
-            name = MULTIWORD_DISCOURSE_MARKERS[tuple(tokens[index : index + sequence_length])]
-            following = _neighbour(tokens, forms, index + sequence_length - 1, +1)
+            name = MULTIWORD_DISCOURSE_MARKERS[tuple(strings[rank : rank + sequence_length])]
+            following_rank = rank + sequence_length
+            following = strings[following_rank] if following_rank < self.high else None
             if name == "you know":
                 accepted = previous not in YOU_KNOW_BLOCK_PREVIOUS and following not in YOU_KNOW_BLOCK_NEXT
             else:  # "i mean"
@@ -637,12 +733,11 @@ class _MarkerScan:
             if accepted:
                 marker, length = name, sequence_length
         if marker is None and token in _SINGLE_RULE_TOKENS:
-            before_filled_pause = index + 1 < len(tokens) and forms[index + 1] is not None
-            following = _neighbour(tokens, forms, index, +1)
+            following = strings[rank + 1] if rank + 1 < self.high else None
             if token == "like":
-                if previous not in LIKE_BLOCK_PREVIOUS and (after_disfluency or before_filled_pause):
+                if previous not in LIKE_BLOCK_PREVIOUS and (after_disfluency or before):
                     marker = "like"
-            elif at_run_start or before_filled_pause:
+            elif at_run_start or before:
                 blocked = SO_BLOCK_NEXT if token == "so" else WELL_BLOCK_NEXT
                 if following not in blocked:
                     marker = token

@@ -44,8 +44,10 @@ exact error message comes from the scalar code), a negative zero, a ``recording_
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -121,10 +123,65 @@ _MAX_WORD_TYPES = 1 << 20
 """Registry size above which it is cleared (between batches; ids only need to agree within one batch)."""
 _MAX_GRID_CELLS = 2_000_000
 """Bound of one MTLD lock-step chunk (2 passes x transcripts x tokens of the longest; int32 cells)."""
+_FAR = 1 << 30
+"""Stands for "no next occurrence" (beyond any position)."""
 MIN_VECTORISED_VOCABULARY = 32
 """Fewest transcripts with enough tokens for MATTR/MTLD for which they are computed in lock-step (a few numpy
 calls per token position, whatever the number of transcripts); fewer use :func:`flows.metrics.lexical_vocabulary`
 (break-even measured on this project's 2-core machine: ~20 transcripts of 114 tokens)."""
+
+
+# ------------------------------------------------------------------------------------- building the results
+
+_METRIC_FIELDS = (
+    "metrics_version", "pause_threshold_s", "word_count", "total_duration_s", "recording_duration_s",
+    "phonation_time_s", "speech_rate_wpm", "articulation_rate_wpm", "silent_pause_count",
+    "silent_pauses_per_minute", "mean_silent_pause_s", "silent_pause_total_s", "silent_pauses_s",
+    "mean_length_of_run", "filled_pause_count", "filled_pauses", "discourse_marker_count", "discourse_markers",
+    "repetition_count", "repetitions", "vocabulary_token_count", "distinct_words", "mattr", "mtld",
+    "vocabulary_sufficient",
+)  # fmt: skip
+"""The values :func:`_new_metrics` takes, in this order."""
+
+
+def _metrics_factory() -> Callable[..., SubmissionMetrics]:
+    """A function of the :data:`_METRIC_FIELDS` values (positional) that returns the ``SubmissionMetrics``.
+
+    ``SubmissionMetrics`` is a frozen dataclass with slots, whose ``__init__`` sets each field through
+    ``object.__setattr__`` (~6 us for 25 fields here, a tenth of the batch's cost per transcript). When the
+    class is exactly such a dataclass (same fields in the same order, slots, no ``__post_init__``), the fields
+    are set straight through their slot descriptors, which gives the same object (checked here on a sample);
+    otherwise the class is called with keywords.
+    """
+    fields = dataclasses.fields(SubmissionMetrics)
+    descriptors = [SubmissionMetrics.__dict__.get(name) for name in _METRIC_FIELDS]
+    usual = (
+        tuple(field.name for field in fields) == _METRIC_FIELDS
+        and all(field.init for field in fields)
+        and not hasattr(SubmissionMetrics, "__post_init__")
+        and all(isinstance(descriptor, types.MemberDescriptorType) for descriptor in descriptors)
+    )
+    if usual:
+        namespace: dict[str, Any] = {"_new": object.__new__, "_cls": SubmissionMetrics}
+        lines = [f"def build({', '.join(_METRIC_FIELDS)}):", "    metrics = _new(_cls)"]
+        for index, (name, descriptor) in enumerate(zip(_METRIC_FIELDS, descriptors, strict=True)):
+            namespace[f"_set{index}"] = descriptor.__set__  # type: ignore[union-attr]
+            lines.append(f"    _set{index}(metrics, {name})")
+        lines.append("    return metrics")
+        exec("\n".join(lines), namespace)  # noqa: S102 (generated from the field names above only)
+        build: Callable[..., SubmissionMetrics] = namespace["build"]
+        sample: list[Any] = [object() for _ in _METRIC_FIELDS]
+        built, constructed = build(*sample), SubmissionMetrics(*sample)
+        if all(getattr(built, name) is getattr(constructed, name) for name in _METRIC_FIELDS):
+            return build
+
+    def by_keywords(*values: Any) -> SubmissionMetrics:
+        return SubmissionMetrics(**dict(zip(_METRIC_FIELDS, values, strict=True)))
+
+    return by_keywords
+
+
+_new_metrics = _metrics_factory()
 
 
 # ----------------------------------------------------------------------------------------- marker lexicon
@@ -509,32 +566,32 @@ def _batch(
         phonation = round(max(0.0, span - total_pauses), 6)
         results.append(
             ScoredColumns(
-                SubmissionMetrics(
-                    metrics_version=metrics_version,
-                    pause_threshold_s=threshold,
-                    word_count=words,
-                    total_duration_s=span,
-                    recording_duration_s=recording,
-                    phonation_time_s=phonation,
-                    speech_rate_wpm=(words * 60.0 / span if span > 0 else None) if words else None,
-                    articulation_rate_wpm=(words * 60.0 / phonation if phonation > 0 else None) if words else None,
-                    silent_pause_count=pause_count,
-                    silent_pauses_per_minute=(pause_count * 60.0 / span if span > 0 else None) if words else None,
-                    mean_silent_pause_s=round(total_pauses / pause_count, 6) if pause_count else None,
-                    silent_pause_total_s=round(total_pauses, 6),
-                    silent_pauses_s=pauses,
-                    mean_length_of_run=words / (pause_count + 1) if words else None,
-                    filled_pause_count=filled_b - filled_a,
-                    filled_pauses=_count_forms(filled_names[filled_a:filled_b]) if filled_b > filled_a else {},
-                    discourse_marker_count=sum(marker_counts.values()),
-                    discourse_markers=marker_counts,
-                    repetition_count=len(found),
-                    repetitions=found,
-                    vocabulary_token_count=token_count,
-                    distinct_words=distinct,
-                    mattr=mattr_value,
-                    mtld=mtld_value,
-                    vocabulary_sufficient=mattr_value is not None,
+                _new_metrics(
+                    metrics_version,
+                    threshold,
+                    words,
+                    span,
+                    recording,
+                    phonation,
+                    (words * 60.0 / span if span > 0 else None) if words else None,
+                    (words * 60.0 / phonation if phonation > 0 else None) if words else None,
+                    pause_count,
+                    (pause_count * 60.0 / span if span > 0 else None) if words else None,
+                    round(total_pauses / pause_count, 6) if pause_count else None,
+                    round(total_pauses, 6),
+                    pauses,
+                    words / (pause_count + 1) if words else None,
+                    filled_b - filled_a,
+                    _count_forms(filled_names[filled_a:filled_b]) if filled_b > filled_a else {},
+                    sum(marker_counts.values()),
+                    marker_counts,
+                    len(found),
+                    found,
+                    token_count,
+                    distinct,
+                    mattr_value,
+                    mtld_value,
+                    mattr_value is not None,
                 ),
                 lexical_tuples[index],
             )
@@ -776,36 +833,44 @@ def _vocabulary(
                 results.append((measures.token_count, measures.distinct_words, measures.mattr, measures.mtld))
         return results
     size = ids.size
-    types = int(ids.max()) + 1
-    # previous / next occurrence of the same type in the same transcript (flat positions; -1: none)
-    key = owner * types + ids
+    lengths = lengths.astype(np.int32)
+    # previous / next occurrence of the same type in the same transcript (flat positions; none: -1 / _FAR)
+    key = owner.astype(np.int64)
+    key *= int(ids.max()) + 1
+    key += ids
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     same = sorted_key[1:] == sorted_key[:-1]
-    later = order[1:][same]
-    earlier = order[:-1][same]
-    previous = np.full(size, -1, dtype=np.int64)
-    previous[later] = earlier
-    following = np.full(size, -1, dtype=np.int64)
-    following[earlier] = later
+    later = order[1:][same].astype(np.int32)
+    earlier = order[:-1][same].astype(np.int32)
     distinct = (lengths - np.bincount(owner[later], minlength=count)).tolist()
-    start = base[:-1][owner]
-    position = np.arange(size) - start
-    n = lengths[owner]
-    forward_previous = np.where(previous >= 0, previous - start, -1)
+    start = np.repeat(base[:-1].astype(np.int32), lengths)
+    n = np.repeat(lengths, lengths)
+    position = np.arange(size, dtype=np.int32)
+    position -= start
+    forward_previous = np.full(size, -1, dtype=np.int32)  # any negative value: none
+    forward_previous[later] = earlier
+    forward_previous -= start
+    # reversed, the previous occurrence of position n - 1 - i is the next occurrence of i
+    backward_previous = np.full(size, _FAR, dtype=np.int32)
+    backward_previous[earlier] = later
+    backward_previous -= start
+    np.subtract(n - 1, backward_previous, out=backward_previous)
     # MATTR in closed form (see flows.vocabulary): a position is the first of its type in the windows starting
-    # in [max(prev + 1, i - w + 1), min(i, n - w)]; the integer sum of distinct counts over all windows.
+    # in [max(prev + 1, i - w + 1, 0), min(i, n - w)]; the integer sum of distinct counts over all windows.
     w = MATTR_WINDOW
-    windows_counted = np.maximum(
-        np.minimum(position, n - w) - np.maximum(forward_previous + 1, position - w + 1) + 1, 0
-    )
-    distinct_sums = np.bincount(owner, weights=windows_counted, minlength=count).tolist()  # exact (< 2**53)
-    # MTLD: both passes of every transcript in lock-step; reversed, the previous occurrence of position
-    # n - 1 - i is the next occurrence of i.
-    backward_previous = np.where(following >= 0, n - 1 - (following - start), -1)
-    backward_position = n - 1 - position
+    low = position - (w - 1)
+    np.maximum(low, forward_previous + 1, out=low)
+    np.maximum(low, 0, out=low)
+    high = n - w
+    np.minimum(high, position, out=high)
+    high -= low
+    high += 1
+    np.maximum(high, 0, out=high)
+    distinct_sums = np.bincount(owner, weights=high, minlength=count).tolist()  # exact (< 2**53)
+    # MTLD: both passes of every transcript in lock-step
     if 2 * count * int(lengths.max()) <= _MAX_GRID_CELLS:  # all in one (short ones give values left unused)
-        passes = _mtld_passes(forward_previous, position, backward_previous, backward_position, owner, lengths, count)
+        passes = _mtld_passes(forward_previous, position, backward_previous, owner, lengths, n, count)
         mtld_values = (passes[:count] + passes[count:]) / 2
     else:  # transcripts of similar length together, in chunks of bounded size
         mtld_values = np.zeros(count, dtype=np.float64)
@@ -839,20 +904,19 @@ def _mtld_chunk(
     out: _Array,
 ) -> None:
     """MTLD (mean of the forward and the backward pass) of the transcripts in ``chunk``, into ``out``."""
-    rows = np.full(lengths.size, -1, dtype=np.int64)
-    rows[chunk] = np.arange(len(chunk))
+    rows = np.full(lengths.size, -1, dtype=np.int32)
+    rows[chunk] = np.arange(len(chunk), dtype=np.int32)
     row = rows[owner]
     member = row >= 0
     chunk_row = row[member]
-    chunk_position = position[member]
     chunk_lengths = lengths[chunk]
     passes = _mtld_passes(
         forward_previous[member],
-        chunk_position,
+        position[member],
         backward_previous[member],
-        chunk_lengths[chunk_row] - 1 - chunk_position,
         chunk_row,
         chunk_lengths,
+        chunk_lengths[chunk_row],
         len(chunk),
     )
     out[chunk] = (passes[: len(chunk)] + passes[len(chunk) :]) / 2
@@ -860,26 +924,34 @@ def _mtld_chunk(
 
 def _mtld_passes(
     forward_previous: _Array,
-    forward_position: _Array,
+    position: _Array,
     backward_previous: _Array,
-    backward_position: _Array,
     row: _Array,
     lengths: _Array,
+    n: _Array,
     count: int,
 ) -> _Array:
     """The forward (rows ``0..count-1``) and backward (rows ``count..2*count-1``) MTLD pass (tokens / factors,
     McCarthy & Jarvis 2010) of ``count`` token lists, all stepping together.
 
-    Per token, in each pass's reading order: the position of the previous occurrence of its type in its list
-    (-1: none) and its own position; ``row``: its list; ``lengths``: tokens per list. The same floating-point
-    operations as ``flows.metrics._mtld_pass``: TTR = types / length of integers, a factor ends where
-    TTR <= 0.72, the remainder adds ``(1 - TTR) / (1 - 0.72)``, no factor at all counts as one.
+    Per token (int32): the position of the previous occurrence of its type in its list, forward and in the
+    reversed list (negative: none), its position, its list (``row``) and that list's length (``n``);
+    ``lengths``: tokens per list. The same floating-point operations as ``flows.metrics._mtld_pass``: TTR =
+    types / length of integers, a factor ends where TTR <= 0.72, the remainder adds ``(1 - TTR) / (1 - 0.72)``,
+    no factor at all counts as one.
     """
     rows = 2 * count
     longest = int(lengths.max())
-    grid = np.full((longest, rows), np.iinfo(np.int32).max, dtype=np.int32)  # padding never starts a type
-    grid[forward_position, row] = forward_previous
-    grid[backward_position, row + count] = backward_previous
+    grid = np.full(longest * rows, np.iinfo(np.int32).max, dtype=np.int32)  # padding never starts a type
+    cell = position * rows
+    cell += row
+    grid[cell] = forward_previous
+    np.subtract(n - 1, position, out=cell)
+    cell *= rows
+    cell += row
+    cell += count
+    grid[cell] = backward_previous
+    table = grid.reshape(longest, rows)
     segment_start = np.zeros(rows, dtype=np.int32)
     types = np.zeros(rows, dtype=np.int32)
     factors = np.zeros(rows, dtype=np.float64)
@@ -895,7 +967,7 @@ def _mtld_passes(
     last_factors = np.zeros(rows, dtype=np.float64)
     ending = {size - 1: np.flatnonzero(both == size) for size in np.unique(lengths).tolist()}
     for step in range(longest):
-        np.less(grid[step], segment_start, out=new)
+        np.less(table[step], segment_start, out=new)
         np.add(types, new, out=types)
         np.subtract(step + 1, segment_start, out=length)
         np.divide(types, length, out=ttr)

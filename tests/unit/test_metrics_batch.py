@@ -185,6 +185,17 @@ def test_reference_marker_path_gives_the_same(monkeypatch: pytest.MonkeyPatch) -
     check([random_transcript(rng) for _ in range(300)])
 
 
+def test_results_are_built_like_the_dataclass_builds_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert batch_module._new_metrics.__name__ == "build"  # the fast path is taken for SubmissionMetrics as it is
+    monkeypatch.setattr(
+        batch_module,
+        "_new_metrics",
+        lambda *values: SubmissionMetrics(**dict(zip(batch_module._METRIC_FIELDS, values, strict=True))),
+    )
+    rng = random.Random(13)
+    check([random_transcript(rng) for _ in range(100)])
+
+
 def test_registry_reset_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batch_module, "_MAX_WORD_TYPES", 10)
     rng = random.Random(12)

@@ -11,6 +11,7 @@ mode chDB is embedded, so the API must run in the process that runs the dataflow
 ClickHouse server it runs on its own (``coach serve api``).
 """
 
+import gc
 import logging
 import threading
 import uuid
@@ -57,7 +58,7 @@ from api.models import (
 from api.page import render_progress_page
 from api.progress import HEADLINE_METRICS, summarize
 from api.progress_cache import ProgressCache, WindowsChangeFeed
-from api.progress_fastpath import ProgressFastPath
+from api.progress_fastpath import FastPathAPI, ProgressFastPath
 from api.readmodels import (
     Cursor,
     InvalidCursor,
@@ -145,6 +146,27 @@ ToQuery = Annotated[
 ]
 
 
+_startup_frozen = threading.Event()
+
+
+def freeze_startup_objects() -> bool:
+    """Once per process: collect garbage, then move every object alive now (modules, classes, FastAPI's and
+    pydantic's schemas, the engines' clients: about 130,000 here) out of the cyclic garbage collector's reach with
+    :func:`gc.freeze`. Returns whether this call froze (False after the first).
+
+    Why: a full (generation 2) collection walks every tracked object and stops the event loop meanwhile; over the
+    API's startup objects that took 150–200 ms on the 2-core benchmark machine (measured with ``gc.callbacks`` in
+    ``bench/api.py``), i.e. a latency tail for every request in flight, several times per minute while cache
+    entries are filled. Frozen objects are never collected: a frozen object that later becomes cyclic garbage is
+    kept (here: at most what existed at the first app's startup, e.g. one test app per test process)."""
+    if _startup_frozen.is_set():
+        return False
+    _startup_frozen.set()
+    gc.collect()
+    gc.freeze()
+    return True
+
+
 def create_app(platform: PlatformSettings | None = None, settings: ApiSettings | None = None) -> FastAPI:
     """Build the progress API. The PostgreSQL pool and the ClickHouse reader open in the lifespan (so building
     the app touches nothing: ``create_app().openapi()`` works offline)."""
@@ -165,6 +187,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             platform, readonly=settings.clickhouse_readonly, pool_size=settings.clickhouse_pool_size
         )
         app.state.principals = PrincipalCache(settings.principal_cache_ttl_s)
+        app.state.principals.start_refresh(app.state.pg_pool)
         app.state.progress_cache = ProgressCache(
             app.state.clickhouse,
             baseline_weeks=settings.baseline_weeks,
@@ -176,14 +199,16 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         )
         if app.state.progress_cache.enabled:
             feed.start()
+        freeze_startup_objects()
         try:
             yield
         finally:
             feed.stop()
+            app.state.principals.stop_refresh()
             app.state.clickhouse.close()
             app.state.pg_pool.close()
 
-    app = FastAPI(
+    app = FastPathAPI(
         title="Speech Coach progress API",
         version="1",
         lifespan=lifespan,
@@ -207,8 +232,8 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         return error_response(503, "unavailable", f"a store is unavailable ({type(exc).__name__}); retry later")
 
     install_latency_histogram(app, REQUEST_LATENCY)
-    # Outermost: warm progress reads are answered before FastAPI's stack (api.progress_fastpath).
-    app.add_middleware(ProgressFastPath, fastapi_app=app, settings=settings, resolve_range=resolve_range)
+    # Before everything: warm progress reads are answered ahead of FastAPI's whole stack (api.progress_fastpath).
+    app.fast_path = ProgressFastPath(fastapi_app=app, settings=settings, resolve_range=resolve_range)
 
     @app.get(
         "/v1/submissions/{submission_id}",

@@ -1,18 +1,21 @@
-"""An ASGI fast path for cache hits of ``GET /v1/users/{user_id}/progress``.
+"""A fast path for cache hits of ``GET /v1/users/{user_id}/progress``, ahead of FastAPI's whole stack.
 
 Measured on the 2-core machine of ``bench/api.py``: with the progress cache warm, FastAPI's routing, dependency
 solving and middleware stack cost more CPU per request than rendering the cached body. So a request that needs
-no I/O at all is answered before FastAPI: the token is in the principal cache (:meth:`PrincipalCache.peek`), the
-rule needs no PostgreSQL (a learner reading itself, an admin), the query holds only ``window``/``from``/``to``
-values that parse cleanly (``from``/``to`` with pydantic, as FastAPI does), and the learner is in the progress
-cache. **Anything else falls through to the FastAPI route unchanged** (which then answers 401/403/404/422, reads
-PostgreSQL or ClickHouse, and fills the cache), so the fast path can only answer what the route would answer, with
-the same bytes and headers (``content-type: application/json``, ``content-length``). Its latency is observed in
-the same ``coach_api_request_seconds`` histogram, under the route's path.
+no I/O at all is answered before FastAPI (:class:`FastPathAPI` offers every request to :class:`ProgressFastPath`
+first, outside even FastAPI's telemetry, body-limit and error middleware): the token is in the principal cache
+(:meth:`PrincipalCache.peek`), the rule needs no PostgreSQL (a learner reading itself, an admin), the query holds
+only ``window``/``from``/``to`` values that parse cleanly (``from``/``to`` with pydantic, as FastAPI does; the parse
+of a raw query string is remembered), and the learner is in the progress cache. **Anything else falls through to
+the FastAPI route unchanged** (which then answers 401/403/404/422, reads PostgreSQL or ClickHouse, and fills the
+cache), and so does a request whose check raises, so the fast path can only answer what the route would answer,
+with the same bytes and headers (``content-type: application/json``, ``content-length``). Its latency is observed
+in the same ``coach_api_request_seconds`` histogram, under the route's path.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import datetime
@@ -21,7 +24,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from api.access import ID_PATTERN, PrincipalCache
 from api.metrics import REQUEST_LATENCY
@@ -29,49 +32,62 @@ from api.models import WINDOW_KINDS, WindowKind
 from api.progress_cache import ProgressCache
 from api.settings import ApiSettings
 
-__all__ = ["ProgressFastPath"]
+__all__ = ["FastPathAPI", "ProgressFastPath"]
 
 _PREFIX, _SUFFIX = "/v1/users/", "/progress"
 _ROUTE = "/v1/users/{user_id}/progress"
 _USER_ID = re.compile(ID_PATTERN)
 _OPTIONAL_DATETIME = TypeAdapter(datetime | None)
 _KINDS = frozenset(WINDOW_KINDS)
+_Query = tuple[tuple[WindowKind, ...], datetime | None, datetime | None]
+_UNSEEN: Any = object()
+_QUERY_MEMO_SIZE, _QUERY_MEMO_KEY_MAX = 4096, 512
+"""At most this many distinct raw query strings (of at most this many bytes) have their parse remembered (the memo
+is cleared when full). The parse of a query string depends on nothing else: ``to`` = now is resolved per request,
+after the memo."""
+
+log = logging.getLogger(__name__)
 
 
 class ProgressFastPath:
-    """ASGI middleware around the progress API (``app``): serves warm progress reads, passes everything else on.
+    """Serves warm progress reads of a FastAPI app before its middleware stack (see :class:`FastPathAPI`).
 
     ``fastapi_app`` holds the state (``principals``, ``progress_cache``, set in its lifespan); ``resolve_range``
     is :func:`api.app.resolve_range` (the same defaults and 422 rules: a request it rejects falls through)."""
 
-    def __init__(self, app: ASGIApp, *, fastapi_app: FastAPI, settings: ApiSettings, resolve_range: Any) -> None:
-        self.app = app
+    def __init__(self, *, fastapi_app: FastAPI, settings: ApiSettings, resolve_range: Any) -> None:
         self._fastapi_app = fastapi_app
         self._settings = settings
         self._resolve_range = resolve_range
         self._observe = REQUEST_LATENCY.labels(_ROUTE, "GET", "200").observe
+        self._queries: dict[bytes, _Query | None] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
-                started = time.perf_counter()
-                body = self._hit(scope, path[len(_PREFIX) : -len(_SUFFIX)])
-                if body is not None:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-length", str(len(body)).encode()),
-                                (b"content-type", b"application/json"),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    self._observe(time.perf_counter() - started)
-                    return
-        await self.app(scope, receive, send)
+    async def serve(self, scope: Scope, send: Send) -> bool:
+        """Answer the request if it is a warm progress read (then True); False leaves it to the app untouched.
+        An unexpected error while deciding counts as 'not warm' (the route then answers, or reports it)."""
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return False
+        path: str = scope["path"]
+        if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
+            return False
+        started = time.perf_counter()
+        try:
+            body = self._hit(scope, path[len(_PREFIX) : -len(_SUFFIX)])
+        except Exception:  # noqa: BLE001 - the FastAPI route is the authority; let it answer
+            log.exception("progress fast path failed; the route answers")
+            return False
+        if body is None:
+            return False
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        self._observe(time.perf_counter() - started)
+        return True
 
     def _hit(self, scope: Scope, user_id: str) -> bytes | None:
         """The body when the request can be answered from memory exactly as the route would; else None."""
@@ -91,7 +107,14 @@ class ProgressFastPath:
         caller = principals.peek(token)
         if caller is None or (caller.role != "admin" and caller.user_id != user_id):
             return None
-        params = _parse_query(scope["query_string"])
+        raw: bytes = scope["query_string"]
+        params = self._queries.get(raw, _UNSEEN)
+        if params is _UNSEEN:
+            params = _parse_query(raw)
+            if len(raw) <= _QUERY_MEMO_KEY_MAX:
+                if len(self._queries) >= _QUERY_MEMO_SIZE:
+                    self._queries.clear()
+                self._queries[raw] = params
         if params is None:
             return None
         kinds, start, end = params
@@ -105,7 +128,7 @@ class ProgressFastPath:
         return entry.render(kinds, range_from, range_to)
 
 
-def _parse_query(raw: bytes) -> tuple[tuple[WindowKind, ...], datetime | None, datetime | None] | None:
+def _parse_query(raw: bytes) -> _Query | None:
     """``window`` (repeatable, each a window kind), ``from`` and ``to`` (at most once, ISO 8601); None when the
     query holds anything else or a value FastAPI might read differently."""
     kinds: list[WindowKind] = []
@@ -125,3 +148,18 @@ def _parse_query(raw: bytes) -> tuple[tuple[WindowKind, ...], datetime | None, d
         else:
             return None
     return (tuple(dict.fromkeys(kinds)) or WINDOW_KINDS), times.get("from"), times.get("to")
+
+
+class FastPathAPI(FastAPI):
+    """A :class:`FastAPI` whose ASGI entry point first offers each request to ``fast_path`` (a
+    :class:`ProgressFastPath`, set after construction; None = plain FastAPI), so warm progress reads skip the
+    whole middleware stack (FastAPI's telemetry and body-limit wrappers, Starlette's error and exception
+    middleware, the latency middleware, routing and dependency solving: most of a warm request's CPU here)."""
+
+    fast_path: ProgressFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI: the fast path's answer, else FastAPI's."""
+        if self.fast_path is not None and await self.fast_path.serve(scope, send):
+            return
+        await super().__call__(scope, receive, send)

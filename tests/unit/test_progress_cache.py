@@ -154,3 +154,19 @@ def test_disabled_and_suspended_caches_store_nothing() -> None:
     assert not cache.put(_entry("a"), cache.generation())
     cache.clear(suspend=False)
     assert cache.put(_entry("a"), cache.generation())
+
+
+def test_entries_hold_no_window_models_when_their_json_round_trips() -> None:
+    entry = build_learner_progress("ana", _windows(), baseline_weeks=2)
+    assert entry.weekly is None  # weekly windows are parsed back from their JSON for a summary before the last one
+    start, end = START, START + timedelta(days=21)
+    assert entry.render(("weekly",), start, end) == _model_body("ana", _windows(), ("weekly",), start, end)
+
+
+def test_window_models_are_kept_when_their_json_does_not_round_trip() -> None:
+    windows = _windows()
+    windows["weekly"][1] = windows["weekly"][1].model_copy(update={"mean_silent_pause_s": float("nan")})
+    entry = build_learner_progress("ana", windows, baseline_weeks=2)
+    assert entry.weekly is not None  # NaN serialises as null: parsing it back would change the summary
+    for end in (START + timedelta(days=21), START + timedelta(days=91)):
+        assert entry.render(WINDOW_KINDS, START, end) == _model_body("ana", windows, WINDOW_KINDS, START, end)

@@ -13,8 +13,17 @@ What it does:
    7-day sliding windows derived from them; then the API (``create_app``, one uvicorn worker) on a free port;
 2. **keys**: ``--keyed`` learners get a bearer token (PostgreSQL of the stack); each request reads the progress of
    a random one of them with its own token (a learner reading itself);
-3. **load**: ``--clients`` concurrent closed-loop clients (threads with ``http.client``, HTTP/1.1 keep-alive)
-   for ``--duration`` seconds after ``--warmup`` seconds; every request is timed from send to the last byte of the body.
+3. **load**: ``--clients`` concurrent closed-loop clients (HTTP/1.1 keep-alive) for ``--duration`` seconds after
+   ``--warmup`` seconds; every request is timed from send to the last byte of the body. The clients are ``wrk``
+   connections (``--load-generator wrk``, the default when Debian's ``wrk`` is installed, as ``stack/bootstrap.sh``
+   does; a Lua script picks the learner and its token per request) or Python threads with ``http.client``
+   (``--load-generator http.client``). On 2 cores the load generator competes with the server for CPU: each scenario
+   reports its load generator's CPU seconds per second and the server's. ``cold`` always uses http.client (each
+   keyed learner read exactly once).
+
+The server runs uvicorn with ``--http``/``--loop`` (default ``auto``: httptools and uvloop when installed, as
+``coach serve api``); ``stats`` of the server also reports its garbage collector's runs and longest pause per
+scenario (a full collection stops the event loop).
 
 With the per-learner progress cache (the default; ``--no-cache`` sets ``COACH_API_PROGRESS_CACHE_MAX_BYTES=0``)
 the scenarios are, in this order:
@@ -36,11 +45,14 @@ load generator and of the server) and writes it to ``--out``. Each ``--clients``
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
 import platform as platform_module
 import random
+import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -144,6 +156,45 @@ class _Writer:
                     time.sleep(0.005)
 
 
+class _GcWatch:
+    """Counts the cyclic garbage collector's runs per generation in this process and their longest pause (a
+    full collection stops the event loop for as long as it takes: a latency tail)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._lock = threading.Lock()
+        self._runs = [0, 0, 0]
+        self._max_ms = [0.0, 0.0, 0.0]
+        self._total_ms = [0.0, 0.0, 0.0]
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation, spent = info["generation"], (time.perf_counter() - self._started) * 1000
+        with self._lock:
+            self._runs[generation] += 1
+            self._total_ms[generation] += spent
+            self._max_ms[generation] = max(self._max_ms[generation], spent)
+
+    def take(self) -> dict[str, Any]:
+        """Runs, total and longest pause (ms) per generation since the last call; then starts over."""
+        with self._lock:
+            out = {
+                f"gen{g}": {
+                    "runs": self._runs[g],
+                    "total_ms": round(self._total_ms[g], 1),
+                    "max_ms": round(self._max_ms[g], 1),
+                }
+                for g in range(3)
+            }
+            self._runs, self._max_ms, self._total_ms = [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        return out
+
+
 def serve(args: argparse.Namespace) -> None:
     """The server subprocess: seed chDB, then serve the API until SIGTERM/SIGINT. Commands on stdin (one per
     line, answered with one JSON line on stdout): ``clear`` (empty the progress cache), ``stats``,
@@ -186,6 +237,7 @@ def serve(args: argparse.Namespace) -> None:
     )
     app = create_app(platform, settings)
     keys = [tuple(k) for k in json.loads(Path(args.keys_file).read_text())]
+    gc_watch = _GcWatch()
     day = SEED_START + timedelta(days=args.days - 2)
     writer: list[_Writer] = []
 
@@ -196,7 +248,7 @@ def serve(args: argparse.Namespace) -> None:
             if words[:1] == ["clear"]:
                 app.state.progress_cache.clear()
             elif words[:1] == ["stats"]:
-                answer = app.state.progress_cache.stats()
+                answer = {**app.state.progress_cache.stats(), "gc": gc_watch.take()}
             elif words[:1] == ["write"]:
                 writer[:] = [_Writer(client, args.port, keys, day, int(words[2]))]  # type: ignore[arg-type]
                 writer[0].start(float(words[1]))
@@ -205,7 +257,10 @@ def serve(args: argparse.Namespace) -> None:
             print(json.dumps(answer), flush=True)
 
     threading.Thread(target=commands, daemon=True).start()
-    config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    gc_watch.start()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, http=args.http, loop=args.loop
+    )
     uvicorn.Server(config).run()
 
 
@@ -305,7 +360,103 @@ def _load(
             "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
         },
         "response_bytes_median": int(statistics.median(sizes)) if sizes else 0,
+        "load_generator": f"http.client ({clients} threads)",
         "load_generator_cpu_s_per_s": round((time.process_time() - cpu) / (time.perf_counter() - start), 2),
+    }
+
+
+_WRK_LUA = """
+local keys = {%(keys)s}
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  math.randomseed(%(seed)d + 7919 * (id or 0))
+end
+function request()
+  local k = keys[math.random(#keys)]
+  return wrk.format("GET", k[1], {["Authorization"] = k[2]})
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"bytes\\": %%d, \\"errors\\": {\\"connect\\": %%d, "
+    .. "\\"read\\": %%d, \\"write\\": %%d, \\"status\\": %%d, \\"timeout\\": %%d}, \\"p50\\": %%d, \\"p90\\": %%d, "
+    .. "\\"p99\\": %%d, \\"max\\": %%d, \\"mean\\": %%f}\\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def _load_wrk(
+    base_url: str,
+    keys: list[tuple[str, str]],
+    params: dict[str, Any],
+    clients: int,
+    warmup_s: float,
+    duration_s: float,
+    *,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """``clients`` closed-loop connections of ``wrk`` (Debian's ``wrk`` 4.1, C, HTTP/1.1 keep-alive; ``threads``
+    event-loop threads), each request to a random one of ``keys`` with its own bearer token (a Lua script):
+    ``warmup_s`` seconds unmeasured (one wrk run), then ``duration_s`` measured (another). Latency is wrk's, from
+    writing the request to the end of the response (microsecond histogram); wrk reports p50/p90/p99/max/mean.
+    Requests answered with a status >= 400 are counted as ``errors.status`` (wrk still times them); a
+    request not answered within 30 s is a timeout (not timed). ``load_generator_cpu_s_per_s``: wrk's user + system
+    CPU seconds per second of the measured run (``getrusage`` of the child)."""
+    query = httpx.QueryParams(params)
+    entries = ", ".join(
+        "{" + json.dumps(f"/v1/users/{user}/progress?{query}") + ", " + json.dumps(f"Bearer {token}") + "}"
+        for user, token in keys
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-api-", delete=False) as script:
+        script.write(_WRK_LUA % {"keys": entries, "seed": 7})
+    try:
+
+        def wrk(seconds: float) -> tuple[str, float, float]:
+            command = [
+                "wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+                "-s", script.name, base_url,
+            ]  # fmt: skip
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            elapsed = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            return done.stdout, elapsed, cpu
+
+        if warmup_s > 0:
+            wrk(warmup_s)
+        out, elapsed, cpu = wrk(duration_s)
+    finally:
+        os.unlink(script.name)
+    line = next((line for line in out.splitlines() if line.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result: {out[-2000:]}")
+    raw = json.loads(line.removeprefix("WRK_RESULT "))
+    seconds = raw["duration_us"] / 1e6
+    errors = {name: count for name, count in raw["errors"].items() if count}
+    ok = raw["requests"] - raw["errors"]["status"]
+    return {
+        "requests": ok,
+        "errors": errors,
+        "seconds": round(seconds, 1),
+        "throughput_rps": round(ok / seconds, 1),
+        "latency_ms": {
+            "p50": round(raw["p50"] / 1000, 1),
+            "p90": round(raw["p90"] / 1000, 1),
+            "p99": round(raw["p99"] / 1000, 1),
+            "max": round(raw["max"] / 1000, 1),
+            "mean": round(raw["mean"] / 1000, 1),
+        },
+        "response_bytes_mean_with_headers": round(raw["bytes"] / raw["requests"]) if raw["requests"] else 0,
+        "load_generator": f"wrk ({threads} thread{'s' if threads > 1 else ''})",
+        "load_generator_cpu_s_per_s": round(cpu / elapsed, 2),
     }
 
 
@@ -341,14 +492,32 @@ def _machine() -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    names = ("fastapi", "starlette", "uvicorn", "pydantic", "chdb", "clickhouse-connect", "psycopg", "httpx")
+    names = (
+        "fastapi", "starlette", "uvicorn", "httptools", "uvloop", "h11", "pydantic", "chdb", "clickhouse-connect",
+        "psycopg", "httpx", "cachetools",
+    )  # fmt: skip
     out = {}
     for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "missing"
+    wrk = shutil.which("wrk")
+    if wrk:
+        done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+        out["wrk"] = (done.stdout or done.stderr).split("Copyright")[0].strip()
     return out
+
+
+def _resolved(choice: str, module: str, fallback: str) -> str:
+    """What uvicorn's ``auto`` picks: ``module`` when importable, else ``fallback``; an explicit choice as is."""
+    if choice != "auto":
+        return choice
+    try:
+        __import__(module)
+    except ImportError:
+        return fallback
+    return module
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -362,7 +531,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         command = [
             sys.executable, "-m", "bench.api", "serve", "--chdb", str(Path(tmp) / "chdb"), "--port", str(port),
             "--learners", str(args.learners), "--days", str(args.days), "--pool", str(args.pool),
-            "--keys-file", str(keys_file), "--cache" if args.cache else "--no-cache",
+            "--keys-file", str(keys_file), "--cache" if args.cache else "--no-cache", "--http", args.http,
+            "--loop", args.loop,
         ]  # fmt: skip
         server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert server.stdin is not None and server.stdout is not None
@@ -397,13 +567,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server_cpu = _cpu_s(server.pid)
                     extra: dict[str, Any] = {}
                     query = params["weekly" if name == "weekly" else "all"]
+                    if args.cache:
+                        ask("stats")  # starts the garbage collector's counts of this scenario
                     if name == "cold":
                         ask("clear")
                         result = _load(base, keys, query, clients, 0, 0, once=True)
                     else:
                         if name == "write":
                             ask(f"write {args.write_every} {args.write_learners}")
-                        result = _load(base, keys, query, clients, args.warmup, args.duration)
+                        if args.load_generator == "wrk":
+                            result = _load_wrk(
+                                base, keys, query, clients, args.warmup, args.duration, threads=args.wrk_threads
+                            )
+                        else:
+                            result = _load(base, keys, query, clients, args.warmup, args.duration)
                         if name == "write":
                             extra["writer"] = ask("stop-write")
                     spent = result["seconds"] if name == "cold" else args.warmup + args.duration
@@ -439,6 +616,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clickhouse_pool": args.pool,
             "clickhouse": "embedded chDB (in the API process)",
             "progress_cache": args.cache,
+            "uvicorn_http": _resolved(args.http, "httptools", "h11"),
+            "uvicorn_loop": _resolved(args.loop, "uvloop", "asyncio"),
+            "load_generator": args.load_generator,
             "write_every_s": args.write_every,
             "write_learners": args.write_learners,
         },
@@ -461,6 +641,18 @@ def main() -> None:
             "--pool", type=int, default=4, help="ClickHouse clients of the API (COACH_API_CLICKHOUSE_POOL_SIZE)"
         )
         p.add_argument(
+            "--http",
+            default="auto",
+            choices=["auto", "h11", "httptools"],
+            help="uvicorn's HTTP protocol (auto: httptools when installed, as `coach serve api`)",
+        )
+        p.add_argument(
+            "--loop",
+            default="auto",
+            choices=["auto", "asyncio", "uvloop"],
+            help="uvicorn's event loop (auto: uvloop when installed, as `coach serve api`)",
+        )
+        p.add_argument(
             "--cache",
             action=argparse.BooleanOptionalAction,
             default=True,
@@ -481,6 +673,14 @@ def main() -> None:
     )
     parser.add_argument("--write-every", type=float, default=0.5, help="write scenario: seconds between INSERTs")
     parser.add_argument("--write-learners", type=int, default=10, help="write scenario: learners per INSERT")
+    parser.add_argument(
+        "--load-generator",
+        choices=["wrk", "http.client"],
+        default="wrk" if shutil.which("wrk") else "http.client",
+        help="closed-loop clients of the measured scenarios: wrk (default when installed; C, little CPU) or Python "
+        "threads with http.client; 'cold' always uses http.client (each learner read exactly once)",
+    )
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's event-loop threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.mode == "serve":

@@ -12,8 +12,9 @@
 # A second run does nothing slow and takes about a second.
 set -euo pipefail
 
-# Debian packages other parts of the project need (speech synthesis and audio conversion in tests/demo).
-APT_PACKAGES="espeak-ng sox chromium"
+# Debian packages other parts of the project need (speech synthesis and audio conversion in tests/demo; wrk: the
+# load generator of bench/api.py).
+APT_PACKAGES="espeak-ng sox chromium wrk"
 # Debian package providing PostgreSQL server binaries (initdb, pg_ctl); installed only when none are found.
 PG_APT_PACKAGE="postgresql"
 # Debian packages providing Java 17+ and Maven; installed only when `java` / `mvn` are missing.

@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+import flows.vocabulary
 from flows.lexicon import (
     EMPHATIC_REDUPLICATIONS,
     I_MEAN_BLOCK_NEXT,
@@ -823,6 +824,9 @@ def _vocabulary(
     tokens per transcript and where each starts in ``ids``; ``skip``: transcripts left as placeholders)."""
     count = lengths.size
     sufficient = (lengths >= MIN_VOCABULARY_TOKENS).tolist()
+    kernel = _compiled_vocabulary()
+    if kernel is not None:
+        return _vocabulary_compiled(kernel, ids, lengths, base, lexical, sufficient, skip)
     if sum(sufficient) - len(skip) < MIN_VECTORISED_VOCABULARY:
         results: list[_Vocabulary] = []
         for index, tokens in enumerate(lexical):
@@ -891,6 +895,60 @@ def _vocabulary(
             results.append((token_count, distinct[index], mattr_value, mtld_list[index]))
         else:
             results.append((token_count, distinct[index], None, None))
+    return results
+
+
+def _compiled_vocabulary() -> Callable[..., tuple[_Array, _Array, _Array, _Array]] | None:
+    """``flows.vocabulary._vocabulary_kernel`` (MATTR and MTLD compiled with numba, the windows' vocabulary)
+    where that module has it; else ``None`` and the numpy lock-step here is used."""
+    kernel: Callable[..., tuple[_Array, _Array, _Array, _Array]] | None = getattr(
+        flows.vocabulary, "_vocabulary_kernel", None
+    )
+    return kernel
+
+
+def _vocabulary_compiled(
+    kernel: Callable[..., tuple[_Array, _Array, _Array, _Array]],
+    ids: _Array,
+    lengths: _Array,
+    base: _Array,
+    lexical: list[tuple[str, ...]],
+    sufficient: list[bool],
+    skip: set[int],
+) -> list[_Vocabulary]:
+    """:func:`_vocabulary` through the compiled kernel of :mod:`flows.vocabulary` (transcripts of 50 lexical
+    tokens or more; the distinct words of the others in Python)."""
+    chosen = [index for index in range(lengths.size) if sufficient[index] and index not in skip]
+    measured: dict[int, _Vocabulary] = {}
+    if chosen:
+        types = len(_REGISTRY.tokens)
+        if types > 64 * ids.size:  # a registry much larger than the batch: compact ids (the kernel zeroes
+            # two int64 arrays of one entry per type)
+            ids = np.unique(ids, return_inverse=True)[1].astype(np.int32)
+            types = int(ids.max()) + 1
+        distinct, distinct_sums, forward, backward = kernel(
+            np.ascontiguousarray(ids, dtype=np.int32),
+            base[chosen].astype(np.int64),
+            lengths[chosen].astype(np.int64),
+            types,
+            MATTR_WINDOW,
+            MTLD_THRESHOLD,
+        )
+        w = MATTR_WINDOW
+        for index, count, kinds, sums, ahead, behind in zip(
+            chosen,
+            lengths[chosen].tolist(),
+            distinct.tolist(),
+            distinct_sums.tolist(),
+            forward.tolist(),
+            backward.tolist(),
+            strict=True,
+        ):
+            measured[index] = (count, kinds, sums / (w * (count - w + 1)), (ahead + behind) / 2)
+    results: list[_Vocabulary] = []
+    for index, tokens in enumerate(lexical):
+        found = measured.get(index)
+        results.append((len(tokens), len(set(tokens)), None, None) if found is None else found)
     return results
 
 

@@ -144,8 +144,18 @@ def random_transcript(rng: random.Random, *, invalid: float = 0.05) -> Transcrip
     return texts, starts, ends, recording
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def vocabulary_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MATTR/MTLD through flows.vocabulary's compiled kernel (where it has one) or the numpy lock-step."""
+    if request.param == "numpy":
+        monkeypatch.setattr(batch_module, "_compiled_vocabulary", lambda: None)
+    elif batch_module._compiled_vocabulary() is None:
+        pytest.skip("flows.vocabulary has no compiled kernel")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_random_batches_equal_the_scalar_functions(seed: int) -> None:
+def test_random_batches_equal_the_scalar_functions(seed: int, vocabulary_path: str) -> None:
     rng = random.Random(seed)
     transcripts = [random_transcript(rng) for _ in range(500)]
     got = check(transcripts)
@@ -168,7 +178,7 @@ def test_invalid_threshold_gives_each_transcript_the_scalar_error(threshold: Any
     assert len({id(item) for item in got}) == len(got)  # one exception object each
 
 
-def test_small_batches_and_chunked_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_batches_and_chunked_paths(monkeypatch: pytest.MonkeyPatch, vocabulary_path: str) -> None:
     rng = random.Random(7)
     transcripts = [random_transcript(rng) for _ in range(400)]
     for size in (1, 2, 5, 31, 33):  # below and above the vectorised vocabulary's break-even
@@ -233,7 +243,7 @@ def test_microsecond_rounding_is_pythons_round() -> None:
     assert sum(float(np.round(value, 6)) != round(value, 6) for value in values) > 50  # numpy's would differ
 
 
-def test_all_distinct_tokens_and_long_transcripts() -> None:
+def test_all_distinct_tokens_and_long_transcripts(vocabulary_path: str) -> None:
     distinct = [f" w{index}" for index in range(70)]
     long = [f" {word}" for word in (PLAIN * 12)[:700]]
     check(

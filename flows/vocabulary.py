@@ -1,4 +1,4 @@
-"""Vocabulary measures of many token streams at once (numpy): the same values as :mod:`flows.metrics`.
+"""Vocabulary measures of many token streams at once, compiled: the same values as :mod:`flows.metrics`.
 
 :func:`batch_vocabulary` returns, for each token list, exactly :func:`flows.aggregate.window_vocabulary` of it
 (token count, distinct words, MATTR over 50-token windows, bidirectional MTLD at 0.72, ``None`` below 50 tokens):
@@ -8,23 +8,15 @@ speed: the metric dataflow computes the vocabulary of every closed window (a lea
 ~800 tokens, and every submission is in nine windows), and the per-token Python loops of ``mattr`` and ``mtld``
 were the largest cost of a replay.
 
-How (tokens become integer ids; ``prev[i]`` is the position of the previous occurrence of token ``i``'s type in
-its list, -1 for none; one stable sort of ``(list, id)`` gives it for every list at once):
-
-* **MATTR** (Covington & McFall 2010) is the mean over windows of the number of types per window. Summed over
-  windows, a type counts in a window once, at its first position there: position ``i`` is the first of its type
-  in the windows starting in ``[max(prev[i] + 1, i - w + 1), min(i, n - w)]``. So the integer sum of distinct
-  counts is a sum over positions without any loop, and MATTR is that sum over ``w * (n - w + 1)`` — the same
-  integer numerator and denominator as the sliding-window count of :func:`flows.metrics.mattr`.
-* **MTLD** (McCarthy & Jarvis 2010) is sequential within a list (a factor ends where the running TTR of the
-  segment falls to the threshold, and the next segment starts afresh), but independent across lists: every list,
-  forward and reversed, advances one token per step in lock-step, and a token is new in its segment exactly when
-  ``prev[i]`` lies before the segment's start. The TTR is ``types / length`` of integers in float64 and the partial
-  factor ``(1 - ttr) / (1 - threshold)``, as in :func:`flows.metrics.mtld`.
-
-Lock-step costs a few numpy calls per token position of the longest list, whatever the number of lists, so it
-pays off for batches; below :data:`MIN_BATCH` sufficient lists the plain functions of :mod:`flows.metrics` are
-used (same values).
+How: tokens become integer type ids (cached per submission's token tuple, since a submission is in several
+windows), the windows' ids are concatenated, and one call of :func:`_vocabulary_kernel`, compiled to machine code
+by numba (https://numba.readthedocs.io; ``cache=True``: compiled once per machine, then loaded from
+``__pycache__``), walks every window with the loops of :func:`flows.metrics.mattr` (the integer sum of the distinct
+counts of all 50-token windows, sliding) and :func:`flows.metrics.mtld` (``types / length`` in float64, the
+partial factor ``(1 - ttr) / (1 - threshold)``), so each division is the same IEEE operation on the same integers
+as in Python. MATTR is that integer sum over ``w * (n - w + 1)``, as in ``mattr``. Measured here: ~20 µs for a
+window of ~470 tokens, against ~190 µs per 800-token window for the previous numpy lock-step version and ~550 µs
+for the Python functions (bench/RESULTS.md, Flows).
 """
 
 from __future__ import annotations
@@ -32,20 +24,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+import numba  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
-from flows.metrics import MATTR_WINDOW, MIN_VOCABULARY_TOKENS, MTLD_THRESHOLD, VocabularyMetrics, mattr, mtld
+from flows.metrics import MATTR_WINDOW, MIN_VOCABULARY_TOKENS, MTLD_THRESHOLD, VocabularyMetrics
 
-__all__ = ["MIN_BATCH", "batch_vocabulary"]
-
-MIN_BATCH = 64
-"""Fewest windows with enough tokens for which the vectorised path is taken: on this project's 2-core EPYC the
-break-even is ~60 windows (of 114 or 800 tokens); 1,000 windows of 800 tokens take ~190 us each instead of
-~530 us. Smaller batches use :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`."""
-
-_MAX_GRID_CELLS = 2_000_000
-"""Bound of one chunk's lock-step grid (int32 cells: 8 MB)."""
+__all__ = ["batch_vocabulary"]
 
 _Ints = npt.NDArray[np.int32]
 
@@ -66,36 +51,19 @@ def batch_vocabulary(windows: Sequence[Sequence[tuple[str, ...]]]) -> list[Vocab
         else:
             tokens = [token for piece in pieces for token in piece]
             results[index] = VocabularyMetrics(len(tokens), len(set(tokens)), None, None, False)
-    if len(sufficient) < MIN_BATCH:
-        for index in sufficient:
-            tokens = [token for piece in windows[index] for token in piece]
-            results[index] = VocabularyMetrics(
-                len(tokens),
-                len(set(tokens)),
-                mattr(tokens, window_size=MATTR_WINDOW),
-                mtld(tokens, threshold=MTLD_THRESHOLD),
-                True,
-            )
-    else:
-        if len(_TYPE_IDS) > _MAX_TYPES:  # between batches only: ids must agree within one
+    if sufficient:
+        if len(_TYPE_IDS) > _MAX_TYPES:  # between calls only: ids must agree within one
             _TYPE_IDS.clear()
             _piece_ids.cache_clear()
-        # Windows of similar length together, in chunks of bounded size (the lock-step grid is tokens of the
-        # longest window x windows).
-        sufficient.sort(key=sizes.__getitem__)
-        chunk: list[int] = []
-        for index in sufficient:
-            if chunk and sizes[index] * (len(chunk) + 1) > _MAX_GRID_CELLS:
-                _fill(results, windows, chunk)
-                chunk = []
-            chunk.append(index)
-        _fill(results, windows, chunk)
+        for index, metrics in zip(sufficient, _compiled([windows[index] for index in sufficient]), strict=True):
+            results[index] = metrics
     return [metrics for metrics in results if metrics is not None]
 
 
 _TYPE_IDS: dict[str, int] = {}
 """Process-wide integer id of every token type seen (ids only need to agree within one call)."""
-_MAX_TYPES = 1 << 22
+_MAX_TYPES = 1 << 20
+"""Bound of :data:`_TYPE_IDS` (the kernel allocates two int64 arrays of this many entries at most: 16 MB)."""
 
 
 @functools.lru_cache(maxsize=32768)
@@ -107,61 +75,104 @@ def _piece_ids(piece: tuple[str, ...]) -> npt.NDArray[np.int32]:
     return array
 
 
-def _fill(
-    results: list[VocabularyMetrics | None], windows: Sequence[Sequence[tuple[str, ...]]], chunk: list[int]
-) -> None:
-    for index, metrics in zip(chunk, _vectorised([windows[index] for index in chunk]), strict=True):
-        results[index] = metrics
-
-
-def _vectorised(windows: Sequence[Sequence[tuple[str, ...]]]) -> list[VocabularyMetrics]:
+def _compiled(windows: Sequence[Sequence[tuple[str, ...]]]) -> list[VocabularyMetrics]:
     """The measures of windows that all have at least ``MATTR_WINDOW`` tokens (see the module docstring)."""
     flat = np.concatenate([_piece_ids(piece) for pieces in windows for piece in pieces])
-    types = len(_TYPE_IDS)
-    lengths = np.fromiter((sum(len(piece) for piece in pieces) for pieces in windows), np.int32, len(windows))
-    lists = len(windows)
-    starts = np.zeros(lists, dtype=np.int32)
+    lengths = np.fromiter((sum(len(piece) for piece in pieces) for pieces in windows), np.int64, len(windows))
+    starts = np.zeros(len(windows), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    owner = np.repeat(np.arange(lists, dtype=np.int32), lengths)
-    position = np.arange(flat.size, dtype=np.int32) - starts[owner]
-    # previous / next occurrence of the same type in the same list (global positions; -1: none)
-    order = np.argsort(owner.astype(np.int64) * types + flat, kind="stable")
-    same = (owner[order[1:]] == owner[order[:-1]]) & (flat[order[1:]] == flat[order[:-1]])
-    previous = np.full(flat.size, -1, dtype=np.int32)
-    following = np.full(flat.size, -1, dtype=np.int32)
-    previous[order[1:][same]] = order[:-1][same]
-    following[order[:-1][same]] = order[1:][same]
-    local_previous = np.where(previous >= 0, previous - starts[owner], -1)
-    distinct = np.bincount(owner, weights=(previous < 0), minlength=lists)
-
-    # MATTR: integer sum of the distinct counts of all windows, per list
+    distinct, distinct_sums, forward, backward = _vocabulary_kernel(
+        flat, starts, lengths, len(_TYPE_IDS), MATTR_WINDOW, MTLD_THRESHOLD
+    )
     w = MATTR_WINDOW
-    n = lengths[owner]
-    low = np.maximum(local_previous + 1, position - w + 1)
-    high = np.minimum(position, n - w)
-    windows_counted = np.maximum(high - low + 1, 0)
-    distinct_sums = np.add.reduceat(windows_counted, starts)
-
-    # MTLD: forward pass on `local_previous`; the backward pass reads each list reversed, where the previous
-    # occurrence of position r = n - 1 - i is the next occurrence of i.
-    backward_previous = np.where(following >= 0, n - 1 - (following - starts[owner]), -1)
-    backward_position = n - 1 - position
-    forward_pass = _mtld_lockstep(local_previous, position, owner, lengths)
-    backward_pass = _mtld_lockstep(backward_previous, backward_position, owner, lengths)
-
-    results = []
-    for index in range(len(windows)):
-        count = int(lengths[index])
-        results.append(
-            VocabularyMetrics(
-                count,
-                int(distinct[index]),
-                int(distinct_sums[index]) / (w * (count - w + 1)),
-                (float(forward_pass[index]) + float(backward_pass[index])) / 2,
-                True,
-            )
+    return [
+        VocabularyMetrics(
+            count,
+            int(distinct[index]),
+            int(distinct_sums[index]) / (w * (count - w + 1)),
+            (float(forward[index]) + float(backward[index])) / 2,
+            True,
         )
-    return results
+        for index, count in enumerate(lengths.tolist())
+    ]
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
+def _mtld_pass(
+    ids: _Ints, begin: int, end: int, reverse: bool, threshold: float, stamps: npt.NDArray[np.int64], stamp: int
+) -> tuple[float, int]:
+    """:func:`flows.metrics._mtld_pass` over ``ids[begin:end]`` (reversed if ``reverse``): ``(tokens / factors,
+    next unused stamp)``. A type is in the current segment when ``stamps[type] == stamp``; a new segment takes a
+    new stamp instead of clearing a set."""
+    factors = 0.0
+    types = 0
+    length = 0
+    ttr = 1.0
+    total = end - begin
+    for k in range(total):
+        token = ids[end - 1 - k] if reverse else ids[begin + k]
+        length += 1
+        if stamps[token] != stamp:
+            stamps[token] = stamp
+            types += 1
+        ttr = types / length
+        if ttr <= threshold:
+            factors += 1.0
+            types = 0
+            length = 0
+            stamp += 1
+    if length > 0:
+        factors += (1 - ttr) / (1 - threshold)
+    if factors == 0:  # every token distinct: one (whole) factor by convention, as in flows.metrics
+        factors = 1.0
+    return total / factors, stamp + 1
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
+def _vocabulary_kernel(
+    ids: _Ints, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], types: int, window: int, threshold: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per list ``j`` (tokens ``ids[starts[j]:starts[j] + lengths[j]]``, type ids < ``types``, each list at least
+    ``window`` long): ``(distinct types, integer sum over the MATTR windows of their distinct types, forward MTLD
+    pass, backward MTLD pass)``."""
+    lists = lengths.size
+    distinct = np.zeros(lists, np.int64)
+    distinct_sums = np.zeros(lists, np.int64)
+    forward = np.zeros(lists, np.float64)
+    backward = np.zeros(lists, np.float64)
+    counts = np.zeros(types, np.int64)
+    stamps = np.zeros(types, np.int64)
+    stamp = 1
+    for j in range(lists):
+        begin = starts[j]
+        end = begin + lengths[j]
+        for i in range(begin, end):
+            if stamps[ids[i]] != stamp:
+                stamps[ids[i]] = stamp
+                distinct[j] += 1
+        stamp += 1
+        # MATTR's numerator: the window slides one token at a time, as in flows.metrics.mattr
+        current = 0
+        for i in range(begin, begin + window):
+            if counts[ids[i]] == 0:
+                current += 1
+            counts[ids[i]] += 1
+        total = current
+        for i in range(begin + window, end):
+            leaving = ids[i - window]
+            counts[leaving] -= 1
+            if counts[leaving] == 0:
+                current -= 1
+            if counts[ids[i]] == 0:
+                current += 1
+            counts[ids[i]] += 1
+            total += current
+        for i in range(end - window, end):
+            counts[ids[i]] = 0
+        distinct_sums[j] = total
+        forward[j], stamp = _mtld_pass(ids, begin, end, False, threshold, stamps, stamp)
+        backward[j], stamp = _mtld_pass(ids, begin, end, True, threshold, stamps, stamp)
+    return distinct, distinct_sums, forward, backward
 
 
 def _mtld_lockstep(previous: _Ints, position: _Ints, owner: _Ints, lengths: _Ints) -> npt.NDArray[np.float64]:

@@ -716,9 +716,10 @@ def _find_all_markers(
     at = np.minimum(np.searchsorted(held, candidates - 1), held.size - 1)
     last_reset = np.where(held[at] == candidates - 1, run_first[at], candidates) - 1 - start
     # ... the last run start it visits (a candidate's second token is consumed, or it resets) ...
-    starts = np.flatnonzero(run_start)
     if seconds.size:
-        starts = np.setdiff1d(starts, seconds, assume_unique=True)
+        run_start = run_start.copy()
+        run_start[seconds] = False
+    starts = np.flatnonzero(run_start)
     last_run_start = starts[np.searchsorted(starts, candidates, "right") - 1] - start
     # ... and the neighbours that are not filled pauses, by their rank among those of the batch
     rank = candidates - np.searchsorted(filled_at, candidates)

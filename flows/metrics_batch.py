@@ -11,41 +11,52 @@ on thousands of random transcripts. A change of definition is made in :mod:`flow
 
 It exists for speed: the metric dataflow scores a batch of a few hundred transcripts at a time, and the
 per-token Python loops of ``compute_metrics`` cost ~300 us per 120-word transcript on this project's 2-core
-machine. How the batch gets the same numbers:
+machine; here a batch of 500 such transcripts costs ~50 us of CPU per transcript. How it gets the same numbers:
 
 * **Tokens.** Every distinct ASR word string gets a process-wide integer id, with its tokens
-  (:func:`flows.metrics.tokenize`) stored once as token ids; every token type carries its filled-pause form, its
-  role in discourse markers and its string. A batch is then one dict lookup per word and numpy gathers.
-* **Timing.** Timestamps of the whole batch are two float64 arrays. Validity (finite, non-negative,
-  ``end >= start``), gaps, the pause mask (``gap + 1e-6 >= threshold``, the same IEEE operations as the scalar
-  code) and the speech span (``np.minimum.reduceat`` / ``np.maximum.reduceat`` of the words with tokens) are
-  vectorised. Rounding to the microsecond is Python's ``round(x, 6)`` (correctly rounded): numpy computes
+  (:func:`flows.metrics.tokenize`, memoised) stored once as token ids; every token type carries its filled-pause
+  form, its role in discourse markers and its string. A batch is then one dict lookup per word and numpy
+  gathers (a fast path when every word is one token).
+* **Timing.** Timestamps of the whole batch are two float64 arrays. Validity (``0 <= start <= end < inf``: two
+  comparisons of the bits as unsigned integers, where every negative value, ``-0.0`` included, and NaN lie above
+  +inf), gaps, the pause mask (``gap + 1e-6 >= threshold``, the same IEEE operations as the scalar code) and the
+  speech span (``np.minimum.reduceat`` / ``np.maximum.reduceat`` over the words with tokens) are vectorised.
+  Rounding to the microsecond is Python's ``round(x, 6)`` (correctly rounded): numpy computes
   ``rint(x * 1e6) / 1e6``, which is provably the same double whenever ``|x * 1e6| < 1e12`` and ``x * 1e6`` lies
   within 0.4 of an integer (the product's error is then far below the distance to a rounding tie, and the
   division of an exact integer by 1e6 is correctly rounded like Python's decimal-to-double conversion); any
-  other value is rounded by Python. Sums of pauses are Python's ``sum`` over the same tuple.
+  other value (a tie such as 0.0000005) is rounded by Python. Sums of pauses are Python's ``sum`` over the same
+  tuple, and the remaining per-transcript arithmetic is the scalar code's expressions on the same floats.
 * **Disfluencies.** Filled pauses are a gather of the tokens' forms. Repetition candidates (a content token
   equal to the next, or a 2-gram equal to the next two) and discourse-marker candidates (``like``/``so``/
   ``well``/``y'know``, and ``you``/``ya``/``i`` only when followed by ``know``/``mean``) are found with array
   comparisons; the sequential rules of ``_repetitions`` and ``_find_markers`` then run in Python over those
-  positions only, with the state they would have had (the last token that ended a run's start, the last
-  visible run start, whether the previous token was a filled pause or ended a marker) taken from arrays.
-  Other marker-first tokens (``you`` not followed by ``know``) are rejected by the reference without looking
-  at their context, so they are plain tokens here.
-* **Vocabulary.** MATTR in closed form and MTLD in lock-step over the transcripts of the batch, as in
-  :mod:`flows.vocabulary` (whose ``_mtld_lockstep`` is reused); below :data:`flows.vocabulary.MIN_BATCH`
-  transcripts with 50 lexical tokens or more, :func:`flows.metrics.lexical_vocabulary` per transcript.
+  positions only, with the state the reference loop would have there (the last token that ended a run's start,
+  the last run start it visits, the neighbours that are not filled pauses, whether a filled pause precedes or
+  follows) taken from arrays. Other marker-first tokens (``you`` not followed by ``know``) are rejected by the
+  reference without looking at their context, so they are plain tokens here.
+* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary._vocabulary_kernel`` (compiled, the same loops as
+  :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`) where that module has it; otherwise MATTR in closed
+  form and MTLD with every transcript, forward and reversed, stepping together (numpy), the same integer
+  numerators and float operations; below :data:`MIN_VECTORISED_VOCABULARY` transcripts,
+  :func:`flows.metrics.lexical_vocabulary`.
+* **Results.** ``SubmissionMetrics`` objects are filled through their slot descriptors (see
+  :func:`_metrics_factory`): ~3 us less per transcript than its ``__init__``.
 
 Anything unusual goes through :func:`flows.metrics.compute_metrics` itself for that transcript only: a timestamp
-that is not a plain ``float`` (an ``int``, a ``bool``, a numpy scalar, ``None``), an invalid timestamp (the
-exact error message comes from the scalar code), a negative zero, a ``recording_duration_s`` that is not
-``None`` or a valid ``float``, and tokens whose re-normalisation for the vocabulary is not the identity.
+that is not a ``float`` (an ``int``, a ``bool``, ``None``, a string, a ``Decimal``; numpy floating-point scalars
+count by their value, as ``compute_metrics`` converts them), an invalid timestamp (so the exact error message
+comes from the scalar code), a negative zero, a ``recording_duration_s`` that is neither ``None`` nor a valid
+``float``; tokens whose re-normalisation for the vocabulary is not the identity get
+:func:`flows.metrics.vocabulary_metrics` of their tokens. The word registry is process-wide (cleared past
+:data:`_MAX_WORD_TYPES` words); registration is locked, so threads may share it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -272,6 +283,12 @@ class _Registry:
             return np.fromiter(map(words.__getitem__, chain.from_iterable(text_lists)), dtype=np.int32, count=total)
         except KeyError:
             pass
+        with _REGISTRATION:
+            self._register(text_lists)
+        return np.fromiter(map(words.__getitem__, chain.from_iterable(text_lists)), dtype=np.int32, count=total)
+
+    def _register(self, text_lists: list[Sequence[str]]) -> None:
+        words = self.words
         for text in chain.from_iterable(text_lists):
             if text not in words:
                 if not isinstance(text, str):
@@ -282,17 +299,21 @@ class _Registry:
                 self.word_first_token.extend([token_ids[0] if token_ids else -1])
                 self.token_sequence.extend(token_ids)
                 words[text] = len(words)
-        return np.fromiter(map(words.__getitem__, chain.from_iterable(text_lists)), dtype=np.int32, count=total)
 
 
 _REGISTRY = _Registry()
+_REGISTRATION = threading.Lock()
+"""Held while words are registered or the registry replaced (lookups need no lock: a batch keeps the registry it
+started with, and its ids are in it)."""
 
 
 def _registry() -> _Registry:
-    """The registry, cleared first when it has grown past :data:`_MAX_WORD_TYPES` (between batches only)."""
+    """The registry, a new one when it has grown past :data:`_MAX_WORD_TYPES` (ids only agree within a batch)."""
     global _REGISTRY
     if len(_REGISTRY.words) > _MAX_WORD_TYPES:
-        _REGISTRY = _Registry()
+        with _REGISTRATION:
+            if len(_REGISTRY.words) > _MAX_WORD_TYPES:
+                _REGISTRY = _Registry()
     return _REGISTRY
 
 
@@ -322,8 +343,8 @@ def compute_metrics_batch(
     ``ValueError`` it raises, same message. Columns of unequal length give a ``ValueError`` for that transcript.
     One bad transcript does not affect the others. Raises ``TypeError`` (for the whole batch) only when a word
     text is not a ``str``. Definitions and sources: :mod:`flows.metrics`; how it is batched: this module's
-    docstring. Cost: ~50-100 us of CPU per 120-word transcript in batches of a few hundred on this project's
-    2-core machine, against ~300 us for ``compute_metrics`` (see ``bench/RESULTS.md``).
+    docstring. Cost: ~50 us of CPU per 120-word transcript in batches of 500 on this project's 2-core machine,
+    against ~350 us for ``compute_metrics`` and ``lexical_tokens`` one by one.
     """
     try:
         threshold = _check_threshold(pause_threshold_s)
@@ -529,7 +550,7 @@ def _batch(
 
     repetitions = _find_repetitions(lexical_ids, lexical_owner, bounds, lexical_tuples)
     markers = _find_all_markers(
-        tokens, token_owner, token_base, filled, filled_at, run_start, lexical_strings, bounds, forms
+        registry, tokens, token_owner, token_base, filled, filled_at, run_start, lexical_strings, bounds, forms
     )
 
     # vocabulary
@@ -537,7 +558,9 @@ def _batch(
     regular = registry.token_regular.view()[lexical_ids]
     if not regular.all():
         irregular = set(np.unique(lexical_owner[~regular]).tolist())
-    vocabulary = _vocabulary(lexical_ids, lexical_owner, lexical_counts, lexical_base, lexical_tuples, irregular)
+    vocabulary = _vocabulary(
+        lexical_ids, lexical_owner, lexical_counts, lexical_base, lexical_tuples, irregular, len(registry.tokens)
+    )
     for index in irregular:
         a, b = int(token_base[index]), int(token_base[index + 1])
         measures = vocabulary_metrics(registry.token_string.view()[tokens[a:b]].tolist())
@@ -653,6 +676,7 @@ def _find_repetitions(
 
 
 def _find_all_markers(
+    registry: _Registry,
     tokens: _Array,
     owner: _Array,
     token_base: _Array,
@@ -668,7 +692,6 @@ def _find_all_markers(
     ``tokens``/``owner``/``filled``/``forms``/``run_start``: per token of the batch; ``filled_at``: the filled
     pauses' positions; ``lexical_strings``: the strings of the other tokens, in order (``lexical_bounds``: where
     each transcript's start)."""
-    registry = _REGISTRY
     first_tokens = np.flatnonzero(registry.token_kind.view()[tokens])
     counts: dict[int, dict[str, int]] = {}
     if first_tokens.size == 0:
@@ -819,15 +842,17 @@ def _vocabulary(
     base: _Array,
     lexical: list[tuple[str, ...]],
     skip: set[int],
+    types: int,
 ) -> list[_Vocabulary]:
     """``(token_count, distinct_words, mattr, mtld)`` of :func:`flows.metrics.lexical_vocabulary` of each
     transcript's lexical tokens (``ids``: their type ids, transcript after transcript; ``lengths``/``base``:
-    tokens per transcript and where each starts in ``ids``; ``skip``: transcripts left as placeholders)."""
+    tokens per transcript and where each starts in ``ids``; ``skip``: transcripts left as placeholders;
+    ``types``: ids are below it)."""
     count = lengths.size
     sufficient = (lengths >= MIN_VOCABULARY_TOKENS).tolist()
     kernel = _compiled_vocabulary()
     if kernel is not None:
-        return _vocabulary_compiled(kernel, ids, lengths, base, lexical, sufficient, skip)
+        return _vocabulary_compiled(kernel, ids, lengths, base, lexical, sufficient, skip, types)
     if sum(sufficient) - len(skip) < MIN_VECTORISED_VOCABULARY:
         results: list[_Vocabulary] = []
         for index, tokens in enumerate(lexical):
@@ -916,13 +941,13 @@ def _vocabulary_compiled(
     lexical: list[tuple[str, ...]],
     sufficient: list[bool],
     skip: set[int],
+    types: int,
 ) -> list[_Vocabulary]:
     """:func:`_vocabulary` through the compiled kernel of :mod:`flows.vocabulary` (transcripts of 50 lexical
     tokens or more; the distinct words of the others in Python)."""
     chosen = [index for index in range(lengths.size) if sufficient[index] and index not in skip]
     measured: dict[int, _Vocabulary] = {}
     if chosen:
-        types = len(_REGISTRY.tokens)
         if types > 64 * ids.size:  # a registry much larger than the batch: compact ids (the kernel zeroes
             # two int64 arrays of one entry per type)
             ids = np.unique(ids, return_inverse=True)[1].astype(np.int32)

@@ -552,6 +552,7 @@ def _batch(
     markers = _find_all_markers(
         registry, tokens, token_owner, token_base, filled, filled_at, run_start, lexical_strings, bounds, forms
     )
+    del lexical_strings  # a large young list: the collections triggered while the results are built skip it
 
     # vocabulary
     irregular: set[int] = set()

@@ -35,11 +35,9 @@ machine; here a batch of 500 such transcripts costs ~50 us of CPU per transcript
   the last run start it visits, the neighbours that are not filled pauses, whether a filled pause precedes or
   follows) taken from arrays. Other marker-first tokens (``you`` not followed by ``know``) are rejected by the
   reference without looking at their context, so they are plain tokens here.
-* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary._vocabulary_kernel`` (compiled, the same loops as
-  :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`) where that module has it; otherwise MATTR in closed
-  form and MTLD with every transcript, forward and reversed, stepping together (numpy), the same integer
-  numerators and float operations; below :data:`MIN_VECTORISED_VOCABULARY` transcripts,
-  :func:`flows.metrics.lexical_vocabulary`.
+* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary._vocabulary_kernel`` (numba-compiled, the same
+  loops as :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`, hence the same floats), on the batch's
+  token ids.
 * **Results.** ``SubmissionMetrics`` objects are filled through their slot descriptors (see
   :func:`_metrics_factory`): ~3 us less per transcript than its ``__init__``.
 
@@ -67,7 +65,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-import flows.vocabulary
 from flows.lexicon import (
     EMPHATIC_REDUPLICATIONS,
     I_MEAN_BLOCK_NEXT,
@@ -96,12 +93,12 @@ from flows.metrics import (
     _lexical_of_token,
     _tokenize_cached,
     compute_metrics,
-    lexical_vocabulary,
     vocabulary_metrics,
 )
 from flows.records import lexical_tokens
+from flows.vocabulary import _vocabulary_kernel
 
-__all__ = ["MIN_VECTORISED_VOCABULARY", "ScoredColumns", "TranscriptColumns", "compute_metrics_batch"]
+__all__ = ["ScoredColumns", "TranscriptColumns", "compute_metrics_batch"]
 
 TranscriptColumns = tuple[Sequence[str], Sequence[float], Sequence[float], float | None]
 """One transcript as columns: (word texts as the ASR emitted them, e.g. ``" Country."``; word starts in seconds;
@@ -133,16 +130,6 @@ _Array = npt.NDArray[Any]
 _INFINITY = math.inf
 _MAX_WORD_TYPES = 1 << 20
 """Registry size above which it is cleared (between batches; ids only need to agree within one batch)."""
-_MAX_GRID_CELLS = 2_000_000
-"""Bound of one MTLD lock-step chunk (2 passes x transcripts x tokens of the longest; int32 cells)."""
-_FAR = 1 << 30
-"""Stands for "no next occurrence" (beyond any position)."""
-MIN_VECTORISED_VOCABULARY = 32
-"""Fewest transcripts with enough tokens for MATTR/MTLD for which they are computed in lock-step (a few numpy
-calls per token position, whatever the number of transcripts); fewer use :func:`flows.metrics.lexical_vocabulary`
-(break-even measured on this project's 2-core machine: ~20 transcripts of 114 tokens)."""
-
-
 # ------------------------------------------------------------------------------------- building the results
 
 _METRIC_FIELDS = (
@@ -559,9 +546,7 @@ def _batch(
     regular = registry.token_regular.view()[lexical_ids]
     if not regular.all():
         irregular = set(np.unique(lexical_owner[~regular]).tolist())
-    vocabulary = _vocabulary(
-        lexical_ids, lexical_owner, lexical_counts, lexical_base, lexical_tuples, irregular, len(registry.tokens)
-    )
+    vocabulary = _vocabulary(lexical_ids, lexical_counts, lexical_base, lexical_tuples, irregular, len(registry.tokens))
     for index in irregular:
         a, b = int(token_base[index]), int(token_base[index + 1])
         measures = vocabulary_metrics(registry.token_string.view()[tokens[a:b]].tolist())
@@ -838,7 +823,6 @@ _Vocabulary = tuple[int, int, float | None, float | None]
 
 def _vocabulary(
     ids: _Array,
-    owner: _Array,
     lengths: _Array,
     base: _Array,
     lexical: list[tuple[str, ...]],
@@ -846,117 +830,30 @@ def _vocabulary(
     types: int,
 ) -> list[_Vocabulary]:
     """``(token_count, distinct_words, mattr, mtld)`` of :func:`flows.metrics.lexical_vocabulary` of each
-    transcript's lexical tokens (``ids``: their type ids, transcript after transcript; ``lengths``/``base``:
-    tokens per transcript and where each starts in ``ids``; ``skip``: transcripts left as placeholders;
-    ``types``: ids are below it)."""
-    count = lengths.size
-    sufficient = (lengths >= MIN_VOCABULARY_TOKENS).tolist()
-    kernel = _compiled_vocabulary()
-    if kernel is not None:
-        return _vocabulary_compiled(kernel, ids, lengths, base, lexical, sufficient, skip, types)
-    if sum(sufficient) - len(skip) < MIN_VECTORISED_VOCABULARY:
-        results: list[_Vocabulary] = []
-        for index, tokens in enumerate(lexical):
-            if index in skip:
-                results.append((0, 0, None, None))
-            else:
-                measures = lexical_vocabulary(tokens)
-                results.append((measures.token_count, measures.distinct_words, measures.mattr, measures.mtld))
-        return results
-    size = ids.size
-    lengths = lengths.astype(np.int32)
-    # previous / next occurrence of the same type in the same transcript (flat positions; none: -1 / _FAR)
-    key = owner.astype(np.int64)
-    key *= int(ids.max()) + 1
-    key += ids
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    same = sorted_key[1:] == sorted_key[:-1]
-    later = order[1:][same].astype(np.int32)
-    earlier = order[:-1][same].astype(np.int32)
-    distinct = (lengths - np.bincount(owner[later], minlength=count)).tolist()
-    start = np.repeat(base[:-1].astype(np.int32), lengths)
-    n = np.repeat(lengths, lengths)
-    position = np.arange(size, dtype=np.int32)
-    position -= start
-    forward_previous = np.full(size, -1, dtype=np.int32)  # any negative value: none
-    forward_previous[later] = earlier
-    forward_previous -= start
-    # reversed, the previous occurrence of position n - 1 - i is the next occurrence of i
-    backward_previous = np.full(size, _FAR, dtype=np.int32)
-    backward_previous[earlier] = later
-    backward_previous -= start
-    np.subtract(n - 1, backward_previous, out=backward_previous)
-    # MATTR in closed form (see flows.vocabulary): a position is the first of its type in the windows starting
-    # in [max(prev + 1, i - w + 1, 0), min(i, n - w)]; the integer sum of distinct counts over all windows.
-    w = MATTR_WINDOW
-    low = position - (w - 1)
-    np.maximum(low, forward_previous + 1, out=low)
-    np.maximum(low, 0, out=low)
-    high = n - w
-    np.minimum(high, position, out=high)
-    high -= low
-    high += 1
-    np.maximum(high, 0, out=high)
-    distinct_sums = np.bincount(owner, weights=high, minlength=count).tolist()  # exact (< 2**53)
-    # MTLD: both passes of every transcript in lock-step
-    if 2 * count * int(lengths.max()) <= _MAX_GRID_CELLS:  # all in one (short ones give values left unused)
-        passes = _mtld_passes(forward_previous, position, backward_previous, owner, lengths, n, count)
-        mtld_values = (passes[:count] + passes[count:]) / 2
-    else:  # transcripts of similar length together, in chunks of bounded size
-        mtld_values = np.zeros(count, dtype=np.float64)
-        chosen = [index for index in range(count) if sufficient[index] and index not in skip]
-        chosen.sort(key=lengths.__getitem__)
-        chunk: list[int] = []
-        for index in chosen:
-            if chunk and int(lengths[index]) * 2 * (len(chunk) + 1) > _MAX_GRID_CELLS:
-                _mtld_chunk(chunk, owner, lengths, position, forward_previous, backward_previous, mtld_values)
-                chunk = []
-            chunk.append(index)
-        _mtld_chunk(chunk, owner, lengths, position, forward_previous, backward_previous, mtld_values)
-    mtld_list = mtld_values.tolist()
-    results = []
-    for index, (token_count, enough) in enumerate(zip(lengths.tolist(), sufficient, strict=True)):
-        if enough:
-            mattr_value = int(distinct_sums[index]) / (w * (token_count - w + 1))
-            results.append((token_count, distinct[index], mattr_value, mtld_list[index]))
-        else:
-            results.append((token_count, distinct[index], None, None))
-    return results
+    transcript's lexical tokens (``ids``: their type ids, below ``types``, transcript after transcript;
+    ``lengths``/``base``: tokens per transcript and where each starts in ``ids``; ``lexical``: the tokens;
+    ``skip``: transcripts left as placeholders).
 
-
-def _compiled_vocabulary() -> Callable[..., tuple[_Array, _Array, _Array, _Array]] | None:
-    """``flows.vocabulary._vocabulary_kernel`` (MATTR and MTLD compiled with numba, the windows' vocabulary)
-    where that module has it; else ``None`` and the numpy lock-step here is used."""
-    kernel: Callable[..., tuple[_Array, _Array, _Array, _Array]] | None = getattr(
-        flows.vocabulary, "_vocabulary_kernel", None
-    )
-    return kernel
-
-
-def _vocabulary_compiled(
-    kernel: Callable[..., tuple[_Array, _Array, _Array, _Array]],
-    ids: _Array,
-    lengths: _Array,
-    base: _Array,
-    lexical: list[tuple[str, ...]],
-    sufficient: list[bool],
-    skip: set[int],
-    types: int,
-) -> list[_Vocabulary]:
-    """:func:`_vocabulary` through the compiled kernel of :mod:`flows.vocabulary` (transcripts of 50 lexical
-    tokens or more; the distinct words of the others in Python)."""
-    chosen = [index for index in range(lengths.size) if sufficient[index] and index not in skip]
+    MATTR and MTLD of the transcripts with 50 tokens or more through ``flows.vocabulary._vocabulary_kernel``
+    (compiled, the loops of :func:`flows.metrics.mattr` and :func:`flows.metrics.mtld` with the same integer
+    numerators and float operations; the windows' vocabulary uses it too); the distinct words of the others in
+    Python."""
+    chosen = [
+        index
+        for index, enough in enumerate((lengths >= MIN_VOCABULARY_TOKENS).tolist())
+        if enough and index not in skip
+    ]
     measured: dict[int, _Vocabulary] = {}
     if chosen:
         if types > 64 * ids.size:  # a registry much larger than the batch: compact ids (the kernel zeroes
             # two int64 arrays of one entry per type)
-            ids = np.unique(ids, return_inverse=True)[1].astype(np.int32)
+            ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
             types = int(ids.max()) + 1
-        distinct, distinct_sums, forward, backward = kernel(
+        chosen_lengths = lengths[chosen].astype(np.int64)
+        distinct, distinct_sums, forward, backward = _vocabulary_kernel(
             np.ascontiguousarray(ids, dtype=np.int32),
             base[chosen].astype(np.int64),
-            lengths[chosen].astype(np.int64),
+            chosen_lengths,
             types,
             MATTR_WINDOW,
             MTLD_THRESHOLD,
@@ -964,7 +861,7 @@ def _vocabulary_compiled(
         w = MATTR_WINDOW
         for index, count, kinds, sums, ahead, behind in zip(
             chosen,
-            lengths[chosen].tolist(),
+            chosen_lengths.tolist(),
             distinct.tolist(),
             distinct_sums.tolist(),
             forward.tolist(),
@@ -977,96 +874,3 @@ def _vocabulary_compiled(
         found = measured.get(index)
         results.append((len(tokens), len(set(tokens)), None, None) if found is None else found)
     return results
-
-
-def _mtld_chunk(
-    chunk: list[int],
-    owner: _Array,
-    lengths: _Array,
-    position: _Array,
-    forward_previous: _Array,
-    backward_previous: _Array,
-    out: _Array,
-) -> None:
-    """MTLD (mean of the forward and the backward pass) of the transcripts in ``chunk``, into ``out``."""
-    rows = np.full(lengths.size, -1, dtype=np.int32)
-    rows[chunk] = np.arange(len(chunk), dtype=np.int32)
-    row = rows[owner]
-    member = row >= 0
-    chunk_row = row[member]
-    chunk_lengths = lengths[chunk]
-    passes = _mtld_passes(
-        forward_previous[member],
-        position[member],
-        backward_previous[member],
-        chunk_row,
-        chunk_lengths,
-        chunk_lengths[chunk_row],
-        len(chunk),
-    )
-    out[chunk] = (passes[: len(chunk)] + passes[len(chunk) :]) / 2
-
-
-def _mtld_passes(
-    forward_previous: _Array,
-    position: _Array,
-    backward_previous: _Array,
-    row: _Array,
-    lengths: _Array,
-    n: _Array,
-    count: int,
-) -> _Array:
-    """The forward (rows ``0..count-1``) and backward (rows ``count..2*count-1``) MTLD pass (tokens / factors,
-    McCarthy & Jarvis 2010) of ``count`` token lists, all stepping together.
-
-    Per token (int32): the position of the previous occurrence of its type in its list, forward and in the
-    reversed list (negative: none), its position, its list (``row``) and that list's length (``n``);
-    ``lengths``: tokens per list. The same floating-point operations as ``flows.metrics._mtld_pass``: TTR =
-    types / length of integers, a factor ends where TTR <= 0.72, the remainder adds ``(1 - TTR) / (1 - 0.72)``,
-    no factor at all counts as one.
-    """
-    rows = 2 * count
-    longest = int(lengths.max())
-    grid = np.full(longest * rows, np.iinfo(np.int32).max, dtype=np.int32)  # padding never starts a type
-    cell = position * rows
-    cell += row
-    grid[cell] = forward_previous
-    np.subtract(n - 1, position, out=cell)
-    cell *= rows
-    cell += row
-    cell += count
-    grid[cell] = backward_previous
-    table = grid.reshape(longest, rows)
-    segment_start = np.zeros(rows, dtype=np.int32)
-    types = np.zeros(rows, dtype=np.int32)
-    factors = np.zeros(rows, dtype=np.float64)
-    ttr = np.ones(rows, dtype=np.float64)
-    length = np.empty(rows, dtype=np.int32)
-    ended = np.empty(rows, dtype=np.bool_)
-    new = np.empty(rows, dtype=np.bool_)
-    threshold = MTLD_THRESHOLD
-    # the state of each row after its last token (rows keep stepping past their end, ignored)
-    both = np.concatenate([lengths, lengths])
-    last_length = np.zeros(rows, dtype=np.int32)
-    last_ttr = np.ones(rows, dtype=np.float64)
-    last_factors = np.zeros(rows, dtype=np.float64)
-    ending = {size - 1: np.flatnonzero(both == size) for size in np.unique(lengths).tolist()}
-    for step in range(longest):
-        np.less(table[step], segment_start, out=new)
-        np.add(types, new, out=types)
-        np.subtract(step + 1, segment_start, out=length)
-        np.divide(types, length, out=ttr)
-        np.less_equal(ttr, threshold, out=ended)
-        np.add(factors, ended, out=factors)
-        np.copyto(segment_start, step + 1, where=ended)
-        np.copyto(types, 0, where=ended)
-        done = ending.get(step)
-        if done is not None:
-            last_factors[done] = factors[done]
-            last_length[done] = np.where(ended[done], 0, length[done])
-            last_ttr[done] = ttr[done]
-    partial = last_length > 0
-    last_factors[partial] += (1 - last_ttr[partial]) / (1 - threshold)
-    last_factors[last_factors == 0] = 1.0
-    result: _Array = both / last_factors
-    return result

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import flows.metrics_batch as batch_module
-from flows.metrics import METRICS_VERSION, SubmissionMetrics, compute_metrics
+from flows.metrics import METRICS_VERSION, SubmissionMetrics, compute_metrics, lexical_vocabulary
 from flows.metrics_batch import ScoredColumns, compute_metrics_batch
 from flows.records import lexical_tokens
 
@@ -144,18 +144,8 @@ def random_transcript(rng: random.Random, *, invalid: float = 0.05) -> Transcrip
     return texts, starts, ends, recording
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def vocabulary_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """MATTR/MTLD through flows.vocabulary's compiled kernel (where it has one) or the numpy lock-step."""
-    if request.param == "numpy":
-        monkeypatch.setattr(batch_module, "_compiled_vocabulary", lambda: None)
-    elif batch_module._compiled_vocabulary() is None:
-        pytest.skip("flows.vocabulary has no compiled kernel")
-    return str(request.param)
-
-
 @pytest.mark.parametrize("seed", range(6))
-def test_random_batches_equal_the_scalar_functions(seed: int, vocabulary_path: str) -> None:
+def test_random_batches_equal_the_scalar_functions(seed: int) -> None:
     rng = random.Random(seed)
     transcripts = [random_transcript(rng) for _ in range(500)]
     got = check(transcripts)
@@ -178,15 +168,27 @@ def test_invalid_threshold_gives_each_transcript_the_scalar_error(threshold: Any
     assert len({id(item) for item in got}) == len(got)  # one exception object each
 
 
-def test_small_batches_and_chunked_paths(monkeypatch: pytest.MonkeyPatch, vocabulary_path: str) -> None:
+def test_small_batches() -> None:
     rng = random.Random(7)
-    transcripts = [random_transcript(rng) for _ in range(400)]
-    for size in (1, 2, 5, 31, 33):  # below and above the vectorised vocabulary's break-even
+    transcripts = [random_transcript(rng) for _ in range(40)]
+    for size in (1, 2, 5, 40):
         check(transcripts[:size])
-    monkeypatch.setattr(batch_module, "_MAX_GRID_CELLS", 3_000)  # MTLD in many chunks
-    check(transcripts)
-    monkeypatch.setattr(batch_module, "MIN_VECTORISED_VOCABULARY", 1)
-    check(transcripts[:40])
+
+
+def test_vocabulary_ids_are_compacted_for_a_large_registry() -> None:
+    rng = random.Random(8)
+    lexical = [tuple(rng.choice(PLAIN) for _ in range(rng.choice((10, 60, 130)))) for _ in range(20)]
+    index = {token: number for number, token in enumerate(sorted(set(PLAIN)))}
+    ids = np.array([index[token] for tokens in lexical for token in tokens], dtype=np.int32)
+    lengths = np.array([len(tokens) for tokens in lexical], dtype=np.int64)
+    base = np.concatenate([[0], np.cumsum(lengths)])
+    plain = batch_module._vocabulary(ids, lengths, base, lexical, set(), len(index))
+    compacted = batch_module._vocabulary(ids + 1_000_000, lengths, base, lexical, set(), 1_000_000 + len(index))
+    assert plain == compacted
+    assert plain == [
+        (len(tokens), len(set(tokens)), measures.mattr, measures.mtld)
+        for tokens, measures in ((tokens, lexical_vocabulary(tokens)) for tokens in lexical)
+    ]
 
 
 def test_reference_marker_path_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,7 +245,7 @@ def test_microsecond_rounding_is_pythons_round() -> None:
     assert sum(float(np.round(value, 6)) != round(value, 6) for value in values) > 50  # numpy's would differ
 
 
-def test_all_distinct_tokens_and_long_transcripts(vocabulary_path: str) -> None:
+def test_all_distinct_tokens_and_long_transcripts() -> None:
     distinct = [f" w{index}" for index in range(70)]
     long = [f" {word}" for word in (PLAIN * 12)[:700]]
     check(

@@ -130,6 +130,8 @@ _Array = npt.NDArray[Any]
 _INFINITY = math.inf
 _MAX_WORD_TYPES = 1 << 20
 """Registry size above which it is cleared (between batches; ids only need to agree within one batch)."""
+
+
 # ------------------------------------------------------------------------------------- building the results
 
 _METRIC_FIELDS = (
@@ -459,6 +461,8 @@ def _batch(
             ).tolist():
                 odd[index] = True
     if odd is not None:
+        if not any(odd):  # cannot happen (a non-float has a type); all to the scalar code rather than loop
+            odd = [True] * count
         keep = [index for index in range(count) if not odd[index]]
         outer: list[ScoredColumns | None] = [None] * count
         inner = _batch(

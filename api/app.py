@@ -11,7 +11,6 @@ mode chDB is embedded, so the API must run in the process that runs the dataflow
 ClickHouse server it runs on its own (``coach serve api``).
 """
 
-import gc
 import logging
 import threading
 import uuid
@@ -72,6 +71,7 @@ from api.readmodels import (
     list_submissions,
 )
 from api.settings import ApiSettings
+from runtime.garbage_collector import freeze_startup_objects
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
 from runtime.readiness import postgres_probe, readiness_response
@@ -144,27 +144,6 @@ FromQuery = Annotated[
 ToQuery = Annotated[
     datetime | None, Query(alias="to", description="Windows starting before this instant (naive = UTC); default now")
 ]
-
-
-_startup_frozen = threading.Event()
-
-
-def freeze_startup_objects() -> bool:
-    """Once per process: collect garbage, then move every object alive now (modules, classes, FastAPI's and
-    pydantic's schemas, the engines' clients: about 130,000 here) out of the cyclic garbage collector's reach with
-    :func:`gc.freeze`. Returns whether this call froze (False after the first).
-
-    Why: a full (generation 2) collection walks every tracked object and stops the event loop meanwhile; over the
-    API's startup objects that took 150–200 ms on the 2-core benchmark machine (measured with ``gc.callbacks`` in
-    ``bench/api.py``), i.e. a latency tail for every request in flight, several times per minute while cache
-    entries are filled. Frozen objects are never collected: a frozen object that later becomes cyclic garbage is
-    kept (here: at most what existed at the first app's startup, e.g. one test app per test process)."""
-    if _startup_frozen.is_set():
-        return False
-    _startup_frozen.set()
-    gc.collect()
-    gc.freeze()
-    return True
 
 
 def create_app(platform: PlatformSettings | None = None, settings: ApiSettings | None = None) -> FastAPI:

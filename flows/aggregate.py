@@ -5,7 +5,7 @@ Engine-agnostic: :func:`window_row` turns the submissions a window collected int
 (through :class:`flows.records.Scored`); vocabulary is :func:`flows.metrics.vocabulary_metrics` of the window's
 concatenated words, because lexical diversity is only comparable over enough tokens (MATTR and MTLD are reported
 from 50 lexical tokens on, ``vocabulary_sufficient``). :func:`window_vocabulary` computes it from tokens that
-were normalised once per submission (:func:`flows.records.lexical_tokens`): each submission is in nine windows,
+were normalised once per submission (:func:`flows.metrics.lexical_tokens`): each submission is in nine windows,
 and normalising every word again in each was two thirds of the dataflow's time.
 
 Definitions:
@@ -64,16 +64,25 @@ def quantile(ordered: Sequence[float], q: float) -> float:
 
 def distribution(values: Sequence[float | None]) -> tuple[float | None, ...]:
     """``(avg, min, p50, p90, max)`` of the defined values; all ``None`` when none is defined."""
-    defined = sorted(v for v in values if v is not None)
+    defined = [v for v in values if v is not None]
     if not defined:
         return (None, None, None, None, None)
+    defined.sort()
+    last = len(defined) - 1
     return (
         math.fsum(defined) / len(defined),
         defined[0],
-        quantile(defined, 0.5),
-        quantile(defined, 0.9),
-        defined[-1],
+        _interpolated(defined, last * 0.5, last),
+        _interpolated(defined, last * 0.9, last),
+        defined[last],
     )
+
+
+def _interpolated(ordered: list[float], position: float, last: int) -> float:
+    """:func:`quantile` at ``position = (len - 1) * q`` of a non-empty sorted list (same arithmetic)."""
+    low = math.floor(position)
+    high = min(low + 1, last)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def window_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:

@@ -97,8 +97,13 @@ def wall_to_instant(wall: datetime, timezone: str) -> datetime:
     """The UTC instant at which the local wall-clock time ``wall`` (as from :func:`local_wall_time`) occurs.
 
     A wall time skipped by a DST change resolves with the offset in effect before the change, a repeated one
-    to its first occurrence (``fold=0``), as :mod:`zoneinfo` does.
+    to its first occurrence (``fold=0``), as :mod:`zoneinfo` does. Memoised (window bounds repeat).
     """
+    return _wall_to_instant(wall, timezone)
+
+
+@lru_cache(maxsize=65536)
+def _wall_to_instant(wall: datetime, timezone: str) -> datetime:
     return wall.replace(tzinfo=zone(timezone)).astimezone(UTC)
 
 
@@ -139,7 +144,11 @@ class LearnerCalendar:
         return ids
 
     def bounds(self, window_id: int) -> WindowBounds:
-        """The kind and the wall-time bounds of a window id."""
+        """The kind and the wall-time bounds of a window id (memoised: the windowing operator and the row
+        builders ask for the same windows' bounds many times)."""
+        return _bounds(self, window_id)
+
+    def _compute_bounds(self, window_id: int) -> WindowBounds:
         number, position = divmod(window_id, 3)
         kind = KIND_ORDER[position]
         if kind is WindowKind.DAILY:
@@ -150,6 +159,12 @@ class LearnerCalendar:
             return WindowBounds(kind, start, start + 7 * DAY)
         start = self.align_to + number * DAY
         return WindowBounds(kind, start, start + _SLIDING_DAYS * DAY)
+
+
+@lru_cache(maxsize=65536)
+def _bounds(calendar: LearnerCalendar, window_id: int) -> WindowBounds:
+    """:meth:`LearnerCalendar.bounds`, memoised per (calendar, window id); the bounds are immutable."""
+    return calendar._compute_bounds(window_id)
 
 
 @dataclass(frozen=True, slots=True)

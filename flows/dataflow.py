@@ -59,11 +59,12 @@ from flows.clickhouse_sink import ClickHouseSink, SinkRow
 from flows.dead_letters import DeadLetterSink
 from flows.kafka_source import KafkaPartitionSource, SourceProgress, end_offsets
 from flows.metrics import METRICS_VERSION
-from flows.records import Scored, SourceMessage, WindowItem, late_row, score, submission_row
+from flows.records import Scored, SourceMessage, WindowItem, late_row, score_batch, submission_row
 from flows.settings import FlowSettings
 from flows.tables import LATE_COLUMNS, SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
 from flows.windowing import LearnerClock, LearnerWindower, collect_items
 from runtime.clickhouse import get_clickhouse_client
+from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.settings import PlatformSettings
 from schemas.dead_letter import DeadLetterRecord
 from schemas.topics import ConsumerGroups, dlq_of
@@ -326,14 +327,17 @@ def build_metrics_flow(
 
     threshold = settings.pause_threshold_s
 
-    def score_message(message: SourceMessage) -> Scored | DeadLetterRecord:
-        result = score(message, pause_threshold_s=threshold)
-        if stats is not None and isinstance(result, Scored):
-            stats.count_scored(result)
-        return result
+    def score_messages(messages: list[SourceMessage]) -> list[Scored | DeadLetterRecord]:
+        # A whole batch of the source at once: the metrics of its transcripts are computed together.
+        results = score_batch(messages, pause_threshold_s=threshold)
+        if stats is not None:
+            for result in results:
+                if isinstance(result, Scored):
+                    stats.count_scored(result)
+        return results
 
     transcripts = op.input(ids.STEP_TRANSCRIPTS_IN, flow, source(settings.transcripts_topic))
-    results = op.map(ids.STEP_SCORE, transcripts, score_message)
+    results = op.flat_map_batch(ids.STEP_SCORE, transcripts, score_messages)
     split = op.branch(ids.STEP_SPLIT_ERRORS, results, lambda result: isinstance(result, Scored))
     scored: Stream[Scored] = split.trues  # type: ignore[assignment]
     errors: Stream[DeadLetterRecord] = split.falses  # type: ignore[assignment]
@@ -394,7 +398,12 @@ def prepare_recovery_dir(directory: Path, partitions: int) -> RecoveryConfig:
 
 
 def execute(flow: Dataflow, settings: FlowSettings, recovery: RecoveryConfig | None, epoch_interval_s: float) -> None:
-    """Run ``flow`` in this thread: one worker (``run_main``) or ``settings.workers`` worker threads."""
+    """Run ``flow`` in this thread: one worker (``run_main``) or ``settings.workers`` worker threads.
+
+    First tunes the process's garbage collector for a large, long-lived window state
+    (:mod:`runtime.garbage_collector`: startup objects frozen, young threshold ``settings.gc_young_threshold``)."""
+    freeze_startup_objects()
+    raise_young_threshold(settings.gc_young_threshold)
     interval = timedelta(seconds=epoch_interval_s)
     if settings.workers == 1:
         run_main(flow, epoch_interval=interval, recovery_config=recovery)

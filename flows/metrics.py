@@ -38,6 +38,7 @@ import numbers
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Protocol, runtime_checkable
 
 from flows.lexicon import (
@@ -80,6 +81,7 @@ __all__ = [
     "transcript_tokens",
     "vocabulary_metrics",
     "lexical_vocabulary",
+    "lexical_tokens",
     "word_count",
 ]
 
@@ -630,7 +632,7 @@ def vocabulary_metrics(tokens: Sequence[str]) -> VocabularyMetrics:
 
 def lexical_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
     """:func:`vocabulary_metrics` of tokens that are already normalised lexical tokens (filled pauses removed,
-    e.g. from :func:`flows.records.lexical_tokens`): the measures without normalising the tokens again. Never
+    e.g. from :func:`flows.metrics.lexical_tokens`): the measures without normalising the tokens again. Never
     raises on short or empty input."""
     sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
     return VocabularyMetrics(
@@ -640,6 +642,19 @@ def lexical_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
         mtld=mtld(lexical, threshold=MTLD_THRESHOLD) if sufficient else None,
         sufficient=sufficient,
     )
+
+
+def lexical_tokens(words: Iterable[str]) -> tuple[str, ...]:
+    """The tokens :func:`vocabulary_metrics` counts, from raw ASR words: each word normalised with
+    :func:`tokenize`, filled pauses removed (done once per submission by the dataflow, so that windows do not redo
+    it for every window a submission is in; :func:`lexical_vocabulary` takes them)."""
+    return tuple(chain.from_iterable(map(_word_lexical_tokens, words)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_lexical_tokens(word: str) -> tuple[str, ...]:
+    """:func:`lexical_tokens` of one ASR word, memoised (transcripts repeat a small vocabulary)."""
+    return tuple(token for token in tokenize(word) if not is_filled_pause(token))
 
 
 # ------------------------------------------------------------------------------------------------ entry point

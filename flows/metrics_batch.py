@@ -35,7 +35,7 @@ machine; here a batch of 500 such transcripts costs ~50 us of CPU per transcript
   the last run start it visits, the neighbours that are not filled pauses, whether a filled pause precedes or
   follows) taken from arrays. Other marker-first tokens (``you`` not followed by ``know``) are rejected by the
   reference without looking at their context, so they are plain tokens here.
-* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary._vocabulary_kernel`` (numba-compiled, the same
+* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary.vocabulary_kernel`` (numba-compiled, the same
   loops as :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`, hence the same floats), on the batch's
   token ids.
 * **Results.** ``SubmissionMetrics`` objects are filled through their slot descriptors (see
@@ -93,10 +93,10 @@ from flows.metrics import (
     _lexical_of_token,
     _tokenize_cached,
     compute_metrics,
+    lexical_tokens,
     vocabulary_metrics,
 )
-from flows.records import lexical_tokens
-from flows.vocabulary import _vocabulary_kernel
+from flows.vocabulary import vocabulary_kernel
 
 __all__ = ["ScoredColumns", "TranscriptColumns", "compute_metrics_batch"]
 
@@ -110,7 +110,7 @@ class ScoredColumns:
     """The metrics of one transcript and its lexical tokens.
 
     ``metrics`` equals ``flows.metrics.compute_metrics(words, pause_threshold_s=...,
-    recording_duration_s=...)``; ``lexical_tokens`` equals ``flows.records.lexical_tokens(texts)`` (the
+    recording_duration_s=...)``; ``lexical_tokens`` equals ``flows.metrics.lexical_tokens(texts)`` (the
     tokens the learner windows measure vocabulary over).
     """
 
@@ -318,7 +318,7 @@ def compute_metrics_batch(
     *,
     pause_threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S,
 ) -> list[ScoredColumns | ValueError]:
-    """:func:`flows.metrics.compute_metrics` and :func:`flows.records.lexical_tokens` of many transcripts.
+    """:func:`flows.metrics.compute_metrics` and :func:`flows.metrics.lexical_tokens` of many transcripts.
 
     ``transcripts``: ``(texts, starts, ends, recording_duration_s)`` per transcript — the words as the ASR
     emitted them (``" Country."``), their start and end times in seconds from the start of the recording (three
@@ -838,7 +838,7 @@ def _vocabulary(
     ``lengths``/``base``: tokens per transcript and where each starts in ``ids``; ``lexical``: the tokens;
     ``skip``: transcripts left as placeholders).
 
-    MATTR and MTLD of the transcripts with 50 tokens or more through ``flows.vocabulary._vocabulary_kernel``
+    MATTR and MTLD of the transcripts with 50 tokens or more through ``flows.vocabulary.vocabulary_kernel``
     (compiled, the loops of :func:`flows.metrics.mattr` and :func:`flows.metrics.mtld` with the same integer
     numerators and float operations; the windows' vocabulary uses it too); the distinct words of the others in
     Python."""
@@ -854,7 +854,7 @@ def _vocabulary(
             ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
             types = int(ids.max()) + 1
         chosen_lengths = lengths[chosen].astype(np.int64)
-        distinct, distinct_sums, forward, backward = _vocabulary_kernel(
+        distinct, distinct_sums, forward, backward = vocabulary_kernel(
             np.ascontiguousarray(ids, dtype=np.int32),
             base[chosen].astype(np.int64),
             chosen_lengths,

@@ -82,6 +82,13 @@ class FlowSettings(BaseSettings):
         description="COACH_FLOWS_SOURCE_BATCH_SIZE: most Kafka messages one source partition hands to the "
         "dataflow at a time",
     )
+    gc_young_threshold: int = Field(
+        default=200_000,
+        ge=0,
+        description="COACH_FLOWS_GC_YOUNG_THRESHOLD: allocations between young collections of Python's garbage "
+        "collector in a process running a dataflow (CPython's default 700 made the collector 35 % of a replay); "
+        "0 keeps the interpreter's setting",
+    )
     idle_poll_s: float = Field(
         default=0.1,
         gt=0,

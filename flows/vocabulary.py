@@ -9,7 +9,7 @@ speed: the metric dataflow computes the vocabulary of every closed window (a lea
 were the largest cost of a replay.
 
 How: tokens become integer type ids (cached per submission's token tuple, since a submission is in several
-windows), the windows' ids are concatenated, and one call of :func:`_vocabulary_kernel`, compiled to machine code
+windows), the windows' ids are concatenated, and one call of :func:`vocabulary_kernel`, compiled to machine code
 by numba (https://numba.readthedocs.io; ``cache=True``: compiled once per machine, then loaded from
 ``__pycache__``), walks every window with the loops of :func:`flows.metrics.mattr` (the integer sum of the distinct
 counts of all 50-token windows, sliding) and :func:`flows.metrics.mtld` (``types / length`` in float64, the
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from flows.metrics import MATTR_WINDOW, MIN_VOCABULARY_TOKENS, MTLD_THRESHOLD, VocabularyMetrics
 
-__all__ = ["batch_vocabulary"]
+__all__ = ["batch_vocabulary", "vocabulary_kernel"]
 
 _Ints = npt.NDArray[np.int32]
 
@@ -81,7 +81,7 @@ def _compiled(windows: Sequence[Sequence[tuple[str, ...]]]) -> list[VocabularyMe
     lengths = np.fromiter((sum(len(piece) for piece in pieces) for pieces in windows), np.int64, len(windows))
     starts = np.zeros(len(windows), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    distinct, distinct_sums, forward, backward = _vocabulary_kernel(
+    distinct, distinct_sums, forward, backward = vocabulary_kernel(
         flat, starts, lengths, len(_TYPE_IDS), MATTR_WINDOW, MTLD_THRESHOLD
     )
     w = MATTR_WINDOW
@@ -129,7 +129,7 @@ def _mtld_pass(
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _vocabulary_kernel(
+def vocabulary_kernel(
     ids: _Ints, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], types: int, window: int, threshold: float
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per list ``j`` (tokens ``ids[starts[j]:starts[j] + lengths[j]]``, type ids < ``types``, each list at least
@@ -173,45 +173,3 @@ def _vocabulary_kernel(
         forward[j], stamp = _mtld_pass(ids, begin, end, False, threshold, stamps, stamp)
         backward[j], stamp = _mtld_pass(ids, begin, end, True, threshold, stamps, stamp)
     return distinct, distinct_sums, forward, backward
-
-
-def _mtld_lockstep(previous: _Ints, position: _Ints, owner: _Ints, lengths: _Ints) -> npt.NDArray[np.float64]:
-    """One MTLD pass (tokens / factors) of every list, all lists stepping together.
-
-    ``previous[k]``/``position[k]``: for flat index ``k``, the position (in this pass's reading order) of the
-    previous occurrence of its type and its own position; ``owner``: its list; ``lengths``: tokens per list.
-    """
-    lists = lengths.size
-    longest = int(lengths.max())
-    # rows sorted by length, longest first: the lists still running at step t are a prefix of the rows
-    rows = np.argsort(-lengths, kind="stable")
-    row_of = np.empty(lists, dtype=np.int32)
-    row_of[rows] = np.arange(lists, dtype=np.int32)
-    grid = np.full((longest, lists), -1, dtype=np.int32)  # grid[t, row]: previous occurrence of token t
-    grid[position, row_of[owner]] = previous
-    running = np.searchsorted(-lengths[rows], -np.arange(longest), side="left")  # rows with length > t
-
-    segment_start = np.zeros(lists, dtype=np.int32)
-    types = np.zeros(lists, dtype=np.int32)
-    length = np.zeros(lists, dtype=np.int32)
-    ttr = np.ones(lists, dtype=np.float64)
-    factors = np.zeros(lists, dtype=np.float64)
-    threshold = MTLD_THRESHOLD
-    for step in range(longest):
-        k = int(running[step])
-        types[:k] += grid[step, :k] < segment_start[:k]
-        length[:k] += 1
-        np.divide(types[:k], length[:k], out=ttr[:k])
-        ended = ttr[:k] <= threshold
-        if ended.any():
-            factors[:k] += ended
-            segment_start[:k][ended] = step + 1
-            types[:k][ended] = 0
-            length[:k][ended] = 0
-    partial = length > 0
-    factors[partial] += (1 - ttr[partial]) / (1 - threshold)
-    factors[factors == 0] = 1.0
-    by_row = lengths[rows] / factors
-    result = np.empty(lists, dtype=np.float64)
-    result[rows] = by_row
-    return result

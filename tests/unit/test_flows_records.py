@@ -14,7 +14,7 @@ from flows.aggregate import distribution, latest_per_submission, quantile, windo
 from flows.calendar import LearnerCalendar, WindowKind
 from flows.clickhouse_sink import dedup_token
 from flows.metrics import METRICS_VERSION, compute_metrics, vocabulary_metrics
-from flows.records import Scored, SourceMessage, WindowItem, lexical_tokens, score, submission_row
+from flows.records import Scored, SourceMessage, WindowItem, lexical_tokens, score, score_batch, submission_row
 from flows.synthetic import synthetic_transcript
 from flows.tables import SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
 from schemas.dead_letter import DeadLetterRecord
@@ -238,3 +238,32 @@ def test_dedup_tokens_follow_positions_and_table_names_are_checked() -> None:
     assert names.all() == ("submission_metrics_v3", "learner_metrics_windows_v3", "late_events_v3")
     with pytest.raises(ValueError):
         TableNames("coach; DROP TABLE x")
+
+
+def test_score_batch_gives_what_score_gives_for_each_message() -> None:
+    """The dataflow's batched ``score`` step: same Scored values and the same dead letters (cause, ids) as
+    scoring the messages one by one, in order, for a batch mixing good and bad messages."""
+    good = [encode_event(synthetic_transcript(f"u{i}", AT + timedelta(days=i), words=20 + 15 * i)) for i in range(6)]
+    v1 = json.dumps(_as_v1(json.loads(good[0]))).encode()
+    broken = json.loads(good[1])
+    broken["payload"]["words"]["end"][3] = broken["payload"]["words"]["start"][3] - 0.1
+    empty = json.loads(good[2])
+    empty["payload"]["words"] = {"text": [], "start": [], "end": [], "probability": []}
+    values = [good[0], None, b"{not json", v1, json.dumps(broken).encode(), *good[1:], json.dumps(empty).encode()]
+    messages = [message(value, offset=offset) for offset, value in enumerate(values)]
+    batch = score_batch(messages, pause_threshold_s=0.25)
+    one_by_one = [score(m, pause_threshold_s=0.25) for m in messages]
+    assert len(batch) == len(messages)
+    for got, expected in zip(batch, one_by_one, strict=True):
+        if isinstance(expected, DeadLetterRecord):
+            assert isinstance(got, DeadLetterRecord)
+            assert (got.error_class, got.reason, got.original_offset, got.submission_id) == (
+                expected.error_class,
+                expected.reason,
+                expected.original_offset,
+                expected.submission_id,
+            )
+        else:
+            assert got == expected
+    kinds = [type(result).__name__ for result in batch]
+    assert kinds == ["Scored", "DeadLetterRecord", "DeadLetterRecord", "Scored", "DeadLetterRecord"] + ["Scored"] * 6

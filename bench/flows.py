@@ -66,7 +66,7 @@ def _machine() -> dict[str, Any]:
         "load_average": os.getloadavg(),
         "versions": {
             name: metadata.version(name)
-            for name in ("bytewax", "chdb", "clickhouse-connect", "confluent-kafka", "pydantic-core", "numpy")
+            for name in ("bytewax", "chdb", "clickhouse-connect", "confluent-kafka", "pydantic-core", "numpy", "numba")
         },
     }
 

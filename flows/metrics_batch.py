@@ -352,16 +352,7 @@ def compute_metrics_batch(
     if all(usual):
         scored = _batch(transcripts, texts, lengths, threshold)
     else:
-        batch = [index for index in range(count) if usual[index]]
-        scored = [None] * count
-        inner = _batch(
-            [transcripts[index] for index in batch],
-            [texts[index] for index in batch],
-            [lengths[index] for index in batch],
-            threshold,
-        )
-        for index, item in zip(batch, inner, strict=True):
-            scored[index] = item
+        scored = _batch_of([index for index in range(count) if usual[index]], transcripts, texts, lengths, threshold)
     results: list[ScoredColumns | ValueError] = []
     for index, item in enumerate(scored):
         if item is not None:
@@ -425,6 +416,27 @@ def _offsets(counts: _Array) -> _Array:
     return offsets
 
 
+def _batch_of(
+    keep: list[int],
+    transcripts: Sequence[TranscriptColumns],
+    text_lists: list[Sequence[str]],
+    lengths: list[int],
+    threshold: float,
+) -> list[ScoredColumns | None]:
+    """:func:`_batch` of the transcripts at the indices ``keep`` only, as a list as long as ``transcripts`` (``None``
+    at every other index)."""
+    scored: list[ScoredColumns | None] = [None] * len(transcripts)
+    inner = _batch(
+        [transcripts[index] for index in keep],
+        [text_lists[index] for index in keep],
+        [lengths[index] for index in keep],
+        threshold,
+    )
+    for index, item in zip(keep, inner, strict=True):
+        scored[index] = item
+    return scored
+
+
 def _batch(
     transcripts: Sequence[TranscriptColumns], text_lists: list[Sequence[str]], lengths: list[int], threshold: float
 ) -> list[ScoredColumns | None]:
@@ -463,17 +475,9 @@ def _batch(
     if odd is not None:
         if not any(odd):  # cannot happen (a non-float has a type); all to the scalar code rather than loop
             odd = [True] * count
-        keep = [index for index in range(count) if not odd[index]]
-        outer: list[ScoredColumns | None] = [None] * count
-        inner = _batch(
-            [transcripts[index] for index in keep],
-            [text_lists[index] for index in keep],
-            [lengths[index] for index in keep],
-            threshold,
+        return _batch_of(
+            [index for index in range(count) if not odd[index]], transcripts, text_lists, lengths, threshold
         )
-        for index, item in zip(keep, inner, strict=True):
-            outer[index] = item
-        return outer
     assert starts is not None and ends is not None
 
     word_ids = registry.word_ids(text_lists, total)

@@ -2,8 +2,10 @@
 #   runtime  CPU image (python:3.11-slim): APIs, workers, dataflows, transcription on CPU (int8)
 #   gpu      runtime + the CUDA 12 cuBLAS/cuDNN 9 wheels CTranslate2 needs for transcription on an NVIDIA GPU
 FROM python:3.11-slim-bookworm AS runtime
+# NUMBA_CACHE_DIR: the compiled metric kernels (flows/vocabulary.py) are cached in the writable home, not in the
+# read-only site-packages, so each container compiles them once.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    COACH_HOME=/var/lib/coach
+    COACH_HOME=/var/lib/coach NUMBA_CACHE_DIR=/var/lib/coach/cache/numba
 WORKDIR /app
 COPY . /app
 # grafana-client pulls urllib3-future, whose wheel replaces urllib3 in site-packages; build it from source so

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
 
 from flows.calendar import WindowBounds, wall_to_instant
 from flows.metrics import (
@@ -107,11 +108,24 @@ def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
     return sorted(latest.values(), key=lambda item: (item.occurred_at, item.submission_id))
 
 
-def _metric_value(item: WindowItem, name: str) -> float | None:
-    if name == "filled_pauses_per_100_words":
-        return per_100_words(item.filled_pause_count, item.word_count)
-    value = getattr(item, name)
-    return None if value is None else float(value)
+_COMPUTED = "filled_pauses_per_100_words"
+_PLAIN_METRICS = tuple(name for name in WINDOW_DISTRIBUTION_METRICS if name != _COMPUTED)
+_plain_values = attrgetter(*_PLAIN_METRICS)
+
+
+def _metric_columns(kept: Sequence[WindowItem]) -> list[list[float | None]]:
+    """The values each window distribution summarises, one list per name of ``WINDOW_DISTRIBUTION_METRICS`` (in
+    that order) with one value per item: the item's attribute of that name as a float (``None`` stays ``None``),
+    except ``filled_pauses_per_100_words`` = :func:`flows.records.per_100_words` of its filled pauses and words.
+    One attribute fetch per item serves every plain metric."""
+    plain = iter(zip(*map(_plain_values, kept), strict=True))
+    columns: list[list[float | None]] = []
+    for name in WINDOW_DISTRIBUTION_METRICS:
+        if name == _COMPUTED:
+            columns.append([per_100_words(item.filled_pause_count, item.word_count) for item in kept])
+        else:
+            columns.append([None if value is None else float(value) for value in next(plain)])
+    return columns
 
 
 def window_row(
@@ -158,8 +172,8 @@ def _row(
     filled = sum(item.filled_pause_count for item in kept)
     repetitions = sum(item.repetition_count for item in kept)
     distributions: list[float | None] = []
-    for name in WINDOW_DISTRIBUTION_METRICS:
-        distributions.extend(distribution([_metric_value(item, name) for item in kept]))
+    for column in _metric_columns(kept):
+        distributions.extend(distribution(column))
     versions = {item.metrics_version for item in kept}
     return (
         user_id,

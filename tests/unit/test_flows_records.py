@@ -14,7 +14,16 @@ from flows.aggregate import distribution, latest_per_submission, quantile, windo
 from flows.calendar import LearnerCalendar, WindowKind
 from flows.clickhouse_sink import dedup_token
 from flows.metrics import METRICS_VERSION, compute_metrics, vocabulary_metrics
-from flows.records import Scored, SourceMessage, WindowItem, lexical_tokens, score, score_batch, submission_row
+from flows.records import (
+    Scored,
+    SourceMessage,
+    WindowItem,
+    lexical_tokens,
+    per_100_words,
+    score,
+    score_batch,
+    submission_row,
+)
 from flows.synthetic import synthetic_transcript
 from flows.tables import SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
 from schemas.dead_letter import DeadLetterRecord
@@ -267,3 +276,25 @@ def test_score_batch_gives_what_score_gives_for_each_message() -> None:
             assert got == expected
     kinds = [type(result).__name__ for result in batch]
     assert kinds == ["Scored", "DeadLetterRecord", "DeadLetterRecord", "Scored", "DeadLetterRecord"] + ["Scored"] * 6
+
+
+def test_window_metric_columns_follow_their_definition() -> None:
+    from flows.aggregate import _metric_columns
+    from flows.tables import WINDOW_DISTRIBUTION_METRICS
+
+    items = [_item("u1", AT + timedelta(hours=i), offset=100 + i) for i in range(4)]
+    empty = json.loads(encode_event(synthetic_transcript("u1", AT, words=5)))
+    empty["payload"]["words"] = {"text": [], "start": [], "end": [], "probability": []}
+    no_words = score(message(json.dumps(empty).encode(), offset=99), pause_threshold_s=0.25)
+    assert isinstance(no_words, Scored)
+    items.insert(2, WindowItem.of(no_words, "UTC"))
+    columns = _metric_columns(items)
+    assert len(columns) == len(WINDOW_DISTRIBUTION_METRICS)
+    for name, column in zip(WINDOW_DISTRIBUTION_METRICS, columns, strict=True):
+        if name == "filled_pauses_per_100_words":
+            expected = [per_100_words(item.filled_pause_count, item.word_count) for item in items]
+        else:
+            expected = [None if getattr(item, name) is None else float(getattr(item, name)) for item in items]
+        assert column == expected, name
+        assert all(value is None or type(value) is float for value in column), name
+    assert columns[WINDOW_DISTRIBUTION_METRICS.index("speech_rate_wpm")][2] is None  # no words: undefined

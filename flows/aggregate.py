@@ -70,20 +70,17 @@ def distribution(values: Sequence[float | None]) -> tuple[float | None, ...]:
         return (None, None, None, None, None)
     defined.sort()
     last = len(defined) - 1
+    # quantile(defined, 0.5) and quantile(defined, 0.9), inlined (the same arithmetic)
+    median_at, p90_at = last * 0.5, last * 0.9
+    low, high = math.floor(median_at), math.floor(p90_at)
+    median_low, p90_low = defined[low], defined[high]
     return (
         math.fsum(defined) / len(defined),
         defined[0],
-        _interpolated(defined, last * 0.5, last),
-        _interpolated(defined, last * 0.9, last),
+        median_low + (defined[min(low + 1, last)] - median_low) * (median_at - low),
+        p90_low + (defined[min(high + 1, last)] - p90_low) * (p90_at - high),
         defined[last],
     )
-
-
-def _interpolated(ordered: list[float], position: float, last: int) -> float:
-    """:func:`quantile` at ``position = (len - 1) * q`` of a non-empty sorted list (same arithmetic)."""
-    low = math.floor(position)
-    high = min(low + 1, last)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def window_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,3 +299,16 @@ def test_window_metric_columns_follow_their_definition() -> None:
         assert column == expected, name
         assert all(value is None or type(value) is float for value in column), name
     assert columns[WINDOW_DISTRIBUTION_METRICS.index("speech_rate_wpm")][2] is None  # no words: undefined
+
+
+def test_distribution_equals_its_definition_on_random_values() -> None:
+    rng = random.Random(5)
+    for _ in range(2000):
+        values = [rng.choice([None, rng.uniform(0, 300), float(rng.randint(0, 5))]) for _ in range(rng.randint(1, 12))]
+        defined = sorted(v for v in values if v is not None)
+        expected = (
+            (math.fsum(defined) / len(defined), defined[0], quantile(defined, 0.5), quantile(defined, 0.9), defined[-1])
+            if defined
+            else (None,) * 5
+        )
+        assert distribution(values) == expected  # exactly, floats included

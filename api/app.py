@@ -71,13 +71,13 @@ from api.readmodels import (
     list_submissions,
 )
 from api.settings import ApiSettings
-from runtime.garbage_collector import freeze_startup_objects
+from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
 from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 
-__all__ = ["EARLIEST", "LATEST", "create_app", "serve_api"]
+__all__ = ["EARLIEST", "LATEST", "create_app", "serve_api", "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,17 @@ ToQuery = Annotated[
 ]
 
 
+def tune_garbage_collector(settings: ApiSettings) -> tuple[int, int, int]:
+    """At the end of the API's startup (its lifespan): move the startup objects out of the cyclic garbage
+    collector's reach (:func:`runtime.garbage_collector.freeze_startup_objects`, once per process) and raise the
+    young-generation threshold to ``COACH_API_GC_YOUNG_THRESHOLD`` (0: the interpreter's, CPython 700; never lowered,
+    see :func:`runtime.garbage_collector.raise_young_threshold`). Process-wide. Returns the thresholds in force.
+
+    Why: a collection stops the event loop, i.e. every request in flight waits for it (bench/RESULTS.md, API)."""
+    freeze_startup_objects()
+    return raise_young_threshold(settings.gc_young_threshold)
+
+
 def create_app(platform: PlatformSettings | None = None, settings: ApiSettings | None = None) -> FastAPI:
     """Build the progress API. The PostgreSQL pool and the ClickHouse reader open in the lifespan (so building
     the app touches nothing: ``create_app().openapi()`` works offline)."""
@@ -178,7 +189,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         )
         if app.state.progress_cache.enabled:
             feed.start()
-        freeze_startup_objects()
+        tune_garbage_collector(settings)
         try:
             yield
         finally:

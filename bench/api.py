@@ -248,7 +248,7 @@ def serve(args: argparse.Namespace) -> None:
             if words[:1] == ["clear"]:
                 app.state.progress_cache.clear()
             elif words[:1] == ["stats"]:
-                answer = {**app.state.progress_cache.stats(), "gc": gc_watch.take()}
+                answer = {**app.state.progress_cache.stats(), "gc": gc_watch.take(), "gc_threshold": gc.get_threshold()}
             elif words[:1] == ["write"]:
                 writer[:] = [_Writer(client, args.port, keys, day, int(words[2]))]  # type: ignore[arg-type]
                 writer[0].start(float(words[1]))

@@ -3,13 +3,15 @@ its settings, and the completeness of its OpenAPI document (built offline: ``cre
 
 from __future__ import annotations
 
+import gc
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from fastapi import HTTPException
 
-from api.app import EARLIEST, create_app, resolve_range
+from api.app import EARLIEST, create_app, resolve_range, tune_garbage_collector
 from api.charts import CHARTS, render_chart_svg
 from api.models import WindowPoint
 from api.page import render_progress_page
@@ -209,3 +211,31 @@ def test_speech_rate_progress_means_moving_toward_the_comfortable_band() -> None
         ].better
         == "higher"
     )  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def default_gc_thresholds() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.set_threshold(*before)
+
+
+def test_startup_tunes_the_garbage_collector_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch, default_gc_thresholds: None
+) -> None:
+    frozen: list[bool] = []
+
+    def freeze() -> bool:  # the real one would freeze this test process's objects for good
+        frozen.append(True)
+        return True
+
+    monkeypatch.setattr("api.app.freeze_startup_objects", freeze)
+    assert tune_garbage_collector(ApiSettings(gc_young_threshold=0)) == (700, 10, 10)  # 0: the interpreter's
+    assert frozen == [True]
+    monkeypatch.setenv("COACH_API_GC_YOUNG_THRESHOLD", "123456")
+    settings = ApiSettings()
+    assert settings.gc_young_threshold == 123_456
+    assert tune_garbage_collector(settings) == (123_456, 50, 100) == gc.get_threshold()
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        ApiSettings(gc_young_threshold=-1)

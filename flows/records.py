@@ -8,6 +8,7 @@ message and runs :func:`flows.metrics.compute_metrics` on its words; anything th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
@@ -21,6 +22,8 @@ from schemas.dead_letter import DeadLetterRecord
 from schemas.events import TranscriptCreated
 from schemas.registry import decode_event
 from schemas.topics import ConsumerGroups
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Scored",
@@ -182,7 +185,9 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
     same reasons and with the same cause as :func:`score`. Never raises for bad input.
 
     The transcripts' metrics are computed together by :func:`flows.metrics_batch.compute_metrics_batch`, which
-    returns exactly what :func:`~flows.metrics.compute_metrics` returns for each (tested equal)."""
+    returns exactly what :func:`~flows.metrics.compute_metrics` returns for each (tested equal). Should it ever
+    raise (a defect, not bad input), the batch is logged and scored message by message with :func:`score`, so the
+    dataflow neither stops nor restarts into the same failure."""
     results: list[Scored | DeadLetterRecord | None] = []
     decoded: list[tuple[int, TranscriptCreated]] = []
     for message in messages:
@@ -207,10 +212,17 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
             continue
         decoded.append((len(results), event))
         results.append(None)
-    computed = compute_metrics_batch(
-        [(e.payload.words.text, e.payload.words.start, e.payload.words.end, e.payload.duration_s) for _, e in decoded],
-        pause_threshold_s=pause_threshold_s,
-    )
+    try:
+        computed = compute_metrics_batch(
+            [
+                (e.payload.words.text, e.payload.words.start, e.payload.words.end, e.payload.duration_s)
+                for _, e in decoded
+            ],
+            pause_threshold_s=pause_threshold_s,
+        )
+    except Exception:  # noqa: BLE001 - a defect of the batch path must not stop the flow (a restart would repeat it)
+        log.exception("batched metrics failed; scoring this batch of %d message(s) one by one", len(messages))
+        return [score(message, pause_threshold_s=pause_threshold_s) for message in messages]
     for (index, event), outcome in zip(decoded, computed, strict=True):
         message = messages[index]
         if isinstance(outcome, ValueError):

@@ -312,3 +312,16 @@ def test_distribution_equals_its_definition_on_random_values() -> None:
             else (None,) * 5
         )
         assert distribution(values) == expected  # exactly, floats included
+
+
+def test_score_batch_falls_back_to_one_by_one_when_the_batch_path_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.records
+
+    def broken(*_args: object, **_kwargs: object) -> list[object]:
+        raise RuntimeError("a defect in the batch path")
+
+    monkeypatch.setattr(flows.records, "compute_metrics_batch", broken)
+    messages = [message(encode_event(synthetic_transcript("u1", AT, words=30))), message(b"{not json", offset=8)]
+    results = score_batch(messages, pause_threshold_s=0.25)
+    assert [type(result).__name__ for result in results] == ["Scored", "DeadLetterRecord"]
+    assert results[0] == score(messages[0], pause_threshold_s=0.25)

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from api.analytics import ClickHouseReader
 from api.readmodels import coach_cohorts, learner_visible_to_coach
 from runtime.http_auth import get_pg_pool
-from runtime.principals import Principal, hash_token, lookup_principal
+from runtime.principals import Principal, active_principals, hash_token, lookup_principal
 
 __all__ = [
     "Caller",
@@ -135,12 +135,7 @@ class PrincipalCache:
             return 0, 0
         started = self._timer()
         with pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT token_sha256, user_id, role, key_id FROM api_keys "
-                "WHERE token_sha256 = ANY(%s) AND revoked_at IS NULL",
-                (keys,),
-            ).fetchall()
-        active = {row[0]: Principal(user_id=row[1], role=row[2], key_id=row[3]) for row in rows}
+            active = active_principals(conn, keys)
         dropped = 0
         with self._lock:
             for key in keys:

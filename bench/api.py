@@ -68,6 +68,8 @@ from typing import Any
 
 import httpx
 
+from bench.host import machine
+
 REPO = Path(__file__).resolve().parents[1]
 DATABASE = "bench_api"
 SEED_START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -467,28 +469,8 @@ def _cpu_s(pid: int) -> float:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    mem_kb = 0
-    try:
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "os": platform_module.platform(),
-        "python": platform_module.python_version(),
-        "load_average_at_start": os.getloadavg(),
-    }
+    """The machine facts of :func:`bench.host.machine`, the Python version and the load average now."""
+    return {**machine(), "python": platform_module.python_version(), "load_average_at_start": os.getloadavg()}
 
 
 def _versions() -> dict[str, str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform as platform_module
 import shutil
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from bench.host import machine
 from flows.dataflow import run_metrics_flow
 from flows.replay import replay_metrics
 from flows.settings import FlowSettings
@@ -49,20 +49,11 @@ TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australi
 
 
 def _machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine facts of :func:`bench.host.machine`, the Python version, the load average now and the versions
+    of the engines the dataflow runs on."""
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        **machine(),
         "python": sys.version.split()[0],
-        "platform": platform_module.platform(),
         "load_average": os.getloadavg(),
         "versions": {
             name: metadata.version(name)

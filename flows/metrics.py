@@ -596,8 +596,8 @@ def mtld(tokens: Sequence[str], *, threshold: float = MTLD_THRESHOLD) -> float:
 
 @functools.lru_cache(maxsize=65536)
 def _lexical_of_token(token: str) -> tuple[str, ...]:
-    """The lexical tokens :func:`vocabulary_metrics` keeps of one token: :func:`tokenize` again, filled pauses
-    removed (memoised like the tokenizer)."""
+    """The lexical tokens :func:`vocabulary_metrics` keeps of one token or ASR word: :func:`tokenize`, filled
+    pauses removed (memoised like the tokenizer: transcripts repeat a small vocabulary)."""
     return tuple(normalised for normalised in _tokenize_cached(token) if filled_pause_form(normalised) is None)
 
 
@@ -648,13 +648,7 @@ def lexical_tokens(words: Iterable[str]) -> tuple[str, ...]:
     """The tokens :func:`vocabulary_metrics` counts, from raw ASR words: each word normalised with
     :func:`tokenize`, filled pauses removed (done once per submission by the dataflow, so that windows do not redo
     it for every window a submission is in; :func:`lexical_vocabulary` takes them)."""
-    return tuple(chain.from_iterable(map(_word_lexical_tokens, words)))
-
-
-@functools.lru_cache(maxsize=65536)
-def _word_lexical_tokens(word: str) -> tuple[str, ...]:
-    """:func:`lexical_tokens` of one ASR word, memoised (transcripts repeat a small vocabulary)."""
-    return tuple(token for token in tokenize(word) if not is_filled_pause(token))
+    return tuple(chain.from_iterable(map(_lexical_of_token, words)))
 
 
 # ------------------------------------------------------------------------------------------------ entry point

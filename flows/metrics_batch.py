@@ -35,7 +35,7 @@ machine; here a batch of 500 such transcripts costs ~50 us of CPU per transcript
   the last run start it visits, the neighbours that are not filled pauses, whether a filled pause precedes or
   follows) taken from arrays. Other marker-first tokens (``you`` not followed by ``know``) are rejected by the
   reference without looking at their context, so they are plain tokens here.
-* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary.vocabulary_kernel`` (numba-compiled, the same
+* **Vocabulary.** MATTR and MTLD through ``flows.vocabulary.measure_lists`` (numba-compiled, the same
   loops as :func:`flows.metrics.mattr` / :func:`flows.metrics.mtld`, hence the same floats), on the batch's
   token ids.
 * **Results.** ``SubmissionMetrics`` objects are filled through their slot descriptors (see
@@ -81,10 +81,8 @@ from flows.metrics import (
     _MARKER_FIRST_TOKENS,
     _TIME_EPSILON_S,
     DEFAULT_PAUSE_THRESHOLD_S,
-    MATTR_WINDOW,
     METRICS_VERSION,
     MIN_VOCABULARY_TOKENS,
-    MTLD_THRESHOLD,
     SubmissionMetrics,
     _check_threshold,
     _count_forms,
@@ -96,7 +94,7 @@ from flows.metrics import (
     lexical_tokens,
     vocabulary_metrics,
 )
-from flows.vocabulary import vocabulary_kernel
+from flows.vocabulary import measure_lists
 
 __all__ = ["ScoredColumns", "TranscriptColumns", "compute_metrics_batch"]
 
@@ -842,7 +840,7 @@ def _vocabulary(
     ``lengths``/``base``: tokens per transcript and where each starts in ``ids``; ``lexical``: the tokens;
     ``skip``: transcripts left as placeholders).
 
-    MATTR and MTLD of the transcripts with 50 tokens or more through ``flows.vocabulary.vocabulary_kernel``
+    MATTR and MTLD of the transcripts with 50 tokens or more through ``flows.vocabulary.measure_lists``
     (compiled, the loops of :func:`flows.metrics.mattr` and :func:`flows.metrics.mtld` with the same integer
     numerators and float operations; the windows' vocabulary uses it too); the distinct words of the others in
     Python."""
@@ -853,30 +851,8 @@ def _vocabulary(
     ]
     measured: dict[int, _Vocabulary] = {}
     if chosen:
-        if types > 64 * ids.size:  # a registry much larger than the batch: compact ids (the kernel zeroes
-            # two int64 arrays of one entry per type)
-            ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
-            types = int(ids.max()) + 1
-        chosen_lengths = lengths[chosen].astype(np.int64)
-        distinct, distinct_sums, forward, backward = vocabulary_kernel(
-            np.ascontiguousarray(ids, dtype=np.int32),
-            base[chosen].astype(np.int64),
-            chosen_lengths,
-            types,
-            MATTR_WINDOW,
-            MTLD_THRESHOLD,
-        )
-        w = MATTR_WINDOW
-        for index, count, kinds, sums, ahead, behind in zip(
-            chosen,
-            chosen_lengths.tolist(),
-            distinct.tolist(),
-            distinct_sums.tolist(),
-            forward.tolist(),
-            backward.tolist(),
-            strict=True,
-        ):
-            measured[index] = (count, kinds, sums / (w * (count - w + 1)), (ahead + behind) / 2)
+        for index, metrics in zip(chosen, measure_lists(ids, base[chosen], lengths[chosen], types), strict=True):
+            measured[index] = (metrics.token_count, metrics.distinct_words, metrics.mattr, metrics.mtld)
     results: list[_Vocabulary] = []
     for index, tokens in enumerate(lexical):
         found = measured.get(index)

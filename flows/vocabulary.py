@@ -9,7 +9,7 @@ speed: the metric dataflow computes the vocabulary of every closed window (a lea
 were the largest cost of a replay.
 
 How: tokens become integer type ids (cached per submission's token tuple, since a submission is in several
-windows), the windows' ids are concatenated, and one call of :func:`vocabulary_kernel`, compiled to machine code
+windows), the windows' ids are concatenated, and one call of :func:`_vocabulary_kernel`, compiled to machine code
 by numba (https://numba.readthedocs.io; ``cache=True``: compiled once per machine, then loaded from
 ``__pycache__``), walks every window with the loops of :func:`flows.metrics.mattr` (the integer sum of the distinct
 counts of all 50-token windows, sliding) and :func:`flows.metrics.mtld` (``types / length`` in float64, the
@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from flows.metrics import MATTR_WINDOW, MIN_VOCABULARY_TOKENS, MTLD_THRESHOLD, VocabularyMetrics
 
-__all__ = ["batch_vocabulary", "vocabulary_kernel"]
+__all__ = ["batch_vocabulary", "measure_lists"]
 
 _Ints = npt.NDArray[np.int32]
 
@@ -81,19 +81,42 @@ def _compiled(windows: Sequence[Sequence[tuple[str, ...]]]) -> list[VocabularyMe
     lengths = np.fromiter((sum(len(piece) for piece in pieces) for pieces in windows), np.int64, len(windows))
     starts = np.zeros(len(windows), dtype=np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    distinct, distinct_sums, forward, backward = vocabulary_kernel(
-        flat, starts, lengths, len(_TYPE_IDS), MATTR_WINDOW, MTLD_THRESHOLD
+    return measure_lists(flat, starts, lengths, len(_TYPE_IDS))
+
+
+def measure_lists(
+    ids: npt.NDArray[np.integer], starts: npt.NDArray[np.integer], lengths: npt.NDArray[np.integer], types: int
+) -> list[VocabularyMetrics]:
+    """:func:`flows.metrics.lexical_vocabulary` of token lists given as integer type ids: list ``j`` is
+    ``ids[starts[j]:starts[j] + lengths[j]]``, every id below ``types``, every list at least ``MATTR_WINDOW``
+    tokens long (else ``ValueError``). One call of the compiled kernel for all lists; identical values. When the
+    id space is much larger than the ids given (a process-wide registry), the ids are first renumbered densely,
+    because the kernel zeroes two arrays of ``types`` entries."""
+    counts = np.asarray(lengths, dtype=np.int64)
+    if counts.size and int(counts.min()) < MATTR_WINDOW:
+        raise ValueError(f"every list needs at least {MATTR_WINDOW} tokens")
+    if types > 64 * ids.size:
+        ids = np.unique(ids, return_inverse=True)[1].reshape(-1)
+        types = int(ids.max()) + 1 if ids.size else 0
+    distinct, distinct_sums, forward, backward = _vocabulary_kernel(
+        np.ascontiguousarray(ids, dtype=np.int32),
+        np.asarray(starts, dtype=np.int64),
+        counts,
+        types,
+        MATTR_WINDOW,
+        MTLD_THRESHOLD,
     )
     w = MATTR_WINDOW
     return [
-        VocabularyMetrics(
-            count,
-            int(distinct[index]),
-            int(distinct_sums[index]) / (w * (count - w + 1)),
-            (float(forward[index]) + float(backward[index])) / 2,
-            True,
+        VocabularyMetrics(count, kinds, sums / (w * (count - w + 1)), (ahead + behind) / 2, True)
+        for count, kinds, sums, ahead, behind in zip(
+            counts.tolist(),
+            distinct.tolist(),
+            distinct_sums.tolist(),
+            forward.tolist(),
+            backward.tolist(),
+            strict=True,
         )
-        for index, count in enumerate(lengths.tolist())
     ]
 
 
@@ -129,7 +152,7 @@ def _mtld_pass(
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def vocabulary_kernel(
+def _vocabulary_kernel(
     ids: _Ints, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64], types: int, window: int, threshold: float
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per list ``j`` (tokens ``ids[starts[j]:starts[j] + lengths[j]]``, type ids < ``types``, each list at least

@@ -13,7 +13,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Principal", "Role", "ROLES", "create_api_key", "hash_token", "lookup_principal", "revoke_api_key"]
+__all__ = [
+    "Principal",
+    "Role",
+    "ROLES",
+    "active_principals",
+    "create_api_key",
+    "hash_token",
+    "lookup_principal",
+    "revoke_api_key",
+]
 
 Role = Literal["learner", "coach", "admin"]
 ROLES: tuple[Role, ...] = ("learner", "coach", "admin")
@@ -68,3 +77,13 @@ def lookup_principal(conn: Any, token: str) -> Principal | None:
     if row is None:
         return None
     return Principal(user_id=row[0], role=row[1], key_id=row[2])
+
+
+def active_principals(conn: Any, token_hashes: list[str]) -> dict[str, Principal]:
+    """The principals of the active keys among ``token_hashes`` (:func:`hash_token` digests), keyed by digest, in
+    one query; unknown and revoked keys are absent."""
+    rows = conn.execute(
+        "SELECT token_sha256, user_id, role, key_id FROM api_keys WHERE token_sha256 = ANY(%s) AND revoked_at IS NULL",
+        (token_hashes,),
+    ).fetchall()
+    return {row[0]: Principal(user_id=row[1], role=row[2], key_id=row[3]) for row in rows}

@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from api.models import WindowKind, WindowPoint
 from flows.tables import SUBMISSION_COLUMNS
 from runtime.principals import Role, create_api_key
 
 __all__ = [
     "SeededSubmission",
     "derive_windows",
+    "learner_window_points",
     "seed_key",
     "seed_learner",
     "seed_observability",
     "seed_submission",
     "seed_submission_metrics",
+    "window_point",
 ]
 
 SEED_START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -405,3 +408,40 @@ def auth_header(world: ApiWorld, caller: str) -> dict[str, str]:
     if caller == "garbage":
         return {"Authorization": "Bearer sc_not-a-real-token"}
     return {"Authorization": f"Bearer {world.tokens[caller]}"}
+
+
+def window_point(kind: WindowKind, start: datetime, n: int) -> WindowPoint:
+    """One progress-API window of ``kind`` from ``start``, values varied by ``n`` (some undefined, two timezones)."""
+    length = {"daily": 1, "weekly": 7, "sliding_7d": 7}[kind]
+    return WindowPoint(
+        window_start=start,
+        window_end=start + timedelta(days=length),
+        local_start_date=date(start.year, start.month, start.day),
+        timezone="Europe/Paris" if n % 2 else "UTC",
+        submissions=1 + n % 3,
+        word_count=100 + n,
+        total_duration_s=60.5 + n,
+        phonation_time_s=40.25,
+        speech_rate_wpm=110.0 + n * 0.7,
+        articulation_rate_wpm=None if n % 5 == 0 else 150.123456789,
+        silent_pauses_per_minute=12.0 - n * 0.05,
+        mean_silent_pause_s=0.8,
+        mean_length_of_run=4.2,
+        filled_pauses_per_100_words=2.5,
+        repetitions_per_100_words=None,
+        distinct_words=60,
+        vocabulary_token_count=90,
+        mattr=0.7 + n / 1000,
+        mtld=None if n % 4 == 0 else 50.0,
+        vocabulary_sufficient=n % 3 != 0,
+        metrics_version=1,
+    )
+
+
+def learner_window_points(days: int = 60) -> dict[WindowKind, list[WindowPoint]]:
+    """A learner's daily, weekly and 7-day sliding windows over ``days`` days from :data:`SEED_START` (daily ones
+    newest first: readers must not rely on the order)."""
+    daily = [window_point("daily", SEED_START + timedelta(days=d), d) for d in range(days)]
+    weekly = [window_point("weekly", SEED_START + timedelta(days=7 * w), w) for w in range(days // 7)]
+    sliding = [window_point("sliding_7d", SEED_START + timedelta(days=d - 6), d) for d in range(days + 6)]
+    return {"daily": daily[::-1], "weekly": weekly, "sliding_7d": sliding}  # any order in

@@ -16,51 +16,16 @@ import pytest
 
 from api.access import PrincipalCache
 from api.app import resolve_range
-from api.models import WindowKind, WindowPoint
 from api.progress_cache import ProgressCache, build_learner_progress
 from api.progress_fastpath import FastPathAPI, ProgressFastPath
 from api.settings import ApiSettings
 from runtime.principals import hash_token
+from tests.analytics_fixtures import learner_window_points
 
 pytestmark = pytest.mark.unit
 
 ANA, BO = "sc_ana-token", "sc_bo-token"
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def _windows(days: int = 60) -> dict[WindowKind, list[WindowPoint]]:
-    """Daily, weekly and 7-day sliding windows of one learner from :data:`START`."""
-
-    def window(kind: WindowKind, start: datetime, n: int) -> WindowPoint:
-        return WindowPoint(
-            window_start=start,
-            window_end=start + timedelta(days=1 if kind == "daily" else 7),
-            local_start_date=start.date(),
-            timezone="UTC",
-            submissions=1 + n % 3,
-            word_count=100 + n,
-            total_duration_s=60.5 + n,
-            phonation_time_s=40.25,
-            speech_rate_wpm=110.0 + n * 0.7,
-            articulation_rate_wpm=150.1,
-            silent_pauses_per_minute=12.0 - n * 0.05,
-            mean_silent_pause_s=0.8,
-            mean_length_of_run=4.2,
-            filled_pauses_per_100_words=2.5,
-            repetitions_per_100_words=None,
-            distinct_words=60,
-            vocabulary_token_count=90,
-            mattr=0.7 + n / 1000,
-            mtld=50.0,
-            vocabulary_sufficient=True,
-            metrics_version=1,
-        )
-
-    return {
-        "daily": [window("daily", START + timedelta(days=d), d) for d in range(days)],
-        "weekly": [window("weekly", START + timedelta(days=7 * w), w) for w in range(days // 7)],
-        "sliding_7d": [window("sliding_7d", START + timedelta(days=d - 6), d) for d in range(days + 6)],
-    }
 
 
 class _Keys:
@@ -176,7 +141,7 @@ def test_fast_path_answers_the_cached_body_and_remembers_the_query_parse() -> No
     fast, principals, progress = _fast_path()
     pool: Any = _Keys((ANA, "ana"))
     principals.resolve(ANA, pool)
-    entry = build_learner_progress("ana", _windows(), baseline_weeks=2)
+    entry = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)
     progress.put(entry, progress.generation())
     query = b"from=2024-01-02T00%3A00%3A00%2B00%3A00&to=2024-02-01T00%3A00%3A00Z&window=weekly&window=daily"
     for _ in range(2):
@@ -204,14 +169,14 @@ def test_fast_path_answers_the_cached_body_and_remembers_the_query_parse() -> No
 def test_fast_path_leaves_everything_else_to_fastapi(path: str, query: bytes, token: str | None) -> None:
     fast, principals, progress = _fast_path()
     principals.resolve(ANA, _Keys((ANA, "ana")))  # type: ignore[arg-type]
-    progress.put(build_learner_progress("ana", _windows(), baseline_weeks=2), progress.generation())
+    progress.put(build_learner_progress("ana", learner_window_points(), baseline_weeks=2), progress.generation())
     assert _get(fast, path, query, token) == (False, [])
 
 
 def test_query_memo_is_bounded() -> None:
     fast, principals, progress = _fast_path()
     principals.resolve(ANA, _Keys((ANA, "ana")))  # type: ignore[arg-type]
-    progress.put(build_learner_progress("ana", _windows(), baseline_weeks=2), progress.generation())
+    progress.put(build_learner_progress("ana", learner_window_points(), baseline_weeks=2), progress.generation())
     for day in range(1, 20):
         _get(fast, "/v1/users/ana/progress", f"to=2024-02-{day:02d}".encode(), ANA)
     long_query = b"window=daily&" * 60 + b"window=weekly"

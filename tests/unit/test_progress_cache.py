@@ -3,7 +3,7 @@ generation rule that keeps a fill which raced an invalidation out of the cache (
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,44 +11,11 @@ import pytest
 from api.models import WINDOW_KINDS, ProgressResponse, WindowKind, WindowPoint
 from api.progress import summarize
 from api.progress_cache import LearnerProgress, ProgressCache, build_learner_progress
+from tests.analytics_fixtures import learner_window_points
 
 pytestmark = pytest.mark.unit
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def _window(kind: WindowKind, start: datetime, n: int) -> WindowPoint:
-    length = {"daily": 1, "weekly": 7, "sliding_7d": 7}[kind]
-    return WindowPoint(
-        window_start=start,
-        window_end=start + timedelta(days=length),
-        local_start_date=date(start.year, start.month, start.day),
-        timezone="Europe/Paris" if n % 2 else "UTC",
-        submissions=1 + n % 3,
-        word_count=100 + n,
-        total_duration_s=60.5 + n,
-        phonation_time_s=40.25,
-        speech_rate_wpm=110.0 + n * 0.7,
-        articulation_rate_wpm=None if n % 5 == 0 else 150.123456789,
-        silent_pauses_per_minute=12.0 - n * 0.05,
-        mean_silent_pause_s=0.8,
-        mean_length_of_run=4.2,
-        filled_pauses_per_100_words=2.5,
-        repetitions_per_100_words=None,
-        distinct_words=60,
-        vocabulary_token_count=90,
-        mattr=0.7 + n / 1000,
-        mtld=None if n % 4 == 0 else 50.0,
-        vocabulary_sufficient=n % 3 != 0,
-        metrics_version=1,
-    )
-
-
-def _windows(days: int = 60) -> dict[WindowKind, list[WindowPoint]]:
-    daily = [_window("daily", START + timedelta(days=d), d) for d in range(days)]
-    weekly = [_window("weekly", START + timedelta(days=7 * w), w) for w in range(days // 7)]
-    sliding = [_window("sliding_7d", START + timedelta(days=d - 6), d) for d in range(days + 6)]
-    return {"daily": daily[::-1], "weekly": weekly, "sliding_7d": sliding}  # any order in
 
 
 def _model_body(
@@ -82,12 +49,12 @@ def _model_body(
     ],
 )
 def test_render_equals_the_models_serialisation(kinds: tuple[WindowKind, ...], start: datetime, end: datetime) -> None:
-    windows = _windows()
+    windows = learner_window_points()
     entry = build_learner_progress('learner-é"x', windows, baseline_weeks=2)
     assert entry.render(kinds, start, end) == _model_body('learner-é"x', windows, kinds, start, end)
 
 
-def test_render_of_a_learner_without_windows() -> None:
+def test_render_of_a_learner_withoutlearner_window_points() -> None:
     entry = build_learner_progress("nobody", {}, baseline_weeks=2)
     end = START + timedelta(days=5)
     assert entry.render(WINDOW_KINDS, START, end) == _model_body("nobody", {}, WINDOW_KINDS, START, end)
@@ -104,7 +71,7 @@ def _cache(max_bytes: int = 10**7, ttl_s: float = 60.0, clock: list[float] | Non
 
 
 def _entry(user_id: str) -> LearnerProgress:
-    return build_learner_progress(user_id, _windows(14), baseline_weeks=2)
+    return build_learner_progress(user_id, learner_window_points(14), baseline_weeks=2)
 
 
 def test_a_fill_that_raced_an_invalidation_is_not_stored() -> None:
@@ -157,14 +124,14 @@ def test_disabled_and_suspended_caches_store_nothing() -> None:
 
 
 def test_entries_hold_no_window_models_when_their_json_round_trips() -> None:
-    entry = build_learner_progress("ana", _windows(), baseline_weeks=2)
+    entry = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)
     assert entry.weekly is None  # weekly windows are parsed back from their JSON for a summary before the last one
     start, end = START, START + timedelta(days=21)
-    assert entry.render(("weekly",), start, end) == _model_body("ana", _windows(), ("weekly",), start, end)
+    assert entry.render(("weekly",), start, end) == _model_body("ana", learner_window_points(), ("weekly",), start, end)
 
 
 def test_window_models_are_kept_when_their_json_does_not_round_trip() -> None:
-    windows = _windows()
+    windows = learner_window_points()
     windows["weekly"][1] = windows["weekly"][1].model_copy(update={"mean_silent_pause_s": float("nan")})
     entry = build_learner_progress("ana", windows, baseline_weeks=2)
     assert entry.weekly is not None  # NaN serialises as null: parsing it back would change the summary

@@ -39,6 +39,7 @@ from api.access import (
 )
 from api.access import can_read_user as _can_read_user
 from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
+from api.encoding import accepts_gzip, progress_header_map
 from api.metrics import REQUEST_LATENCY
 from api.models import (
     WINDOW_KINDS,
@@ -183,6 +184,8 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             baseline_weeks=settings.baseline_weeks,
             max_bytes=settings.progress_cache_max_bytes,
             ttl_s=settings.progress_cache_ttl_s,
+            stale_s=settings.progress_cache_stale_s,
+            gzip_max_bytes=settings.progress_gzip_max_bytes,
         )
         app.state.progress_feed = feed = WindowsChangeFeed(
             app.state.clickhouse, app.state.progress_cache, interval_s=settings.progress_cache_poll_s
@@ -194,6 +197,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             yield
         finally:
             feed.stop()
+            app.state.progress_cache.close()
             app.state.principals.stop_refresh()
             app.state.clickhouse.close()
             app.state.pg_pool.close()
@@ -271,7 +275,9 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         learner's first weekly windows with the latest ones up to ``to``.
 
         Served from the per-learner cache (:mod:`api.progress_cache`; windows written by the dataflow show at
-        most ``COACH_API_PROGRESS_CACHE_POLL_S`` plus one poll later); a miss reads ClickHouse in a thread."""
+        most ``COACH_API_PROGRESS_CACHE_POLL_S`` plus one poll plus one reload later, see
+        ``COACH_API_PROGRESS_CACHE_STALE_S``); a miss reads ClickHouse in a thread. gzip-compressed when the request's
+        ``Accept-Encoding`` accepts it (:mod:`api.encoding`; ``Vary: Accept-Encoding`` either way)."""
         range_from, range_to = resolve_range(start, end, settings)
         kinds = tuple(dict.fromkeys(window)) if window else WINDOW_KINDS
         cache: ProgressCache = request.app.state.progress_cache
@@ -279,7 +285,9 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         if entry is None:
             entry = await run_in_threadpool(cache.load, user_id)
         # Pre-serialised windows joined as bytes: the same body as ProgressResponse.model_dump_json(by_alias=True).
-        return Response(entry.render(kinds, range_from, range_to), media_type="application/json")
+        gzip = accepts_gzip(",".join(request.headers.getlist("accept-encoding")))
+        body, gzipped = cache.body(entry, kinds, range_from, range_to, gzip=gzip, remember=end is not None)
+        return Response(body, media_type="application/json", headers=progress_header_map(gzipped))
 
     @app.get(
         "/v1/users/{user_id}/submissions",

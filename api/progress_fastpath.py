@@ -9,7 +9,9 @@ only ``window``/``from``/``to`` values that parse cleanly (``from``/``to`` with 
 of a raw query string is remembered), and the learner is in the progress cache. **Anything else falls through to
 the FastAPI route unchanged** (which then answers 401/403/404/422, reads PostgreSQL or ClickHouse, and fills the
 cache), and so does a request whose check raises, so the fast path can only answer what the route would answer,
-with the same bytes and headers (``content-type: application/json``, ``content-length``). Its latency is observed
+with the same bytes and headers (``content-type: application/json``, ``content-length``, ``vary:
+Accept-Encoding`` and, when the request accepts gzip, ``content-encoding: gzip`` with the compressed body the
+route sends: :meth:`ProgressCache.body` for both). Its latency is observed
 in the same ``coach_api_request_seconds`` histogram, under the route's path.
 """
 
@@ -27,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from api.access import ID_PATTERN, PrincipalCache
+from api.encoding import accepts_gzip, progress_headers
 from api.metrics import REQUEST_LATENCY
 from api.models import WINDOW_KINDS, WindowKind
 from api.progress_cache import ProgressCache
@@ -72,25 +75,21 @@ class ProgressFastPath:
             return False
         started = time.perf_counter()
         try:
-            body = self._hit(scope, path[len(_PREFIX) : -len(_SUFFIX)])
+            answer = self._hit(scope, path[len(_PREFIX) : -len(_SUFFIX)])
         except Exception:  # noqa: BLE001 - the FastAPI route is the authority; let it answer
             log.exception("progress fast path failed; the route answers")
             return False
-        if body is None:
+        if answer is None:
             return False
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
-            }
-        )
+        body, gzipped = answer
+        await send({"type": "http.response.start", "status": 200, "headers": progress_headers(body, gzipped)})
         await send({"type": "http.response.body", "body": body})
         self._observe(time.perf_counter() - started)
         return True
 
-    def _hit(self, scope: Scope, user_id: str) -> bytes | None:
-        """The body when the request can be answered from memory exactly as the route would; else None."""
+    def _hit(self, scope: Scope, user_id: str) -> tuple[bytes, bool] | None:
+        """The body and whether it is gzipped when the request can be answered from memory exactly as the route
+        would; else None."""
         if "/" in user_id or not _USER_ID.match(user_id):
             return None
         state = self._fastapi_app.state
@@ -98,7 +97,13 @@ class ProgressFastPath:
         cache: ProgressCache | None = getattr(state, "progress_cache", None)
         if principals is None or cache is None:
             return None
-        authorization = [value for name, value in scope["headers"] if name == b"authorization"]
+        authorization: list[bytes] = []
+        accept_encoding: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value)
+            elif name == b"accept-encoding":
+                accept_encoding.append(value)
         if len(authorization) != 1:
             return None
         scheme, _, token = authorization[0].decode("latin-1").partition(" ")
@@ -125,7 +130,8 @@ class ProgressFastPath:
         entry = cache.peek(user_id)
         if entry is None:
             return None
-        return entry.render(kinds, range_from, range_to)
+        gzip = bool(accept_encoding) and accepts_gzip(b",".join(accept_encoding).decode("latin-1"))
+        return cache.body(entry, kinds, range_from, range_to, gzip=gzip, remember=end is not None)
 
 
 def _parse_query(raw: bytes) -> _Query | None:

@@ -56,7 +56,23 @@ class ApiSettings(BaseSettings):
         gt=0,
         le=60,
         description="COACH_API_PROGRESS_CACHE_POLL_S: how often new windows are looked for in ClickHouse, seconds; "
-        "a read shows windows written at most this long (plus one poll) before it",
+        "a read shows windows written at most this long (plus one poll, plus one reload of the learner while "
+        "COACH_API_PROGRESS_CACHE_STALE_S > 0) before it",
+    )
+    progress_cache_stale_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="COACH_API_PROGRESS_CACHE_STALE_S: once new windows of a cached learner are seen, its previous "
+        "entry is still served while one background reload of the learner (coalesced) runs, for at most this many "
+        "seconds, then dropped; the staleness bound is then COACH_API_PROGRESS_CACHE_POLL_S plus one poll plus one "
+        "reload (at most this). 0: the entry is dropped at once and readers read ClickHouse until one fills it",
+    )
+    progress_gzip_max_bytes: int = Field(
+        default=64 * 2**20,
+        ge=0,
+        description="COACH_API_PROGRESS_GZIP_MAX_BYTES: memory bound of the gzip-compressed progress bodies "
+        "remembered for clients sending 'Accept-Encoding: gzip' (one per learner and request with an explicit "
+        "'to'; ~15-25 KB for a 135 KB body; least recently used first), bytes; 0 compresses every such response",
     )
     gc_young_threshold: int = Field(
         default=200_000,

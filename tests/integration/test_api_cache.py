@@ -3,16 +3,19 @@
 
 * new windows written for a learner (an INSERT, as the dataflow's sink does) show on the next read once the feed
   has polled, both when the test runs one poll itself and when the background thread does (within its interval);
-* the cached body is the body the uncached path gives;
+* the cached body is the body the uncached path gives; the fast path answers the route's bytes and headers, plain
+  and gzip;
 * a learner's cached body is never served to another principal: 401/403/404 still apply with a warm cache.
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -67,13 +70,28 @@ def _daily(client: TestClient, world: ApiWorld, user_id: str, caller: str) -> di
     return {p["window_start"]: p["word_count"] for p in response.json()["series"]["daily"]}
 
 
-def test_new_windows_show_on_the_read_after_the_next_poll(client: TestClient, world: ApiWorld) -> None:
+def _reloaded(app: Any) -> None:
+    """Wait until no learner is stale (its background reload landed); the deadline is only against a hang."""
+    deadline = time.monotonic() + 60
+    while app.state.progress_cache.stats()["stale"]:
+        assert time.monotonic() < deadline, "the reload never landed"
+        time.sleep(0.01)
+
+
+def test_new_windows_show_on_the_read_after_the_next_poll_and_reload(client: TestClient, world: ApiWorld) -> None:
+    """With stale-while-revalidate (COACH_API_PROGRESS_CACHE_STALE_S, on by default) the learner's previous
+    entry is served, never a miss, until its background reload has read the new windows."""
     app: Any = client.app
+    cache = app.state.progress_cache
     before = _daily(client, world, world.learner, "learner")
-    assert app.state.progress_cache.get(world.learner) is not None  # warm
+    assert cache.get(world.learner) is not None  # warm
+    stored = cache.stats()["reloads_stored"]
     day = SEED_START + timedelta(days=world.days + 3)
     _write_daily_window(world, world.learner, day, word_count=4242)
     app.state.progress_feed.poll()  # what the feed's thread does every COACH_API_PROGRESS_CACHE_POLL_S
+    assert cache.get(world.learner) is not None  # the previous entry (or already the new one): no miss
+    _reloaded(app)
+    assert cache.stats()["reloads_stored"] >= stored + 1
     after = _daily(client, world, world.learner, "learner")
     assert after["2024-02-15T00:00:00Z"] == 4242 and len(after) == len(before) + 1
     assert day == datetime(2024, 2, 15, tzinfo=UTC)
@@ -91,6 +109,46 @@ def test_the_feed_thread_invalidates_within_its_interval(client: TestClient, wor
         assert time.monotonic() < deadline, "the change feed never invalidated the learner"
         time.sleep(POLL_S / 2)
     assert _daily(client, world, world.mate, "admin")[key] == 777
+
+
+def _raw_get(client: TestClient, path: str, headers: dict[str, str], params: Any) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body as sent (not decompressed) and headers."""
+    with client.stream("GET", path, headers=headers, params=params) as response:
+        return response.status_code, b"".join(response.iter_raw()), dict(response.headers)
+
+
+@pytest.mark.parametrize("accept_encoding", ["identity", "gzip, deflate"])
+def test_the_fast_path_answers_what_the_route_answers(
+    client: TestClient, world: ApiWorld, accept_encoding: str
+) -> None:
+    """Same status, bytes and headers from the fast path (warm entry, ahead of FastAPI) and from the route, for
+    plain and gzip-accepting clients; the gzip body is the plain body compressed."""
+    app: Any = client.app
+    path = f"/v1/users/{world.other}/progress"
+    headers = {**auth_header(world, "other"), "Accept-Encoding": accept_encoding}
+    query = {"window": ["weekly", "daily"], "from": "2024-01-10T00:00:00Z", "to": "2024-01-30T12:00:00Z"}
+    assert _raw_get(client, path, headers, query)[0] == 200  # warm (and the token in the principal cache)
+    fast_path, answered = app.fast_path, []
+
+    async def serve(scope: Any, send: Any) -> bool:
+        answered.append(await fast_path.serve(scope, send))
+        return answered[-1]
+
+    app.fast_path = SimpleNamespace(serve=serve)
+    try:
+        fast = _raw_get(client, path, headers, query)
+        app.fast_path = None
+        route = _raw_get(client, path, headers, query)
+    finally:
+        app.fast_path = fast_path
+    assert answered == [True]  # the first answer came from the fast path
+    assert fast == route and fast[0] == 200
+    assert fast[2]["vary"] == "Accept-Encoding" and fast[2]["content-length"] == str(len(fast[1]))
+    plain = _raw_get(client, path, {**auth_header(world, "other"), "Accept-Encoding": "identity"}, query)[1]
+    if "gzip" in accept_encoding:
+        assert fast[2]["content-encoding"] == "gzip" and gzip.decompress(fast[1]) == plain
+    else:
+        assert "content-encoding" not in fast[2] and fast[1] == plain
 
 
 def test_cached_body_equals_the_uncached_body(client: TestClient, world: ApiWorld) -> None:

@@ -5,6 +5,7 @@ everything it cannot answer to FastAPI)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import uuid
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ import pytest
 
 from api.access import PrincipalCache
 from api.app import resolve_range
+from api.encoding import progress_headers
+from api.models import WINDOW_KINDS
 from api.progress_cache import ProgressCache, build_learner_progress
 from api.progress_fastpath import FastPathAPI, ProgressFastPath
 from api.settings import ApiSettings
@@ -125,7 +128,7 @@ def _fast_path() -> tuple[ProgressFastPath, PrincipalCache, ProgressCache]:
 
 
 def _get(
-    fast: ProgressFastPath, path: str, query: bytes, token: str | None
+    fast: ProgressFastPath, path: str, query: bytes, token: str | None, extra: list[tuple[bytes, bytes]] | None = None
 ) -> tuple[bool, list[MutableMapping[str, Any]]]:
     sent: list[MutableMapping[str, Any]] = []
 
@@ -133,6 +136,7 @@ def _get(
         sent.append(message)
 
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    headers += extra or []
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers}
     return asyncio.run(fast.serve(scope, send)), sent
 
@@ -149,8 +153,36 @@ def test_fast_path_answers_the_cached_body_and_remembers_the_query_parse() -> No
         assert served
         body = entry.render(("weekly", "daily"), START + timedelta(days=1), START + timedelta(days=31))
         assert sent[1]["body"] == body
-        assert dict(sent[0]["headers"])[b"content-length"] == str(len(body)).encode()
+        assert sent[0]["headers"] == [
+            (b"vary", b"Accept-Encoding"),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
     assert list(fast._queries) == [query]
+
+
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ([(b"accept-encoding", b"gzip, deflate")], True),
+        ([(b"accept-encoding", b"br"), (b"accept-encoding", b"gzip;q=0.5")], True),  # two headers: one list
+        ([(b"accept-encoding", b"gzip;q=0, br")], False),
+        ([], False),
+    ],
+)
+def test_fast_path_answers_gzip_to_clients_that_accept_it(accept: list[tuple[bytes, bytes]], gzipped: bool) -> None:
+    fast, principals, progress = _fast_path()
+    principals.resolve(ANA, _Keys((ANA, "ana")))  # type: ignore[arg-type]
+    entry = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)
+    progress.put(entry, progress.generation())
+    served, sent = _get(fast, "/v1/users/ana/progress", b"from=2024-01-02&to=2024-02-01", ANA, accept)
+    plain = entry.render(WINDOW_KINDS, START + timedelta(days=1), START + timedelta(days=31))
+    assert served
+    body = sent[1]["body"]
+    assert (gzip.decompress(body) if gzipped else body) == plain
+    assert sent[0]["headers"] == progress_headers(body, gzipped)
+    assert ((b"content-encoding", b"gzip") in sent[0]["headers"]) is gzipped
+    assert dict(sent[0]["headers"])[b"vary"] == b"Accept-Encoding"
 
 
 @pytest.mark.parametrize(

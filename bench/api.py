@@ -35,6 +35,8 @@ the scenarios are, in this order:
   range, newer ``computed_at``, a marker ``word_count``) of ``--write-learners`` random keyed learners every
   ``--write-every`` seconds with one INSERT (as the dataflow's sink does); after each insert a checker reads one of
   those learners until its marker shows and records the lag (insert returned → first read showing it);
+* ``gzip`` / ``write-gzip``: ``warm`` / ``write`` with ``Accept-Encoding: gzip`` on every request (the body is
+  gzip-compressed and remembered per learner and request by the server; wrk counts the compressed bytes);
 * ``all`` / ``weekly``: the scenarios of the first version (random learners, ``all`` = the default request: three
   window kinds over ``--range-days`` and the summary; ``weekly`` = ``?window=weekly``).
 
@@ -68,6 +70,7 @@ from typing import Any
 
 import httpx
 
+from api.settings import ApiSettings
 from bench.host import machine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -377,8 +380,12 @@ end
 function init(args)
   math.randomseed(%(seed)d + 7919 * (id or 0))
 end
+local gzip = %(gzip)s
 function request()
   local k = keys[math.random(#keys)]
+  if gzip then
+    return wrk.format("GET", k[1], {["Authorization"] = k[2], ["Accept-Encoding"] = "gzip"})
+  end
   return wrk.format("GET", k[1], {["Authorization"] = k[2]})
 end
 function done(summary, latency, requests)
@@ -402,9 +409,11 @@ def _load_wrk(
     duration_s: float,
     *,
     threads: int = 1,
+    gzip: bool = False,
 ) -> dict[str, Any]:
     """``clients`` closed-loop connections of ``wrk`` (Debian's ``wrk`` 4.1, C, HTTP/1.1 keep-alive; ``threads``
-    event-loop threads), each request to a random one of ``keys`` with its own bearer token (a Lua script):
+    event-loop threads), each request to a random one of ``keys`` with its own bearer token (a Lua script), and
+    with ``gzip`` an ``Accept-Encoding: gzip`` header (wrk does not decompress: the bytes are the compressed ones):
     ``warmup_s`` seconds unmeasured (one wrk run), then ``duration_s`` measured (another). Latency is wrk's, from
     writing the request to the end of the response (microsecond histogram); wrk reports p50/p90/p99/max/mean.
     Requests answered with a status >= 400 are counted as ``errors.status`` (wrk still times them); a
@@ -416,7 +425,7 @@ def _load_wrk(
         for user, token in keys
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-api-", delete=False) as script:
-        script.write(_WRK_LUA % {"keys": entries, "seed": 7})
+        script.write(_WRK_LUA % {"keys": entries, "seed": 7, "gzip": "true" if gzip else "false"})
     try:
 
         def wrk(seconds: float) -> tuple[str, float, float]:
@@ -555,15 +564,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         ask("clear")
                         result = _load(base, keys, query, clients, 0, 0, once=True)
                     else:
-                        if name == "write":
+                        writes, gzip = name.startswith("write"), name.endswith("gzip")
+                        if writes:
                             ask(f"write {args.write_every} {args.write_learners}")
                         if args.load_generator == "wrk":
                             result = _load_wrk(
-                                base, keys, query, clients, args.warmup, args.duration, threads=args.wrk_threads
+                                base,
+                                keys,
+                                query,
+                                clients,
+                                args.warmup,
+                                args.duration,
+                                threads=args.wrk_threads,
+                                gzip=gzip,
                             )
+                        elif gzip:
+                            raise SystemExit("the gzip scenarios need --load-generator wrk")
                         else:
                             result = _load(base, keys, query, clients, args.warmup, args.duration)
-                        if name == "write":
+                        if writes:
                             extra["writer"] = ask("stop-write")
                     spent = result["seconds"] if name == "cold" else args.warmup + args.duration
                     result["server_cpu_s_per_s"] = round((_cpu_s(server.pid) - server_cpu) / spent, 2)
@@ -601,6 +620,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "uvicorn_http": _resolved(args.http, "httptools", "h11"),
             "uvicorn_loop": _resolved(args.loop, "uvloop", "asyncio"),
             "load_generator": args.load_generator,
+            "api_settings": {
+                name: getattr(ApiSettings(), name)
+                for name in ("progress_cache_stale_s", "progress_gzip_max_bytes", "gc_young_threshold")
+            },
             "write_every_s": args.write_every,
             "write_learners": args.write_learners,
         },
@@ -650,8 +673,8 @@ def main() -> None:
     parser.add_argument(
         "--scenarios",
         nargs="+",
-        default=["cold", "warm", "write", "all", "weekly"],
-        choices=["cold", "warm", "write", "all", "weekly"],
+        default=["cold", "warm", "gzip", "write", "write-gzip", "all", "weekly"],
+        choices=["cold", "warm", "gzip", "write", "write-gzip", "all", "weekly"],
     )
     parser.add_argument("--write-every", type=float, default=0.5, help="write scenario: seconds between INSERTs")
     parser.add_argument("--write-learners", type=int, default=10, help="write scenario: learners per INSERT")

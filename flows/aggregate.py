@@ -27,7 +27,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter
 
+import numpy as np
+
 from flows.calendar import WindowBounds, wall_to_instant
+from flows.distributions import batch_distributions
 from flows.metrics import (
     METRICS_VERSION,
     VocabularyMetrics,
@@ -108,6 +111,15 @@ def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
 _COMPUTED = "filled_pauses_per_100_words"
 _PLAIN_METRICS = tuple(name for name in WINDOW_DISTRIBUTION_METRICS if name != _COMPUTED)
 _plain_values = attrgetter(*_PLAIN_METRICS)
+_totalled = attrgetter(
+    "word_count",
+    "filled_pause_count",
+    "repetition_count",
+    "total_duration_s",
+    "phonation_time_s",
+    "asr_model",
+    "metrics_version",
+)
 
 
 def _metric_columns(kept: Sequence[WindowItem]) -> list[list[float | None]]:
@@ -141,19 +153,55 @@ ClosedWindow = tuple[str, str, WindowBounds, Sequence[WindowItem]]
 
 
 def window_rows(windows: Sequence[ClosedWindow], computed_at: datetime) -> list[tuple[object, ...]]:
-    """:func:`window_row` of each closed window, in order; the vocabulary of all of them is computed at once
-    (:func:`flows.vocabulary.batch_vocabulary`, the same values as :func:`window_vocabulary`). Raises
-    ``ValueError`` if a window is empty."""
+    """:func:`window_row` of each closed window, in order. The vocabulary of all of them is computed at once
+    (:func:`flows.vocabulary.batch_vocabulary`, the same values as :func:`window_vocabulary`), and so are their
+    distributions (:func:`flows.distributions.batch_distributions`, the same values as :func:`distribution` of
+    :func:`_metric_columns`). Raises ``ValueError`` if a window is empty."""
     kept_of = []
     for _user_id, _timezone, _bounds, items in windows:
         if not items:
             raise ValueError("a window without submissions has no row")
         kept_of.append(latest_per_submission(items))
     vocabularies = batch_vocabulary([[item.lexical_tokens for item in kept] for kept in kept_of])
+    distributions = _batch_distributions(kept_of)
     return [
-        _row(user_id, timezone, bounds, kept, vocabulary, computed_at)
-        for (user_id, timezone, bounds, _items), kept, vocabulary in zip(windows, kept_of, vocabularies, strict=True)
+        _row(user_id, timezone, bounds, kept, vocabulary, summaries, computed_at)
+        for (user_id, timezone, bounds, _items), kept, vocabulary, summaries in zip(
+            windows, kept_of, vocabularies, distributions, strict=True
+        )
     ]
+
+
+_COMPUTED_AT = WINDOW_DISTRIBUTION_METRICS.index(_COMPUTED)
+
+
+def _batch_distributions(kept_of: Sequence[Sequence[WindowItem]]) -> list[list[float | None]]:
+    """For each window's kept items, the concatenated :func:`distribution` of each of its
+    :func:`_metric_columns` (the row's ``<metric>_avg..max`` values), from one compiled call for all windows; a
+    window the kernel does not compute (an infinite value) gets the Python functions."""
+    rows: dict[int, int] = {}
+    values: list[tuple[float | None, ...]] = []
+    members: list[int] = []
+    offsets = [0]
+    for kept in kept_of:
+        for item in kept:
+            row = rows.get(id(item))
+            if row is None:
+                row = rows[id(item)] = len(values)
+                plain = _plain_values(item)
+                filled = per_100_words(item.filled_pause_count, item.word_count)
+                values.append((*plain[:_COMPUTED_AT], filled, *plain[_COMPUTED_AT:]))
+            members.append(row)
+        offsets.append(len(members))
+    matrix = np.array(values, dtype=np.float64).reshape(len(values), len(WINDOW_DISTRIBUTION_METRICS))
+    stats, computed = batch_distributions(matrix, np.array(members, dtype=np.int64), np.array(offsets, dtype=np.int64))
+    result: list[list[float | None]] = []
+    for kept, flat, ok in zip(kept_of, stats.reshape(len(kept_of), -1).tolist(), computed.tolist(), strict=True):
+        if ok:
+            result.append([None if value != value else value for value in flat])
+        else:
+            result.append([value for column in _metric_columns(kept) for value in distribution(column)])
+    return result
 
 
 def _row(
@@ -162,16 +210,16 @@ def _row(
     bounds: WindowBounds,
     kept: Sequence[WindowItem],
     vocabulary: VocabularyMetrics,
+    distributions: Sequence[float | None],
     computed_at: datetime,
 ) -> tuple[object, ...]:
-    """The row of one window from its kept submissions (:func:`latest_per_submission`) and its vocabulary."""
-    words = sum(item.word_count for item in kept)
-    filled = sum(item.filled_pause_count for item in kept)
-    repetitions = sum(item.repetition_count for item in kept)
-    distributions: list[float | None] = []
-    for column in _metric_columns(kept):
-        distributions.extend(distribution(column))
-    versions = {item.metrics_version for item in kept}
+    """The row of one window from its kept submissions (:func:`latest_per_submission`), its vocabulary and the
+    distributions of its metric columns (:func:`_batch_distributions`)."""
+    word_counts, filled_counts, repetition_counts, durations, phonations, models, versions = zip(
+        *map(_totalled, kept), strict=True
+    )
+    words, filled, repetitions = sum(word_counts), sum(filled_counts), sum(repetition_counts)
+    version = versions[0] if versions.count(versions[0]) == len(versions) else METRICS_VERSION
     return (
         user_id,
         bounds.kind.value,
@@ -183,8 +231,8 @@ def _row(
         kept[0].occurred_at,
         kept[-1].occurred_at,
         words,
-        math.fsum(item.total_duration_s for item in kept),
-        math.fsum(item.phonation_time_s for item in kept),
+        math.fsum(durations),
+        math.fsum(phonations),
         *distributions,
         filled,
         per_100_words(filled, words),
@@ -195,7 +243,7 @@ def _row(
         vocabulary.mattr,
         vocabulary.mtld,
         vocabulary.sufficient,
-        sorted({item.asr_model for item in kept}),
-        versions.pop() if len(versions) == 1 else METRICS_VERSION,
+        sorted(set(models)),
+        version,
         computed_at,
     )

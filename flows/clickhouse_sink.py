@@ -12,20 +12,27 @@ topic/partition/offset of the messages behind each row, see :data:`SinkRow`), an
 dropped by ClickHouse instead of creating parts to merge away. Inserts are retried with the same token
 (exponential backoff); when the retries are exhausted the error fails the dataflow, which restarts from its
 last snapshot.
+
+A batch is handed to clickhouse-connect column-oriented, with ``DateTime64`` columns as their integer ticks
+(:func:`datetime64_ticks`, the value clickhouse-connect would compute and write for a ``datetime``): its
+per-value conversion of datetimes was ~40 % of the Python time of an insert of window rows, and the values
+repeat within a batch (the batch's ``computed_at``, the windows' bounds), so each distinct one is converted once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-__all__ = ["ClickHouseSink", "SinkRow", "dedup_token"]
+__all__ = ["ClickHouseSink", "SinkRow", "datetime64_ticks", "dedup_token"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,34 @@ def dedup_token(table: str, positions: Sequence[str]) -> str:
     return f"{table}:{len(positions)}:{digest[:40]}"
 
 
+_DATETIME64 = re.compile(r"(?:Nullable\()?DateTime64\((\d+)")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def datetime64_ticks(value: datetime, precision: int) -> int:
+    """The ``DateTime64(precision)`` value of a tz-aware ``datetime``: ticks of ``10**-precision`` s since the Unix
+    epoch, rounded down (as clickhouse-connect writes a ``datetime``). Raises ``TypeError`` on a naive datetime."""
+    micros = (value - _EPOCH) // _MICROSECOND
+    return micros // 10 ** (6 - precision) if precision <= 6 else micros * 10 ** (precision - 6)
+
+
+def _ticks_column(values: Sequence[Any], precision: int) -> list[Any]:
+    """``values`` with each ``datetime`` replaced by :func:`datetime64_ticks` (``None`` stays ``None``), each
+    distinct value converted once."""
+    converted: dict[datetime, int] = {}
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        ticks = converted.get(value)
+        if ticks is None:
+            ticks = converted[value] = datetime64_ticks(value, precision)
+        out.append(ticks)
+    return out
+
+
 class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
     def __init__(self, sink: ClickHouseSink) -> None:
         self._sink = sink
@@ -50,6 +85,11 @@ class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
         if missing:
             raise RuntimeError(f"{sink.table} lacks columns {missing}: run `coach migrate`")
         self._types = [types[column] for column in sink.columns]
+        self._ticks = [
+            (index, int(match.group(1)))
+            for index, type_name in enumerate(self._types)
+            if (match := _DATETIME64.match(type_name)) is not None
+        ]
         self._rows: list[tuple[Any, ...]] = []
         self._positions: list[str] = []
 
@@ -65,6 +105,9 @@ class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
             return
         rows, positions = self._rows, self._positions
         token = dedup_token(self._sink.table, positions)
+        columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
+        for index, precision in self._ticks:
+            columns[index] = _ticks_column(columns[index], precision)
         for attempt in Retrying(
             stop=stop_after_attempt(self._sink.retries),
             wait=wait_exponential(multiplier=0.2, max=5.0),
@@ -77,7 +120,8 @@ class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
                     )
                 self._client.insert(
                     self._sink.table,
-                    rows,
+                    columns,
+                    column_oriented=True,
                     column_names=list(self._sink.columns),
                     column_type_names=self._types,
                     settings={"insert_deduplication_token": token},

@@ -121,6 +121,11 @@ class FlowStats:
         with self._lock:
             self.rows[table] += rows
 
+    def scored_total(self) -> int:
+        """Messages scored so far, all learners together (safe to call while the flow runs)."""
+        with self._lock:
+            return sum(self.scored.values())
+
 
 # ------------------------------------------------------------------------------------------------ timezones
 
@@ -419,6 +424,7 @@ def run_metrics_flow(
     database: str | None = None,
     stop_at_end: bool = False,
     recovery_dir: Path | None = None,
+    stats: FlowStats | None = None,
 ) -> None:
     """Run the live metric dataflow in the calling thread until ``stop_event`` is set.
 
@@ -428,7 +434,7 @@ def run_metrics_flow(
     ``idle_poll_s``: the final epoch is snapshotted, open windows included, and the next run resumes there.
     ``stop_at_end``: also stop once the end offsets of the input topics as of the start are reached (tests,
     benchmarks). ``database`` defaults to ``COACH_CLICKHOUSE_DATABASE``; ``recovery_dir`` to
-    :func:`default_recovery_dir`.
+    :func:`default_recovery_dir`; ``stats``: counters of what this run scored and inserted (benchmarks).
 
     Raises ``RuntimeError`` (``BytewaxRuntimeError``) when the flow fails, e.g. ClickHouse stays unreachable
     after the sink's retries; the caller may restart it, and it resumes from the last snapshot.
@@ -452,7 +458,9 @@ def run_metrics_flow(
     recovery = prepare_recovery_dir(
         recovery_dir or default_recovery_dir(platform, settings), settings.recovery_partitions
     )
-    flow = build_metrics_flow(settings, platform, tables, stop_at=stop_at, stop_event=stop_event, timezones=timezones)
+    flow = build_metrics_flow(
+        settings, platform, tables, stop_at=stop_at, stop_event=stop_event, timezones=timezones, stats=stats
+    )
     log.info("metric dataflow starting (tables in %s, recovery in %s)", tables.database, recovery.db_dir)
     execute(flow, settings, recovery, settings.epoch_interval_s)
     log.info("metric dataflow stopped")

@@ -51,6 +51,14 @@ SCRIPT = textwrap.dedent(
     part.close()
     count = "SELECT count() FROM coach.{} {}"
     out["raw_after_replayed_batches"] = client.query(count.format("submission_metrics", "")).result_rows[0][0]
+    # the sink's column-oriented insert with DateTime64 ticks stores what a plain row insert of datetimes stores
+    client.command("CREATE TABLE coach.sink_reference AS coach.submission_metrics")
+    client.insert("coach.sink_reference", [row for row, _ in rows], column_names=list(SUBMISSION_COLUMNS))
+    every = "SELECT * FROM coach.{} FINAL ORDER BY source_offset"
+    stored = client.query(every.format("submission_metrics")).result_rows
+    out["sink_rows_equal_plain_insert"] = stored == client.query(every.format("sink_reference")).result_rows
+    out["sink_rows_read_back"] = [str(row[SUBMISSION_COLUMNS.index("occurred_at")]) for row in stored]
+    client.command("DROP TABLE coach.sink_reference")
     # the same natural key written with another position (no token match) collapses in ReplacingMergeTree
     later = submission_row(scored[0], at + timedelta(days=1))
     part = sink.build_part("submission_metrics_out", "coach.submission_metrics#0", None)
@@ -84,6 +92,8 @@ def test_sink_dedup_tokens_replacing_merge_tree_and_swap(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["raw_after_replayed_batches"] == 3  # the replayed batches were dropped by their tokens
+    assert out["sink_rows_equal_plain_insert"] is True
+    assert out["sink_rows_read_back"] == ["2024-03-05 10:00:00", "2024-03-05 11:00:00", "2024-03-05 12:00:00"]
     assert (out["raw_after_rewrite"], out["final_after_rewrite"]) == (4, 3)
     assert out["swap"] == ["exchange", "exchange", "exchange"]  # chDB's Atomic database supports EXCHANGE
     assert (out["live_after_swap"], out["kept_after_swap"]) == (1, 3)
@@ -95,3 +105,22 @@ def test_sink_dedup_tokens_replacing_merge_tree_and_swap(tmp_path: Path) -> None
     ]
     assert out["live_after_drop"] == 1
     assert "submission_metrics_before_v5" not in out["tables"] and "submission_metrics_v5" not in out["tables"]
+
+
+def test_datetime64_ticks_match_clickhouse_connect() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from clickhouse_connect.datatypes.registry import get_from_name
+
+    from flows.clickhouse_sink import datetime64_ticks
+
+    values = [
+        datetime(2024, 3, 5, 10, 0, 0, 123456, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # before the epoch: rounded down
+        datetime(2026, 11, 22, 3, 4, 5, tzinfo=UTC) + timedelta(microseconds=1),
+        datetime(2100, 1, 1, tzinfo=UTC),
+    ]
+    for precision in (0, 3, 6, 9):
+        kind = get_from_name(f"DateTime64({precision}, 'UTC')")
+        for value in values:
+            assert datetime64_ticks(value, precision) == kind._datetime64_ticks(value), (precision, value)

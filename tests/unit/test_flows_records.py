@@ -325,3 +325,27 @@ def test_score_batch_falls_back_to_one_by_one_when_the_batch_path_fails(monkeypa
     results = score_batch(messages, pause_threshold_s=0.25)
     assert [type(result).__name__ for result in results] == ["Scored", "DeadLetterRecord"]
     assert results[0] == score(messages[0], pause_threshold_s=0.25)
+
+
+def test_window_rows_distributions_equal_distribution_of_the_metric_columns() -> None:
+    from flows.aggregate import _metric_columns, window_rows
+    from flows.calendar import LearnerCalendar
+    from flows.tables import WINDOW_COLUMNS, WINDOW_DISTRIBUTION_METRICS, WINDOW_STATISTICS
+
+    calendar = LearnerCalendar()
+    items = [_item("u1", AT + timedelta(hours=5 * i), offset=300 + i) for i in range(9)]
+    rng = random.Random(3)
+    windows = []
+    for window_id in range(12):
+        chosen = rng.sample(items, rng.randint(1, len(items)))
+        windows.append(("u1", "Europe/Berlin", calendar.bounds(window_id), chosen))
+    # an infinite value takes the Python path for its window only (math.fsum's own result)
+    odd = items[0]._replace(mean_length_of_run=math.inf)
+    windows.append(("u1", "Europe/Berlin", calendar.bounds(99), [odd, items[1]]))
+    names = [f"{metric}_{stat}" for metric in WINDOW_DISTRIBUTION_METRICS for stat in WINDOW_STATISTICS]
+    for (_user, _tz, _bounds, chosen), row in zip(windows, window_rows(windows, AT), strict=True):
+        values = dict(zip(WINDOW_COLUMNS, row, strict=True))
+        kept = latest_per_submission(chosen)
+        expected = [value for column in _metric_columns(kept) for value in distribution(column)]
+        assert [values[name] for name in names] == expected  # exactly, None included
+    assert values["mean_length_of_run_max"] == math.inf

@@ -25,11 +25,12 @@ or a failed poll drop the whole cache; while polls fail nothing is cached (reque
 **Staleness bound.** Once an INSERT into ``learner_metrics_windows`` has returned, a read of one of its learners
 shows the new rows at most one poll interval plus one poll's duration plus one reload of the learner later
 (``COACH_API_PROGRESS_CACHE_POLL_S``, 1 s by default; the reload is stale-while-revalidate's, bounded by
-``COACH_API_PROGRESS_CACHE_STALE_S``, 5 s by default, after which the previous entry is dropped; with
+``COACH_API_PROGRESS_CACHE_STALE_S``, 5 s by default, after which the previous entry is dropped and the next
+reader reads ClickHouse itself: at worst the poll interval + one poll + that + one read; with
 ``COACH_API_PROGRESS_CACHE_STALE_S=0`` the bound is the poll interval plus one poll, as readers then miss): a
 request that started reading ClickHouse before the poll noticed the change does not store its (possibly older)
 answer (per-learner invalidation generations, see :meth:`ProgressCache.put`). Measured under the benchmark's
-writes (bench/api.py, 20 learners/s changed): ~1 s at the median, up to a few seconds when reloads queue. Not
+writes (bench/api.py, 20 learners/s changed): ~0.1-1.3 s at the median, up to 3.3-6.7 s when reloads queue. Not
 covered: rows changed without a new part or data version (lightweight updates with patch parts, not used by this
 platform's writers) become visible within the TTL.
 """

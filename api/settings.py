@@ -65,7 +65,8 @@ class ApiSettings(BaseSettings):
         description="COACH_API_PROGRESS_CACHE_STALE_S: once new windows of a cached learner are seen, its previous "
         "entry is still served while one background reload of the learner (coalesced) runs, for at most this many "
         "seconds, then dropped; the staleness bound is then COACH_API_PROGRESS_CACHE_POLL_S plus one poll plus one "
-        "reload (at most this). 0: the entry is dropped at once and readers read ClickHouse until one fills it",
+        "reload, or, when the reload takes longer than this, plus this and one read by the next reader. 0: the "
+        "entry is dropped at once and readers read ClickHouse until one fills it",
     )
     progress_gzip_max_bytes: int = Field(
         default=64 * 2**20,

@@ -439,15 +439,21 @@ def _mean(values: list[float | None]) -> float | None:
     return round(sum(present) / len(present), 4) if present else None
 
 
-def serve_api(stop: threading.Event | None = None, settings: ApiSettings | None = None) -> None:
-    """Serve :func:`create_app` with uvicorn on ``COACH_API_HOST:COACH_API_PORT`` until ``stop`` is set (or, with
-    no ``stop``, until the process is interrupted). What ``coach serve api`` and ``coach run`` call."""
+def serve_api(
+    stop: threading.Event | None = None, settings: ApiSettings | None = None, *, app: FastAPI | None = None
+) -> None:
+    """Serve ``app`` (default :func:`create_app` of ``settings``) on ``COACH_API_HOST:COACH_API_PORT`` with
+    ``COACH_API_SERVER`` (granian or uvicorn) until ``stop`` is set (or, with no ``stop``, until the process is
+    interrupted). What ``coach serve api``, ``coach run`` and ``bench/api.py`` call. Raises ``OSError`` when the
+    address cannot be bound (granian)."""
+    settings = settings or ApiSettings()
+    app = app if app is not None else create_app(settings=settings)
+    if settings.server == "granian":
+        _serve_granian(app, settings, stop)
+        return
     import uvicorn
 
-    settings = settings or ApiSettings()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings=settings), host=settings.host, port=settings.port, log_level="warning")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
     if stop is not None:
 
         def watch() -> None:
@@ -456,3 +462,41 @@ def serve_api(stop: threading.Event | None = None, settings: ApiSettings | None 
 
         threading.Thread(target=watch, name="api-stop-watcher", daemon=True).start()
     server.run()  # uvicorn installs its signal handlers only in the main thread
+
+
+def _serve_granian(app: FastAPI, settings: ApiSettings, stop: threading.Event | None) -> None:
+    """Serve ``app`` with granian's embedded server (https://github.com/emmett-framework/granian,
+    ``granian.server.embed``) on an event loop of this thread (uvloop when installed), so the app shares the
+    process, as the local mode requires (chDB opens its data directory in one process only). Granian's Rust
+    runtime parses HTTP and writes responses outside the Python thread. Granian marks the embedded server
+    experimental; ``COACH_API_SERVER=uvicorn`` is the fallback. ``stop`` (or, in the main thread, SIGINT/SIGTERM)
+    ends it gracefully."""
+    import asyncio
+    import signal
+
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works the same, slower
+        loop = asyncio.new_event_loop()
+    server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI, log_enabled=False)
+    asyncio.set_event_loop(loop)
+    if stop is not None:
+
+        def watch() -> None:
+            stop.wait()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(server.stop)
+
+        threading.Thread(target=watch, name="api-stop-watcher", daemon=True).start()
+    elif threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.stop)
+    try:
+        loop.run_until_complete(server.serve())
+    finally:
+        loop.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,6 +16,12 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COACH_API_", frozen=True, extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="COACH_API_HOST: bind address")
+    server: Literal["granian", "uvicorn"] = Field(
+        default="granian",
+        description="COACH_API_SERVER: the HTTP server in front of the ASGI app: 'granian' (Rust: HTTP parsing and "
+        "socket writes run outside the Python thread; more warm requests/s than uvicorn, see bench/RESULTS.md, API) "
+        "or 'uvicorn' (httptools + uvloop)",
+    )
     port: int = Field(default=8001, description="COACH_API_PORT: progress API port")
     pg_pool_min: int = Field(default=1, ge=0, description="COACH_API_PG_POOL_MIN: PostgreSQL connections kept open")
     pg_pool_max: int = Field(default=8, ge=1, description="COACH_API_PG_POOL_MAX: PostgreSQL connections at most")

@@ -10,7 +10,8 @@ What it does:
 1. **server** (a subprocess, because chDB is in-process and the load generator must not share the server's CPU
    time slice or GIL): a fresh chDB directory, all ClickHouse migrations, ``learners × days`` rows in
    ``submission_metrics`` (one submission a day per learner; 1,000,000 by default) and the daily, weekly and
-   7-day sliding windows derived from them; then the API (``create_app``, one uvicorn worker) on a free port;
+   7-day sliding windows derived from them; then the API (``create_app``, one process: granian's embedded server
+   by default, as ``coach serve api``, or uvicorn with ``--server uvicorn``) on a free port;
 2. **keys**: ``--keyed`` learners get a bearer token (PostgreSQL of the stack); each request reads the progress of
    a random one of them with its own token (a learner reading itself);
 3. **load**: ``--clients`` concurrent closed-loop clients (HTTP/1.1 keep-alive) for ``--duration`` seconds after
@@ -21,9 +22,10 @@ What it does:
    reports its load generator's CPU seconds per second and the server's. ``cold`` always uses http.client (each
    keyed learner read exactly once).
 
-The server runs uvicorn with ``--http``/``--loop`` (default ``auto``: httptools and uvloop when installed, as
-``coach serve api``); ``stats`` of the server also reports its garbage collector's runs and longest pause per
-scenario (a full collection stops the event loop).
+The server is ``--server`` (default ``granian``, ``COACH_API_SERVER``'s default; with ``uvicorn``, ``--http``/
+``--loop`` choose its protocol and loop, default ``auto``: httptools and uvloop when installed); ``stats`` of the
+server also reports its garbage collector's runs and longest pause per scenario (a full collection stops the event
+loop).
 
 With the per-learner progress cache (the default; ``--no-cache`` sets ``COACH_API_PROGRESS_CACHE_MAX_BYTES=0``)
 the scenarios are, in this order:
@@ -206,7 +208,7 @@ def serve(args: argparse.Namespace) -> None:
     ``write <every_s> <learners>`` (start the writer), ``stop-write`` (stop it; answers its numbers)."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, serve_api
     from api.settings import ApiSettings
     from clickhouse import SQL_DIR
     from runtime.clickhouse import get_clickhouse_client
@@ -236,6 +238,9 @@ def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     settings = ApiSettings(
+        host="127.0.0.1",
+        port=args.port,
+        server=args.server,
         clickhouse_pool_size=args.pool,
         pg_pool_max=args.pool * 2,
         progress_cache_max_bytes=ApiSettings().progress_cache_max_bytes if args.cache else 0,
@@ -263,6 +268,9 @@ def serve(args: argparse.Namespace) -> None:
 
     threading.Thread(target=commands, daemon=True).start()
     gc_watch.start()
+    if args.server == "granian":
+        serve_api(settings=settings, app=app)
+        return
     config = uvicorn.Config(
         app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, http=args.http, loop=args.loop
     )
@@ -484,8 +492,8 @@ def _machine() -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     names = (
-        "fastapi", "starlette", "uvicorn", "httptools", "uvloop", "h11", "pydantic", "chdb", "clickhouse-connect",
-        "psycopg", "httpx", "cachetools",
+        "fastapi", "starlette", "granian", "uvicorn", "httptools", "uvloop", "h11", "pydantic", "chdb",
+        "clickhouse-connect", "psycopg", "httpx", "cachetools",
     )  # fmt: skip
     out = {}
     for name in names:
@@ -523,6 +531,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sys.executable, "-m", "bench.api", "serve", "--chdb", str(Path(tmp) / "chdb"), "--port", str(port),
             "--learners", str(args.learners), "--days", str(args.days), "--pool", str(args.pool),
             "--keys-file", str(keys_file), "--cache" if args.cache else "--no-cache", "--http", args.http,
+            "--server", args.server,
             "--loop", args.loop,
         ]  # fmt: skip
         server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -617,6 +626,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clickhouse_pool": args.pool,
             "clickhouse": "embedded chDB (in the API process)",
             "progress_cache": args.cache,
+            "server": args.server,
             "uvicorn_http": _resolved(args.http, "httptools", "h11"),
             "uvicorn_loop": _resolved(args.loop, "uvloop", "asyncio"),
             "load_generator": args.load_generator,
@@ -656,6 +666,12 @@ def main() -> None:
             default="auto",
             choices=["auto", "asyncio", "uvloop"],
             help="uvicorn's event loop (auto: uvloop when installed, as `coach serve api`)",
+        )
+        p.add_argument(
+            "--server",
+            default="granian",
+            choices=["granian", "uvicorn"],
+            help="the HTTP server in front of the ASGI app (COACH_API_SERVER; --http/--loop apply to uvicorn)",
         )
         p.add_argument(
             "--cache",

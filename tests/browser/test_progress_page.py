@@ -1,6 +1,6 @@
 """The learner progress page in a real browser: headless Chromium (Debian's ``chromium``) loads
-``/progress/{user_id}?token=…`` from the API served by uvicorn on a free local port, dumps the DOM it rendered and
-takes a screenshot, saved as ``artifacts/progress-page.png``.
+``/progress/{user_id}?token=…`` from the API served by ``serve_api`` (granian) on a free local port, dumps the DOM
+it rendered and takes a screenshot, saved as ``artifacts/progress-page.png``.
 
 Chromium missing: the test installs it with ``apt-get install -y chromium`` when running as root with apt (the
 bootstrap does the same), else it is skipped with the reason.
@@ -15,14 +15,14 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from api.app import create_app
+from api.app import create_app, serve_api
 from api.settings import ApiSettings
 from runtime.settings import PlatformSettings
 from tests.analytics_fixtures import ApiWorld, seed_api_world
@@ -65,22 +65,30 @@ def world(migrated_stack: PlatformSettings) -> ApiWorld:
 
 @pytest.fixture(scope="module")
 def base_url(world: ApiWorld) -> Iterator[str]:
-    """The API served by uvicorn in a thread of this process (chDB is in-process)."""
+    """The API served by ``serve_api`` (COACH_API_SERVER's default, granian) in a thread of this process (chDB is
+    in-process), as ``coach run`` serves it."""
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(world.platform, ApiSettings()), host="127.0.0.1", port=port, log_level="warning")
+    settings = ApiSettings(host="127.0.0.1", port=port)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve_api, args=(stop, settings), kwargs={"app": create_app(world.platform, settings)}, daemon=True
     )
-    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(15)
+        stop.set()
+        thread.join(30)
 
 
 def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

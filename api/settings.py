@@ -16,11 +16,12 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COACH_API_", frozen=True, extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="COACH_API_HOST: bind address")
-    server: Literal["granian", "uvicorn"] = Field(
-        default="granian",
-        description="COACH_API_SERVER: the HTTP server in front of the ASGI app: 'granian' (Rust: HTTP parsing and "
-        "socket writes run outside the Python thread; more warm requests/s than uvicorn, see bench/RESULTS.md, API) "
-        "or 'uvicorn' (httptools + uvloop)",
+    server: Literal["uvicorn", "granian"] = Field(
+        default="uvicorn",
+        description="COACH_API_SERVER: the HTTP server in front of the ASGI app: 'uvicorn' (httptools + uvloop; "
+        "under one core) or 'granian' (embedded, marked experimental by granian: HTTP and socket writes in a Rust "
+        "thread; 1.3-1.8x the warm requests/s and a lower p99 under writes, but ~1.3 cores, so its p99 suffers more "
+        "from other jobs on a 2-core machine; bench/RESULTS.md, API)",
     )
     port: int = Field(default=8001, description="COACH_API_PORT: progress API port")
     pg_pool_min: int = Field(default=1, ge=0, description="COACH_API_PG_POOL_MIN: PostgreSQL connections kept open")

@@ -10,8 +10,8 @@ What it does:
 1. **server** (a subprocess, because chDB is in-process and the load generator must not share the server's CPU
    time slice or GIL): a fresh chDB directory, all ClickHouse migrations, ``learners × days`` rows in
    ``submission_metrics`` (one submission a day per learner; 1,000,000 by default) and the daily, weekly and
-   7-day sliding windows derived from them; then the API (``create_app``, one process: granian's embedded server
-   by default, as ``coach serve api``, or uvicorn with ``--server uvicorn``) on a free port;
+   7-day sliding windows derived from them; then the API (``create_app``, one process: uvicorn by default, as
+   ``coach serve api``, or granian's embedded server with ``--server granian``) on a free port;
 2. **keys**: ``--keyed`` learners get a bearer token (PostgreSQL of the stack); each request reads the progress of
    a random one of them with its own token (a learner reading itself);
 3. **load**: ``--clients`` concurrent closed-loop clients (HTTP/1.1 keep-alive) for ``--duration`` seconds after
@@ -22,8 +22,8 @@ What it does:
    reports its load generator's CPU seconds per second and the server's. ``cold`` always uses http.client (each
    keyed learner read exactly once).
 
-The server is ``--server`` (default ``granian``, ``COACH_API_SERVER``'s default; with ``uvicorn``, ``--http``/
-``--loop`` choose its protocol and loop, default ``auto``: httptools and uvloop when installed); ``stats`` of the
+The server is ``--server`` (default ``uvicorn``, ``COACH_API_SERVER``'s default, with ``--http``/``--loop``
+choosing its protocol and loop, default ``auto``: httptools and uvloop when installed; or ``granian``); ``stats`` of the
 server also reports its garbage collector's runs and longest pause per scenario (a full collection stops the event
 loop).
 
@@ -669,8 +669,8 @@ def main() -> None:
         )
         p.add_argument(
             "--server",
-            default="granian",
-            choices=["granian", "uvicorn"],
+            default="uvicorn",
+            choices=["uvicorn", "granian"],
             help="the HTTP server in front of the ASGI app (COACH_API_SERVER; --http/--loop apply to uvicorn)",
         )
         p.add_argument(

@@ -1,5 +1,5 @@
 """The learner progress page in a real browser: headless Chromium (Debian's ``chromium``) loads
-``/progress/{user_id}?token=…`` from the API served by ``serve_api`` (granian) on a free local port, dumps the DOM
+``/progress/{user_id}?token=…`` from the API served by ``serve_api`` on a free local port, dumps the DOM
 it rendered and takes a screenshot, saved as ``artifacts/progress-page.png``.
 
 Chromium missing: the test installs it with ``apt-get install -y chromium`` when running as root with apt (the
@@ -65,7 +65,7 @@ def world(migrated_stack: PlatformSettings) -> ApiWorld:
 
 @pytest.fixture(scope="module")
 def base_url(world: ApiWorld) -> Iterator[str]:
-    """The API served by ``serve_api`` (COACH_API_SERVER's default, granian) in a thread of this process (chDB is
+    """The API served by ``serve_api`` (COACH_API_SERVER's default) in a thread of this process (chDB is
     in-process), as ``coach run`` serves it."""
     port = _free_port()
     settings = ApiSettings(host="127.0.0.1", port=port)

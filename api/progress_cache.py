@@ -306,10 +306,14 @@ class ProgressCache:
         """Read the learner's windows from ClickHouse, build the entry and cache it (unless the learner's data
         changed while reading, see :meth:`put`). ClickHouse errors propagate. Blocking: call it from a thread."""
         generation = self.generation()
-        windows = self._fetch(self._reader, user_id)
-        entry = build_learner_progress(user_id, windows, baseline_weeks=self._baseline_weeks)
+        entry = self._read(user_id)
         self.put(entry, generation)
         return entry
+
+    def _read(self, user_id: str) -> LearnerProgress:
+        """The learner's entry, read from ClickHouse now (blocking; ClickHouse errors propagate)."""
+        windows = self._fetch(self._reader, user_id)
+        return build_learner_progress(user_id, windows, baseline_weeks=self._baseline_weeks)
 
     def generation(self) -> int:
         """The invalidation generation; take it *before* reading ClickHouse and pass it to :meth:`put`."""
@@ -438,8 +442,7 @@ class ProgressCache:
     def _reload(self, user_id: str, generation: int) -> None:
         """Read ``user_id`` (a reload thread, lock not held) and store the entry unless superseded."""
         try:
-            windows = self._fetch(self._reader, user_id)
-            entry = build_learner_progress(user_id, windows, baseline_weeks=self._baseline_weeks)
+            entry = self._read(user_id)
         except Exception as exc:  # noqa: BLE001 - readers then miss and read ClickHouse themselves
             log.warning("progress cache: reload of %s failed, its stale entry is dropped: %s", user_id, exc)
             with self._lock:

@@ -111,6 +111,7 @@ def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
 _COMPUTED = "filled_pauses_per_100_words"
 _PLAIN_METRICS = tuple(name for name in WINDOW_DISTRIBUTION_METRICS if name != _COMPUTED)
 _plain_values = attrgetter(*_PLAIN_METRICS)
+_COMPUTED_AT = WINDOW_DISTRIBUTION_METRICS.index(_COMPUTED)
 _totalled = attrgetter(
     "word_count",
     "filled_pause_count",
@@ -122,19 +123,20 @@ _totalled = attrgetter(
 )
 
 
+def _metric_values(item: WindowItem) -> tuple[float | int | None, ...]:
+    """The item's value of each name of ``WINDOW_DISTRIBUTION_METRICS`` (in that order): its attribute of that name,
+    except ``filled_pauses_per_100_words`` = :func:`flows.records.per_100_words` of its filled pauses and words.
+    One attribute fetch serves every plain metric."""
+    plain = _plain_values(item)
+    filled = per_100_words(item.filled_pause_count, item.word_count)
+    return (*plain[:_COMPUTED_AT], filled, *plain[_COMPUTED_AT:])
+
+
 def _metric_columns(kept: Sequence[WindowItem]) -> list[list[float | None]]:
     """The values each window distribution summarises, one list per name of ``WINDOW_DISTRIBUTION_METRICS`` (in
-    that order) with one value per item: the item's attribute of that name as a float (``None`` stays ``None``),
-    except ``filled_pauses_per_100_words`` = :func:`flows.records.per_100_words` of its filled pauses and words.
-    One attribute fetch per item serves every plain metric."""
-    plain = iter(zip(*map(_plain_values, kept), strict=True))
-    columns: list[list[float | None]] = []
-    for name in WINDOW_DISTRIBUTION_METRICS:
-        if name == _COMPUTED:
-            columns.append([per_100_words(item.filled_pause_count, item.word_count) for item in kept])
-        else:
-            columns.append([None if value is None else float(value) for value in next(plain)])
-    return columns
+    that order) with one value per item: :func:`_metric_values` as floats (``None`` stays ``None``)."""
+    columns = zip(*map(_metric_values, kept), strict=True)
+    return [[None if value is None else float(value) for value in column] for column in columns]
 
 
 def window_row(
@@ -172,15 +174,12 @@ def window_rows(windows: Sequence[ClosedWindow], computed_at: datetime) -> list[
     ]
 
 
-_COMPUTED_AT = WINDOW_DISTRIBUTION_METRICS.index(_COMPUTED)
-
-
 def _batch_distributions(kept_of: Sequence[Sequence[WindowItem]]) -> list[list[float | None]]:
     """For each window's kept items, the concatenated :func:`distribution` of each of its
     :func:`_metric_columns` (the row's ``<metric>_avg..max`` values), from one compiled call for all windows; a
     window the kernel does not compute (an infinite value) gets the Python functions."""
     rows: dict[int, int] = {}
-    values: list[tuple[float | None, ...]] = []
+    values: list[tuple[float | int | None, ...]] = []
     members: list[int] = []
     offsets = [0]
     for kept in kept_of:
@@ -188,9 +187,7 @@ def _batch_distributions(kept_of: Sequence[Sequence[WindowItem]]) -> list[list[f
             row = rows.get(id(item))
             if row is None:
                 row = rows[id(item)] = len(values)
-                plain = _plain_values(item)
-                filled = per_100_words(item.filled_pause_count, item.word_count)
-                values.append((*plain[:_COMPUTED_AT], filled, *plain[_COMPUTED_AT:]))
+                values.append(_metric_values(item))
             members.append(row)
         offsets.append(len(members))
     matrix = np.array(values, dtype=np.float64).reshape(len(values), len(WINDOW_DISTRIBUTION_METRICS))

@@ -10,10 +10,16 @@ same table shape, not a test of the dataflow.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
@@ -30,6 +36,7 @@ __all__ = [
     "seed_observability",
     "seed_submission",
     "seed_submission_metrics",
+    "served_api",
     "window_point",
 ]
 
@@ -445,3 +452,38 @@ def learner_window_points(days: int = 60) -> dict[WindowKind, list[WindowPoint]]
     weekly = [window_point("weekly", SEED_START + timedelta(days=7 * w), w) for w in range(days // 7)]
     sliding = [window_point("sliding_7d", SEED_START + timedelta(days=d - 6), d) for d in range(days + 6)]
     return {"daily": daily[::-1], "weekly": weekly, "sliding_7d": sliding}  # any order in
+
+
+@contextmanager
+def served_api(platform: Any, server: Literal["uvicorn", "granian"] | None = None) -> Iterator[int]:
+    """The progress API of ``platform`` served by :func:`api.app.serve_api` (``server``; None: COACH_API_SERVER's
+    default) on a free local port, in a thread of this process as ``coach run`` serves it (chDB is in-process).
+    Yields the port once ``/healthz`` answers 200; on exit sets the stop event and asserts the thread ended."""
+    from api.app import create_app, serve_api
+    from api.settings import ApiSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    settings = ApiSettings(host="127.0.0.1", port=port, **({"server": server} if server else {}))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve_api, args=(stop, settings), kwargs={"app": create_app(platform, settings)}, daemon=True
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert thread.is_alive() and time.monotonic() < deadline, f"the API ({settings.server}) did not start"
+            time.sleep(0.1)
+        yield port
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive(), f"the API ({settings.server}) did not stop"

@@ -11,21 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from api.app import create_app, serve_api
-from api.settings import ApiSettings
 from runtime.settings import PlatformSettings
-from tests.analytics_fixtures import ApiWorld, seed_api_world
+from tests.analytics_fixtures import ApiWorld, seed_api_world, served_api
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +46,6 @@ def _chromium() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def world(migrated_stack: PlatformSettings) -> ApiWorld:
     return seed_api_world(PlatformSettings(clickhouse_database="api_browser"), f"br-{uuid.uuid4().hex[:6]}-")
@@ -65,30 +53,10 @@ def world(migrated_stack: PlatformSettings) -> ApiWorld:
 
 @pytest.fixture(scope="module")
 def base_url(world: ApiWorld) -> Iterator[str]:
-    """The API served by ``serve_api`` (COACH_API_SERVER's default) in a thread of this process (chDB is
-    in-process), as ``coach run`` serves it."""
-    port = _free_port()
-    settings = ApiSettings(host="127.0.0.1", port=port)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=serve_api, args=(stop, settings), kwargs={"app": create_app(world.platform, settings)}, daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.1)
-    try:
+    """The API served by ``serve_api`` (COACH_API_SERVER's default) in a thread of this process, as ``coach run``
+    serves it."""
+    with served_api(world.platform) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:

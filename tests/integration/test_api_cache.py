@@ -26,7 +26,7 @@ from api.app import create_app
 from api.settings import ApiSettings
 from runtime.clickhouse import get_clickhouse_client
 from runtime.settings import PlatformSettings
-from tests.analytics_fixtures import SEED_START, ApiWorld, auth_header, seed_api_world
+from tests.analytics_fixtures import SEED_START, ApiWorld, auth_header, seed_api_world, served_api
 
 pytestmark = pytest.mark.integration
 
@@ -212,14 +212,6 @@ def _mate_token(world: ApiWorld) -> str:
     return _MATE_TOKENS[world.mate]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _http_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
     import http.client
 
@@ -237,31 +229,11 @@ def test_serve_api_answers_over_http_and_stops_on_its_event(client: TestClient, 
     """``serve_api`` with each COACH_API_SERVER, in a thread of this process (as ``coach run`` does): the warm
     progress read over a real socket (the fast path) sends the route's bytes, plain and gzip, 401 without a token;
     setting the stop event ends the server and its thread."""
-    import threading
-
-    from api.app import serve_api
-
-    port = _free_port()
-    settings = ApiSettings(host="127.0.0.1", port=port, server=server)  # type: ignore[arg-type]
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=serve_api, args=(stop, settings), kwargs={"app": create_app(world.platform, settings)}, daemon=True
-    )
-    thread.start()
     route = f"/v1/users/{world.other}/progress"
     query = {"window": "weekly", "from": "2024-01-10T00:00:00Z", "to": "2024-01-30T12:00:00Z"}
     path = f"{route}?{urlencode(query)}"
     headers = {**auth_header(world, "other"), "Accept-Encoding": "identity"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _http_get(port, "/healthz", {})[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert thread.is_alive() and time.monotonic() < deadline, f"{server} did not start"
-            time.sleep(0.1)
+    with served_api(world.platform, server) as port:  # type: ignore[arg-type]
         expected = _raw_get(client, route, headers, query)
         for _ in range(2):  # the first read fills this app's cache, the second is served by the fast path
             status, body, answered = _http_get(port, path, headers)
@@ -270,7 +242,3 @@ def test_serve_api_answers_over_http_and_stops_on_its_event(client: TestClient, 
         status, zipped, answered = _http_get(port, path, {**headers, "Accept-Encoding": "gzip"})
         assert status == 200 and answered["content-encoding"] == "gzip" and gzip.decompress(zipped) == body
         assert _http_get(port, path, {})[0] == 401
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive(), f"{server} did not stop"

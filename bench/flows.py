@@ -13,7 +13,11 @@ What it does, on topics and a chDB directory of its own (nothing of the platform
    earliest offset until it reaches the end offsets, into chDB: transcripts/s per worker over the whole run
    (start-up included: imports, the compiled kernels' cache, the first ClickHouse insert), and in steady state,
    from the count of scored transcripts sampled every 100 ms: the rate between 10 % and 90 % of the input;
-3. **replay**: ``replay_metrics`` (verification and swap included) over ``--replay-transcripts`` transcripts.
+3. **replay**: ``replay_metrics`` (verification and swap included) over ``--replay-transcripts`` transcripts;
+4. **stage costs** (the peer, measured in the same process): µs per transcript of each stage of the flow's work
+   outside the engine (JSON parsing alone, contract decoding, scoring, row building, window rows) on
+   ``--stage-transcripts`` events of the same kind, next to the live steady state's µs per transcript
+   (:func:`stage_costs`).
 
 Prints one JSON document with the machine, versions, parameters and results.
 """
@@ -29,22 +33,28 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from confluent_kafka import Producer
 
 from bench.host import machine
+from flows.aggregate import window_rows
+from flows.calendar import LearnerCalendar
 from flows.dataflow import FlowStats, run_metrics_flow
+from flows.records import Scored, SourceMessage, WindowItem, score_batch, submission_row
 from flows.replay import replay_metrics
 from flows.settings import FlowSettings
 from flows.synthetic import synthetic_transcript
 from runtime.clickhouse import get_clickhouse_client
+from runtime.garbage_collector import raise_young_threshold
 from runtime.kafka import ensure_topics
 from runtime.settings import PlatformSettings
-from schemas.registry import encode_event
+from schemas.registry import decode_event, encode_event
 from schemas.topics import TopicSpec, dlq_of
 
 START = datetime(2024, 1, 1, 9, 0, tzinfo=UTC)
@@ -79,6 +89,24 @@ def _templates(count: int, words: int) -> list[str]:
     return templates
 
 
+def _transcripts(transcripts: int, learners: int, words: int) -> Iterator[tuple[str, bytes]]:
+    """``(user_id, encoded TranscriptCreated)`` of the benchmark's input: round-robin over ``learners`` learners
+    (``bench-<n>``), one submission a day each from :data:`START`, ``words`` words each."""
+    templates = _templates(64, words)
+    for n in range(transcripts):
+        user = f"bench-{n % learners}"
+        day = n // learners
+        at = (START + timedelta(days=day, minutes=(n % learners) % 600)).isoformat().replace("+00:00", "Z")
+        value = (
+            templates[n % len(templates)]
+            .replace("@@USER@@", user)
+            .replace("@@SUBMISSION@@", str(uuid.UUID(int=n + 1, version=4)))
+            .replace("@@EVENT@@", _uuid7(n + 1))
+            .replace("@@AT@@", at)
+        )
+        yield user, value.encode()
+
+
 def produce(bootstrap: str, topics: tuple[str, str], transcripts: int, learners: int, words: int) -> float:
     """Produce ``transcripts`` events (round-robin over learners, one a day each) and a CDC event per learner.
 
@@ -103,21 +131,10 @@ def produce(bootstrap: str, topics: tuple[str, str], transcripts: int, learners:
             "source": {"ts_ms": 1_600_000_000_000},
         }
         producer.produce(learners_topic, key=user.encode(), value=json.dumps(change).encode())
-    templates = _templates(64, words)
-    for n in range(transcripts):
-        user = f"bench-{n % learners}"
-        day = n // learners
-        at = (START + timedelta(days=day, minutes=(n % learners) % 600)).isoformat().replace("+00:00", "Z")
-        value = (
-            templates[n % len(templates)]
-            .replace("@@USER@@", user)
-            .replace("@@SUBMISSION@@", str(uuid.UUID(int=n + 1, version=4)))
-            .replace("@@EVENT@@", _uuid7(n + 1))
-            .replace("@@AT@@", at)
-        )
+    for user, value in _transcripts(transcripts, learners, words):
         while True:
             try:
-                producer.produce(transcripts_topic, key=user.encode(), value=value.encode())
+                producer.produce(transcripts_topic, key=user.encode(), value=value)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -167,6 +184,82 @@ def _steady_state(samples: list[tuple[float, int]], began: float, total: int) ->
     }
 
 
+def _best_us(passes: int, work: Callable[[], object], per: int) -> float:
+    """The fastest of ``passes`` runs of ``work``, in µs per one of its ``per`` units."""
+    best = float("inf")
+    for _ in range(passes):
+        began = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - began)
+    return round(1e6 * best / per, 2)
+
+
+def stage_costs(transcripts: int, words: int, settings: FlowSettings, passes: int = 3) -> dict[str, Any]:
+    """What each stage of the dataflow's per-transcript work costs in this process, outside the engine: the peer
+    of the end-to-end rate, measured in the same run (µs per transcript, fastest of ``passes``).
+
+    On ``transcripts`` events of the benchmark's kind (``transcripts // 20`` learners, so that sliding windows
+    fill), in the flow's source batches: ``json_parse`` (pydantic-core's JSON parser alone, no validation: the
+    floor of any decoder built on it), ``decode`` (:func:`schemas.registry.decode_event`: parse + validate the
+    contract), ``score`` (:func:`flows.records.score_batch`: decode + metrics), ``submission_rows``,
+    ``window_items``, and ``window_rows`` (:func:`flows.aggregate.window_rows` of every daily, weekly and sliding
+    window of these transcripts, in batches of 500, per transcript; ``window_rows_per_transcript`` says how
+    many). ``stages_sum_us`` adds score, rows and items: what remains of the end-to-end time per transcript is
+    the engine (Kafka source, windowing operator, recovery snapshots) and the ClickHouse inserts."""
+    learners = max(1, transcripts // 20)
+    messages = [
+        SourceMessage("bench", n % 6, n, None, value)
+        for n, (_user, value) in enumerate(_transcripts(transcripts, learners, words))
+    ]
+    size = settings.source_batch_size
+    batches = [messages[i : i + size] for i in range(0, len(messages), size)]
+    threshold = settings.pause_threshold_s
+    raise_young_threshold(settings.gc_young_threshold)  # as the dataflow runs (flows.dataflow.execute)
+
+    scored = [s for batch in batches for s in score_batch(batch, pause_threshold_s=threshold) if isinstance(s, Scored)]
+    if len(scored) != transcripts:
+        raise RuntimeError("stage costs: a benchmark event was not scored")
+    calendar = LearnerCalendar(settings.week_start)
+    timezone_of = {f"bench-{n}": TIMEZONES[n % len(TIMEZONES)] for n in range(learners)}
+    items = [WindowItem.of(s, timezone_of[s.user_id]) for s in scored]
+    windows: dict[tuple[str, int], list[WindowItem]] = {}
+    for item in items:
+        for window_id in calendar.window_ids(item.local_time):
+            windows.setdefault((item.user_id, window_id), []).append(item)
+    closed = [
+        (user_id, timezone_of[user_id], calendar.bounds(window_id), collected)
+        for (user_id, window_id), collected in windows.items()
+    ]
+    now = datetime.now(UTC)
+
+    def each_batch(decode: Callable[[SourceMessage], object]) -> None:
+        for batch in batches:  # one batch's results at a time, as in the dataflow
+            [decode(message) for message in batch]
+
+    def rows() -> None:
+        for i in range(0, len(closed), 500):
+            window_rows(closed[i : i + 500], now)
+
+    n = transcripts
+    costs = {
+        "json_parse": _best_us(passes, lambda: each_batch(lambda m: pydantic_core.from_json(m.value or b"")), n),
+        "decode": _best_us(passes, lambda: each_batch(lambda m: decode_event(m.value or b"")), n),
+        "score": _best_us(passes, lambda: [score_batch(batch, pause_threshold_s=threshold) for batch in batches], n),
+        "submission_rows": _best_us(passes, lambda: [submission_row(s, now) for s in scored], n),
+        "window_items": _best_us(passes, lambda: [WindowItem.of(s, timezone_of[s.user_id]) for s in scored], n),
+        "window_rows": _best_us(passes, rows, n),
+    }
+    return {
+        "transcripts": transcripts,
+        "learners": learners,
+        "window_rows_per_transcript": round(len(closed) / transcripts, 2),
+        "us_per_transcript": costs,
+        "stages_sum_us": round(
+            costs["score"] + costs["submission_rows"] + costs["window_items"] + costs["window_rows"], 1
+        ),
+    }
+
+
 def _uuid7(n: int) -> str:
     """A deterministic UUIDv7-shaped id (version 7, RFC 9562 variant) for event number ``n``."""
     value = (1_700_000_000_000 << 80) | n
@@ -196,6 +289,12 @@ def main() -> None:
     parser.add_argument("--learners", type=int, default=1_000)
     parser.add_argument("--words", type=int, default=120, help="words per transcript (about a minute of speech)")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--stage-transcripts",
+        type=int,
+        default=10_000,
+        help="transcripts for the in-process stage costs (the peer of the end-to-end rate; 0 skips them)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the chDB directory")
     args = parser.parse_args()
 
@@ -250,6 +349,13 @@ def main() -> None:
             "swapped": report.swapped,
             "rows": report.rows,
         }
+    if args.stage_transcripts:
+        stages = stage_costs(args.stage_transcripts, args.words, FlowSettings())
+        steady = result.get("live", {}).get("steady_transcripts_per_s_per_worker")
+        if steady:
+            stages["end_to_end_us_per_transcript"] = round(1e6 / steady, 1)
+        stages["target_us_per_transcript"] = 200.0  # 5,000 transcripts/s per worker
+        result["stage_costs"] = stages
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
     if not args.keep:

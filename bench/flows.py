@@ -232,9 +232,9 @@ def stage_costs(transcripts: int, words: int, settings: FlowSettings, passes: in
     ]
     now = datetime.now(UTC)
 
-    def each_batch(decode: Callable[[SourceMessage], object]) -> None:
-        for batch in batches:  # one batch's results at a time, as in the dataflow
-            [decode(message) for message in batch]
+    def each_batch(work: Callable[[list[SourceMessage]], object]) -> None:
+        for batch in batches:  # one batch's results alive at a time, as in the dataflow
+            work(batch)
 
     def rows() -> None:
         for i in range(0, len(closed), 500):
@@ -242,9 +242,11 @@ def stage_costs(transcripts: int, words: int, settings: FlowSettings, passes: in
 
     n = transcripts
     costs = {
-        "json_parse": _best_us(passes, lambda: each_batch(lambda m: pydantic_core.from_json(m.value or b"")), n),
-        "decode": _best_us(passes, lambda: each_batch(lambda m: decode_event(m.value or b"")), n),
-        "score": _best_us(passes, lambda: [score_batch(batch, pause_threshold_s=threshold) for batch in batches], n),
+        "json_parse": _best_us(
+            passes, lambda: each_batch(lambda b: [pydantic_core.from_json(m.value or b"") for m in b]), n
+        ),
+        "decode": _best_us(passes, lambda: each_batch(lambda b: [decode_event(m.value or b"") for m in b]), n),
+        "score": _best_us(passes, lambda: each_batch(lambda b: score_batch(b, pause_threshold_s=threshold)), n),
         "submission_rows": _best_us(passes, lambda: [submission_row(s, now) for s in scored], n),
         "window_items": _best_us(passes, lambda: [WindowItem.of(s, timezone_of[s.user_id]) for s in scored], n),
         "window_rows": _best_us(passes, rows, n),

@@ -20,6 +20,7 @@ from grafana.cli import app as grafana_app
 from projections.cli import asyncapi as asyncapi_command
 from projections.cli import cdc_app, learners_app
 from projections.cli import projector as projector_worker_command
+from runtime.redaction import redact_dsn
 from stack.cli import STATUS_SECTIONS
 from stack.cli import app as stack_app
 from transcription.cli import transcription as transcription_worker_command
@@ -128,7 +129,8 @@ def keys_create(
         with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
             token = create_api_key(conn, user, role)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
-        console.print(f"[red]PostgreSQL unreachable at {settings.postgres_dsn}[/red]: run `coach stack up` ({exc})")
+        where, why = redact_dsn(settings.postgres_dsn), redact_dsn(str(exc))
+        console.print(f"[red]PostgreSQL unreachable at {where}[/red]: run `coach stack up` ({why})")
         raise typer.Exit(1) from exc
     except psycopg.errors.UndefinedTable as exc:
         console.print("[red]api_keys table missing[/red]: run `coach migrate` first")

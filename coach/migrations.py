@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from runtime.redaction import redact_dsn
 from runtime.settings import PlatformSettings
 
 __all__ = ["run_migrations"]
+
+
+def _failed(console: Console, what: str, where: str, exc: BaseException) -> None:
+    """Print a failed step: ``what`` (markup), where it connected and the error, credentials redacted."""
+    console.print(f"{what} ({redact_dsn(where)}): {redact_dsn(str(exc))}")
 
 
 def run_migrations(
@@ -18,7 +24,11 @@ def run_migrations(
     clickhouse: bool = True,
     cdc: bool = True,
 ) -> bool:
-    """Apply every migration step and print what changed. Returns False when a step failed."""
+    """Apply every migration step and print what changed. Returns False when a step failed.
+
+    A failed step prints where it tried to connect and the error, both through
+    :func:`runtime.redaction.redact_dsn`: no password of a DSN or URL reaches the console.
+    """
     settings = settings or PlatformSettings()
     ok = True
     if topics:
@@ -29,7 +39,7 @@ def run_migrations(
             for name, state in ensure_topics(TOPICS, settings).items():
                 console.print(f"topic {name}: {state}")
         except Exception as exc:  # noqa: BLE001 - report and continue with the other steps
-            console.print(f"[red]topics failed[/red] ({settings.bootstrap_servers}): {exc}")
+            _failed(console, "[red]topics failed[/red]", settings.bootstrap_servers, exc)
             ok = False
     if postgres:
         import psycopg
@@ -42,7 +52,7 @@ def run_migrations(
                 applied = apply_postgres(conn, SQL_DIR)
             console.print(f"postgres: applied {applied or 'nothing (up to date)'}")
         except Exception as exc:  # noqa: BLE001
-            console.print(f"[red]postgres migrations failed[/red] ({settings.postgres_dsn}): {exc}")
+            _failed(console, "[red]postgres migrations failed[/red]", settings.postgres_dsn, exc)
             ok = False
     if cdc and ok:
         import httpx
@@ -56,7 +66,7 @@ def run_migrations(
                 f"debezium connector {state.get('name')}: {state.get('connector', {}).get('state')} (tasks: {tasks})"
             )
         except (ConnectorError, httpx.HTTPError) as exc:
-            console.print(f"[red]debezium connector registration failed[/red] ({settings.connect_rest_url}): {exc}")
+            _failed(console, "[red]debezium connector registration failed[/red]", settings.connect_rest_url, exc)
             ok = False
     if clickhouse:
         from clickhouse import SQL_DIR as CH_SQL_DIR
@@ -68,6 +78,6 @@ def run_migrations(
             applied = apply_clickhouse(client, CH_SQL_DIR, settings.clickhouse_database)
             console.print(f"clickhouse: applied {applied or 'nothing (up to date)'}")
         except Exception as exc:  # noqa: BLE001
-            console.print(f"[red]clickhouse migrations failed[/red] ({settings.clickhouse_dsn}): {exc}")
+            _failed(console, "[red]clickhouse migrations failed[/red]", settings.clickhouse_dsn, exc)
             ok = False
     return ok

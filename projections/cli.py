@@ -20,6 +20,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from runtime.redaction import redact_dsn
+
 __all__ = ["asyncapi", "cdc_app", "learners_app", "projector"]
 
 console = Console()
@@ -70,7 +72,8 @@ def learners_upsert(
         err_console.print("[red]learners table missing[/red]: run `coach migrate` first")
         raise typer.Exit(1) from exc
     except psycopg.OperationalError as exc:
-        err_console.print(f"[red]PostgreSQL unreachable at {settings.postgres_dsn}[/red]: run `coach stack up` ({exc})")
+        where, why = redact_dsn(settings.postgres_dsn), redact_dsn(str(exc))
+        err_console.print(f"[red]PostgreSQL unreachable at {where}[/red]: run `coach stack up` ({why})")
         raise typer.Exit(1) from exc
     print(json.dumps(row, default=str))
 
@@ -88,7 +91,7 @@ def learners_show(user: Annotated[str, typer.Option("--user", help="The learner'
         with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=5) as conn:
             row = get_learner(conn, user)
     except psycopg.Error as exc:
-        err_console.print(f"[red]PostgreSQL error[/red] ({settings.postgres_dsn}): {exc}")
+        err_console.print(f"[red]PostgreSQL error[/red] ({redact_dsn(settings.postgres_dsn)}): {redact_dsn(str(exc))}")
         raise typer.Exit(1) from exc
     if row is None:
         err_console.print(f"no learner {user!r}")

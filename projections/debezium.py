@@ -41,6 +41,7 @@ import psycopg
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.redaction import redact_dsn
 from runtime.settings import PlatformSettings
 from schemas.topics import CDC_TOPIC_PREFIX
 
@@ -295,7 +296,7 @@ def cdc_status(settings: PlatformSettings | None = None, debezium: DebeziumSetti
             if "FAILED" in (result["state"], *result["tasks"]):
                 result["trace"] = _failure(status)
     except httpx.HTTPError as exc:
-        errors.append(f"Kafka Connect at {settings.connect_rest_url}: {exc}")
+        errors.append(f"Kafka Connect at {redact_dsn(settings.connect_rest_url)}: {redact_dsn(str(exc))}")
     try:
         with psycopg.connect(settings.postgres_dsn, autocommit=True, connect_timeout=3) as conn:
             result["slot_lag_bytes"] = replication_slot_lag_bytes(conn)

@@ -40,6 +40,14 @@ __all__ = ["create_app", "SubmissionAccepted"]
 
 PRODUCER_NAME = "ingestion"
 
+#: How long one upload waits for the broker's acknowledgement (librdkafka ``message.timeout.ms`` of the ingestion
+#: producer, seconds): long enough to ride over the failover of one broker of a cluster (fencing after 6 s in
+#: ``coach stack up --brokers 3``), short enough that a client gets 503 in seconds when the cluster cannot take
+#: writes (e.g. fewer in-sync replicas than ``min.insync.replicas``) instead of a hanging request.
+SEND_TIMEOUT_S = 10.0
+#: ``Retry-After`` (seconds) of a 503 answered when the broker did not acknowledge the event.
+UNAVAILABLE_RETRY_AFTER_S = 5
+
 
 class SubmissionAccepted(BaseModel):
     """The 202 answer: the submission id to poll on the progress API."""
@@ -56,7 +64,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Not audio, or a container outside the allow-list",
         422: "Empty, truncated, corrupt, too short or too long audio; missing 'audio' field",
         429: "Per-user rate limit; see Retry-After",
-        503: "Broker did not acknowledge the event; retry",
+        503: "Broker did not acknowledge the event within SEND_TIMEOUT_S; retry after Retry-After seconds",
     }.items()
 }
 
@@ -98,7 +106,9 @@ def create_app(
         app.state.pg_pool = ConnectionPool(
             platform.postgres_dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=True
         )
-        app.state.producer = EventProducer(platform, client_id="ingestion")
+        app.state.producer = EventProducer(
+            platform, client_id="ingestion", **{"message.timeout.ms": int(SEND_TIMEOUT_S * 1000)}
+        )
         app.state.blobs = blob_store or open_blob_store(platform)
         app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         try:
@@ -233,11 +243,18 @@ async def _accept(
         if winner != submission_id:
             return _accepted(winner, replayed=True)
     try:
-        await asyncio.to_thread(state.producer.send, SUBMISSIONS.name, event)
+        # The delivery report (success or librdkafka's message timeout) arrives within SEND_TIMEOUT_S; the extra
+        # seconds keep send's own flush deadline from firing first and leaving the message queued behind a 503.
+        await asyncio.to_thread(state.producer.send, SUBMISSIONS.name, event, timeout_s=SEND_TIMEOUT_S + 5)
     except DeliveryFailed as exc:
         if idempotency_key:
             await asyncio.to_thread(_release_idempotent, state.pg_pool, user_id, idempotency_key, submission_id)
-        raise Rejected(503, "unavailable", f"the event could not be stored; retry later ({exc})") from exc
+        raise Rejected(
+            503,
+            "unavailable",
+            f"the event could not be stored; retry later ({exc})",
+            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        ) from exc
     UPLOADS.inc()
     UPLOAD_BYTES.inc(upload.size)
     return _accepted(submission_id, replayed=False)

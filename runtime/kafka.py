@@ -29,9 +29,7 @@ from schemas.topics import TopicSpec
 __all__ = [
     "DeliveryFailed",
     "EventProducer",
-    "dead_letter_for",
     "ensure_topics",
-    "is_record",
     "make_consumer",
     "next_positions",
     "store_offsets_after",
@@ -154,42 +152,29 @@ def make_consumer(
     return consumer
 
 
-def dead_letter_for(msg: Message, *, consumer_group: str, error: BaseException | str, **known: Any) -> DeadLetterRecord:
-    """Build the dead-letter record of a consumed message that could not be processed.
-
-    ``error`` is the exception (its class name becomes ``error_class``) or a reason string;
-    ``known`` may add ``user_id``, ``submission_id`` and ``event_id`` when the message parsed.
-    """
-    key = msg.key()
-    if isinstance(error, BaseException):
-        error_class, reason = type(error).__name__, str(error) or type(error).__name__
-    else:
-        error_class, reason = "Rejected", error
-    return DeadLetterRecord(
-        original_topic=msg.topic() or "",
-        original_partition=msg.partition() or 0,
-        original_offset=msg.offset() or 0,
-        original_key=key.decode("utf-8", "replace") if key else None,
-        original_value_b64=DeadLetterRecord.encode_value(msg.value()),
-        consumer_group=consumer_group,
-        error_class=error_class,
-        reason=reason[:4000],
-        **known,
-    )
-
-
 def ensure_topics(specs: Iterable[TopicSpec], settings: PlatformSettings | None = None) -> dict[str, str]:
     """Create missing topics (idempotent). Returns ``{name: 'created' | 'exists'}``.
 
-    Replication factor from ``COACH_KAFKA_REPLICATION`` (1 for the local single broker).
-    Raises ``KafkaException`` on any other error.
+    Replication factor from ``COACH_KAFKA_REPLICATION`` (1 for the local single broker, 3 for ``coach stack up
+    --brokers 3``). From replication 3 on, every created topic also gets ``min.insync.replicas=2`` (unless its spec
+    sets one): an ``acks=all`` write is then on at least two brokers, one broker may be lost without losing it or
+    the ability to write, and with two lost producers get errors instead of acknowledgements. Existing topics are
+    left as they are. Raises ``KafkaException`` on any other error.
     """
     settings = settings or PlatformSettings()
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
     replication = settings.kafka_replication
     specs = list(specs)
+
+    def topic_config(spec: TopicSpec) -> dict[str, str]:
+        config = dict(spec.config())
+        if replication >= 3:
+            config.setdefault("min.insync.replicas", "2")
+        return config
+
     new = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=s.config()) for s in specs
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=replication, config=topic_config(s))
+        for s in specs
     ]
     result: dict[str, str] = {}
     for name, future in admin.create_topics(new, request_timeout=30).items():
@@ -202,16 +187,6 @@ def ensure_topics(specs: Iterable[TopicSpec], settings: PlatformSettings | None 
             else:
                 raise
     return result
-
-
-def is_record(msg: Message) -> bool:
-    """True for a consumed record; False for an event (partition EOF is silent, other errors are logged)."""
-    err = msg.error()
-    if err is None:
-        return True
-    if err.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer error: %s", err)
-    return False
 
 
 def next_positions(messages: Sequence[Message]) -> dict[tuple[str, int], int]:

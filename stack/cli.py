@@ -1,12 +1,19 @@
-"""``coach stack up|down|status``: the local engines (Kafka broker, Kafka Connect + Debezium, PostgreSQL).
+"""``coach stack up|down|status|broker``: the local engines (Kafka, Kafka Connect + Debezium, PostgreSQL).
 
 Settings come from ``COACH_*`` environment variables (see :class:`stack.settings.StackSettings`). Exit codes: 0 on
 success; 1 when an engine fails to start or stop, or (``status``) when any engine is not running.
+
+``up --brokers 3`` starts a three-node KRaft cluster instead of one broker (node ``n`` listens on
+``COACH_KAFKA_PORT + 2(n-1)``, its controller on ``COACH_KAFKA_CONTROLLER_PORT + 2(n-1)``); the count is remembered
+under ``COACH_HOME``, so later ``up``/``status``/``down`` need no flag. The platform then needs
+``COACH_KAFKA_BOOTSTRAP`` (printed by ``up``) and ``COACH_KAFKA_REPLICATION=3``. ``broker kill N`` SIGKILLs node N
+(a crash, like ``kill -9``) and ``broker start N`` brings it back alone (fault drills).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -17,7 +24,7 @@ from rich.text import Text
 
 from stack.engine import Engine, EngineStatus, State
 from stack.errors import StackError
-from stack.settings import StackSettings
+from stack.settings import MAX_BROKERS, StackSettings
 from stack.supervisor import StartResult, Supervisor
 
 app = typer.Typer(
@@ -103,10 +110,20 @@ class _ConsoleDownReporter:
 
 
 @app.command()
-def up() -> None:
-    """Start PostgreSQL, the Kafka broker and Kafka Connect (engines already running are kept)."""
+def up(
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_BROKERS,
+            help="Kafka nodes (broker + KRaft controller each); 3 gives replication 3 and min.insync.replicas=2. "
+            "Default: the count remembered under COACH_HOME, else 1.",
+        ),
+    ] = None,
+) -> None:
+    """Start PostgreSQL, the Kafka broker(s) and Kafka Connect (engines already running are kept)."""
     settings = _settings()
-    supervisor = Supervisor(settings)
+    supervisor = Supervisor(settings, brokers)
     reporter = _ConsoleUpReporter()
     try:
         supervisor.up(reporter)
@@ -117,12 +134,19 @@ def up() -> None:
     console.print(_status_table(supervisor.status()))
     console.print(
         Text(
-            f"Kafka bootstrap servers: {settings.bootstrap_servers}\n"
+            f"Kafka bootstrap servers: {supervisor.bootstrap_servers}\n"
             f"Kafka Connect REST:      {settings.connect_url}\n"
             f"PostgreSQL DSN:          {settings.pg_dsn}\n"
             f"State and logs:          {settings.home}"
         )
     )
+    if supervisor.brokers > 1:
+        console.print(
+            Text(
+                f"Platform settings:       COACH_KAFKA_BOOTSTRAP={supervisor.bootstrap_servers} "
+                f"COACH_KAFKA_REPLICATION={supervisor.replication}"
+            )
+        )
 
 
 @app.command()
@@ -149,3 +173,43 @@ def status() -> None:
             healthy = healthy and ok
     if not healthy:
         raise typer.Exit(code=1)
+
+
+broker_app = typer.Typer(
+    no_args_is_help=True,
+    help="Crash or start one Kafka node of the local cluster (fault drills): `broker kill 2`, `broker start 2`.",
+)
+app.add_typer(broker_app, name="broker")
+
+_NODE = typer.Argument(min=1, max=MAX_BROKERS, help="Node id, 1-based (`status` lists them).")
+
+
+@broker_app.command("kill")
+def broker_kill(node: Annotated[int, _NODE]) -> None:
+    """SIGKILL Kafka node NODE and its process group (no controlled shutdown, like `kill -9`).
+
+    Exit code 0 also when it was not running (says so); 1 for an unknown node.
+    """
+    supervisor = Supervisor(_settings())
+    try:
+        pid = supervisor.kill_broker(node)
+    except StackError as exc:
+        raise _fail(exc) from None
+    label = supervisor.broker(node).label
+    how = "was not running" if pid is None else f"killed (pid {pid}, SIGKILL)"
+    console.print(Text("✓ ", style="green") + Text(f"{label}: {how}"))
+
+
+@broker_app.command("start")
+def broker_start(node: Annotated[int, _NODE]) -> None:
+    """Start Kafka node NODE alone and wait until it is registered with the cluster (needs a controller quorum).
+
+    Exit code 1 when it does not become ready (its log tail is printed) or NODE is unknown.
+    """
+    supervisor = Supervisor(_settings())
+    try:
+        result = supervisor.start_broker(node)
+    except StackError as exc:
+        raise _fail(exc) from None
+    how = "already running" if result.already_running else f"started in {result.seconds:.1f} s"
+    console.print(Text("✓ ", style="green") + Text(f"{result.label}: {how} (pid {result.pid})"))

@@ -1,17 +1,29 @@
-"""Single-node Apache Kafka broker in KRaft mode (combined broker + controller), run from the Maven-resolved jars.
+"""Apache Kafka in KRaft mode, run from the Maven-resolved jars: one node by default, or a local cluster of N nodes.
 
-The node is both broker and controller (``process.roles=broker,controller``, ``node.id=1``) with a static
-one-voter quorum (``controller.quorum.voters=1@127.0.0.1:<controller port>``), so the ports may change between
-starts without re-formatting. Reference: https://kafka.apache.org/documentation/#kraft (KRaft configuration and
+Every node is both broker and controller (``process.roles=broker,controller``, ``node.id=1..N``) with a static
+N-voter quorum (``controller.quorum.voters=1@127.0.0.1:<controller port 1>,2@…``), so the ports may change between
+starts without re-formatting. Ports of node ``i`` (0-based): client ``COACH_KAFKA_PORT + 2*i``, controller
+``COACH_KAFKA_CONTROLLER_PORT + 2*i`` (9092/9093, 9094/9095, 9096/9097 with the defaults). Node 1 keeps its state
+in ``<home>/kafka``, node ``n`` > 1 in ``<home>/kafka-<n>``.
+
+In a cluster of 3 or more nodes, topics and the internal topics (``__consumer_offsets``, ``__transaction_state``,
+Connect's) get replication factor 3 and ``min.insync.replicas=2``: one broker may be lost without losing an
+acknowledged write or the ability to write; with two lost, ``acks=all`` producers get no acknowledgement. A quorum of
+``N//2 + 1`` controllers must be up for any metadata change (leader elections included).
+
+The broker count and the cluster id are remembered in ``<home>/stack.json`` (:func:`remembered_brokers`), so
+``status``/``down`` see every node. References: https://kafka.apache.org/documentation/#kraft (KRaft configuration and
 ``kafka-storage.sh format``), https://kafka.apache.org/documentation/#brokerconfigs.
 
-On first start the log directory is formatted with the StorageTool (the Java main class behind
-``kafka-storage.sh``: ``kafka.tools.StorageTool format -t <cluster id> -c server.properties``).
+On first start every node's log directory is formatted with the StorageTool (the Java main class behind
+``kafka-storage.sh``: ``kafka.tools.StorageTool format -t <cluster id> -c server.properties``), all with the same
+cluster id.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import uuid
@@ -24,6 +36,7 @@ from stack.errors import StackError
 from stack.process import (
     cmdline_contains,
     failure,
+    kill_group,
     log_header,
     pid_alive,
     port_open,
@@ -33,9 +46,10 @@ from stack.process import (
     wait_until,
     write_pid,
 )
-from stack.settings import LOOPBACK, StackSettings
+from stack.settings import BROKER_PORT_STRIDE, LOOPBACK, MAX_BROKERS, StackSettings
 
-#: KRaft node id of the single combined broker/controller. Stable: it is written into the formatted log directory.
+#: KRaft node id of the first combined broker/controller (node ``n`` has id ``n``). Stable: it is written into the
+#: formatted log directory.
 NODE_ID = 1
 #: Main class of the broker (``kafka-server-start.sh``).
 KAFKA_MAIN = "kafka.Kafka"
@@ -99,39 +113,115 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+def cluster_replication(brokers: int) -> int:
+    """Replication factor of topics (and internal topics) on a cluster of ``brokers`` nodes: ``min(3, brokers)``."""
+    return min(3, brokers)
+
+
+def cluster_min_isr(brokers: int) -> int:
+    """``min.insync.replicas`` on a cluster of ``brokers`` nodes: 2 from 3 brokers on (one may be lost), else 1."""
+    return 2 if brokers >= 3 else 1
+
+
+def read_state(settings: StackSettings) -> dict[str, object]:
+    """The remembered stack state (``<home>/stack.json``), ``{}`` when missing or unreadable."""
+    try:
+        state = json.loads(settings.state_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def write_state(settings: StackSettings, **values: object) -> None:
+    """Merge ``values`` into ``<home>/stack.json`` (written atomically, parents created)."""
+    state = {**read_state(settings), **values}
+    settings.home.mkdir(parents=True, exist_ok=True)
+    tmp = settings.state_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(settings.state_path)
+
+
+def remembered_brokers(settings: StackSettings) -> int | None:
+    """Broker count of the Kafka cluster under ``COACH_HOME``: the one ``up`` remembered in ``<home>/stack.json``;
+    1 for a home formatted before the count was remembered (``<home>/kafka/data`` exists); ``None`` for a fresh
+    home."""
+    brokers = read_state(settings).get("kafka_brokers")
+    if isinstance(brokers, int) and 1 <= brokers <= MAX_BROKERS:
+        return brokers
+    if (settings.kafka_dir / "data" / "meta.properties").exists():
+        return 1
+    return None
+
+
+def formatted_node_dirs(settings: StackSettings) -> list[Path]:
+    """Kafka node directories under ``COACH_HOME`` whose log directory is formatted (``data/meta.properties``)."""
+    candidates = [settings.kafka_dir, *(settings.home / f"kafka-{n}" for n in range(2, MAX_BROKERS + 1))]
+    return [d for d in candidates if (d / "data" / "meta.properties").exists()]
+
+
 class KafkaBroker(Engine):
-    """The Kafka broker + KRaft controller; state under ``<home>/kafka`` (``data/`` is ``log.dirs``)."""
+    """One Kafka node (broker + KRaft controller) of a cluster of ``brokers`` nodes; ``index`` is 0-based.
+
+    Node 1 (``index=0``) is the engine ``kafka`` with its state under ``<home>/kafka`` (``data/`` is ``log.dirs``),
+    so a single-broker stack looks as it always did; node ``n`` > 1 is the engine ``kafka-<n>`` under
+    ``<home>/kafka-<n>``. Its pid file and log are ``<home>/run/<name>.pid`` and ``<home>/logs/<name>.log``.
+    """
 
     name = "kafka"
     label = "Kafka broker"
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, index: int = 0, brokers: int = 1) -> None:
         super().__init__(settings)
-        self.config_path = settings.kafka_dir / "server.properties"
-        self.log4j_path = settings.kafka_dir / "log4j2.properties"
-        self.data_dir = settings.kafka_dir / "data"
+        if not 0 <= index < brokers <= MAX_BROKERS:
+            raise ValueError(f"broker index {index} out of range for a cluster of {brokers} (max {MAX_BROKERS})")
+        self.index = index
+        self.brokers = brokers
+        self.node_id = NODE_ID + index
+        if index > 0:
+            # Instance attributes shadow the class-level names the Engine contract reads.
+            self.name = f"kafka-{self.node_id}"  # type: ignore[misc]
+        if brokers > 1:
+            self.label = f"Kafka broker {self.node_id}"  # type: ignore[misc]
+        self.node_dir = settings.kafka_dir if index == 0 else settings.home / self.name
+        self.config_path = self.node_dir / "server.properties"
+        self.log4j_path = self.node_dir / "log4j2.properties"
+        self.data_dir = self.node_dir / "data"
 
     @property
     def port(self) -> int:
         """The PLAINTEXT (client) port."""
-        return self.settings.kafka_port
+        return self.settings.broker_port(self.index)
+
+    @property
+    def controller_port(self) -> int:
+        """The CONTROLLER (KRaft quorum) port."""
+        return self.settings.controller_port(self.index)
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:<client port>``: this node alone as ``bootstrap.servers``."""
+        return f"{LOOPBACK}:{self.port}"
 
     def port_claims(self) -> list[PortClaim]:
         """Client and controller ports."""
+        suffix = "" if self.index == 0 else f" + {BROKER_PORT_STRIDE * self.index} (broker {self.node_id})"
         return [
-            PortClaim(self.settings.kafka_port, "COACH_KAFKA_PORT"),
-            PortClaim(self.settings.kafka_controller_port, "COACH_KAFKA_CONTROLLER_PORT"),
+            PortClaim(self.port, f"COACH_KAFKA_PORT{suffix}"),
+            PortClaim(self.controller_port, f"COACH_KAFKA_CONTROLLER_PORT{suffix}"),
         ]
 
     def server_properties(self) -> str:
-        """The broker configuration (``server.properties``), regenerated on every start from the settings."""
+        """The node's configuration (``server.properties``), regenerated on every start from the settings."""
         s = self.settings
+        replication = str(cluster_replication(self.brokers))
+        min_isr = str(cluster_min_isr(self.brokers))
+        voters = ",".join(f"{NODE_ID + i}@{LOOPBACK}:{s.controller_port(i)}" for i in range(self.brokers))
         props = {
             "process.roles": "broker,controller",
-            "node.id": str(NODE_ID),
-            "controller.quorum.voters": f"{NODE_ID}@{LOOPBACK}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{LOOPBACK}:{s.kafka_port},CONTROLLER://{LOOPBACK}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{s.kafka_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://{LOOPBACK}:{self.port},CONTROLLER://{LOOPBACK}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{LOOPBACK}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -139,42 +229,49 @@ class KafkaBroker(Engine):
             # Topics are created explicitly (topic registry / `coach migrate`), never by a typo in a client.
             "auto.create.topics.enable": "false",
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replication,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replication,
             "offsets.topic.num.partitions": str(INTERNAL_TOPIC_PARTITIONS),
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replication,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": str(INTERNAL_TOPIC_PARTITIONS),
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replication,
+            "share.coordinator.state.topic.min.isr": min_isr,
             # A single consumer should not wait 3 s for more members before its first assignment.
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
         }
+        if self.brokers > 1:
+            # A killed node is fenced (and its partitions get new leaders) after 6 s without a heartbeat instead
+            # of 9 s, so producers with a 10 s message timeout ride over the loss of one broker.
+            props["broker.session.timeout.ms"] = "6000"
+            props["broker.heartbeat.interval.ms"] = "1000"
+            # Never elect an out-of-sync replica: an acknowledged write must survive the loss of its leader.
+            props["unclean.leader.election.enable"] = "false"
         lines = ["# Generated by `coach stack` on every start from COACH_* settings; edits are overwritten."]
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
 
     def pid(self) -> int | None:
-        """Pid of our broker (its command line names our config file), or ``None``."""
+        """Pid of our node (its command line names our config file), or ``None``."""
         pid = read_pid(self.pid_path)
         if pid is None or not pid_alive(pid) or not cmdline_contains(pid, KAFKA_MAIN, str(self.config_path)):
             return None
         return pid
 
     def is_ready(self) -> bool:
-        """The broker answers a metadata request and lists itself (so it is registered and unfenced)."""
-        if not port_open(self.settings.kafka_port):
+        """The node answers a metadata request and lists itself (so it is registered and unfenced)."""
+        if not port_open(self.port):
             return False
         try:
-            admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
+            admin = AdminClient({"bootstrap.servers": self.address, "log_level": 0})
             metadata = admin.list_topics(timeout=5)
         except Exception:  # not ready
             return False
-        return NODE_ID in metadata.brokers
+        return self.node_id in metadata.brokers
 
     def check_prerequisites(self) -> None:
         """Java and the Kafka jars are present."""
@@ -193,23 +290,39 @@ class KafkaBroker(Engine):
         ]
 
     def _write_configs(self) -> None:
-        self.settings.kafka_dir.mkdir(parents=True, exist_ok=True)
+        self.node_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.server_properties(), encoding="utf-8")
         self.log4j_path.write_text(log4j2_properties(), encoding="utf-8")
+
+    def cluster_id(self) -> str:
+        """The KRaft cluster id every node is formatted with: the remembered one (``<home>/stack.json``), else
+        the one of an already formatted node, else a new one (then remembered)."""
+        remembered = read_state(self.settings).get("kafka_cluster_id")
+        if isinstance(remembered, str) and remembered:
+            return remembered
+        for node_dir in formatted_node_dirs(self.settings):
+            for line in (node_dir / "data" / "meta.properties").read_text(encoding="utf-8").splitlines():
+                if line.startswith("cluster.id="):
+                    found = line.removeprefix("cluster.id=").strip()
+                    write_state(self.settings, kafka_cluster_id=found)
+                    return found
+        created = new_cluster_id()
+        write_state(self.settings, kafka_cluster_id=created)
+        return created
 
     def _format_if_needed(self) -> None:
         """Format ``log.dirs`` once (``meta.properties`` marks a formatted directory)."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = new_cluster_id()
-        log_header(self.log_path, f"formatting {self.data_dir} (cluster id {cluster_id})")
+        cluster_id = self.cluster_id()
+        log_header(self.log_path, f"formatting {self.data_dir} (cluster id {cluster_id}, node {self.node_id})")
         argv = self._java(
             STORAGE_TOOL_MAIN, "format", "--ignore-formatted", "-t", cluster_id, "-c", str(self.config_path)
         )
         with self.log_path.open("ab") as log:
             result = subprocess.run(
                 argv,
-                cwd=self.settings.kafka_dir,
+                cwd=self.node_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -219,30 +332,50 @@ class KafkaBroker(Engine):
         if result.returncode != 0 or not (self.data_dir / "meta.properties").exists():
             raise failure(f"formatting the Kafka log directory {self.data_dir} failed", self.log_path)
 
-    def start(self) -> int:
-        """Write the configs, format storage on first start, launch ``kafka.Kafka`` and wait until ready."""
+    def launch(self) -> int:
+        """Write the configs, format storage on first start and launch ``kafka.Kafka`` without waiting.
+
+        The nodes of a cluster are all launched before any is awaited: a node is only ready once a quorum of
+        controllers is up. Returns the pid (written to the pid file).
+
+        Raises:
+            StackError: prerequisites missing, formatting failed or the JVM could not be started.
+        """
         self.check_prerequisites()
         self._write_configs()
         self._format_if_needed()
-        log_header(self.log_path, f"starting Kafka broker on {self.settings.bootstrap_servers}")
+        log_header(self.log_path, f"starting {self.label} (node {self.node_id}) on {self.address}")
         pid = spawn(
             self._java(KAFKA_MAIN, str(self.config_path)),
             log_path=self.log_path,
-            cwd=self.settings.kafka_dir,
+            cwd=self.node_dir,
             env=os.environ,
         )
         write_pid(self.pid_path, pid)
+        return pid
+
+    def await_ready(self, pid: int) -> None:
+        """Wait up to ``start_timeout_s`` until the launched node ``pid`` is ready.
+
+        Raises:
+            StackError: it exited or was not ready in time (with the tail of its log).
+        """
         wait_until(
             self.is_ready,
             timeout_s=self.settings.start_timeout_s,
-            what=f"Kafka broker on {self.settings.bootstrap_servers}",
+            what=f"{self.label} on {self.address}",
             log_path=self.log_path,
             alive=lambda: pid_alive(pid),
         )
+
+    def start(self) -> int:
+        """:meth:`launch` and :meth:`await_ready` (for a cluster node: the quorum's other voters must be up)."""
+        pid = self.launch()
+        self.await_ready(pid)
         return pid
 
     def stop(self) -> bool:
-        """SIGTERM the broker's process group (controlled shutdown), SIGKILL after ``stop_timeout_s``."""
+        """SIGTERM the node's process group (controlled shutdown), SIGKILL after ``stop_timeout_s``."""
         pid = self.pid()
         if pid is None:
             self.clear_pid_file()
@@ -250,10 +383,25 @@ class KafkaBroker(Engine):
         try:
             terminate_group(pid, timeout_s=self.settings.stop_timeout_s)
         except StackError as exc:
-            raise StackError(f"could not stop the Kafka broker (pid {pid}): {exc}") from exc
+            raise StackError(f"could not stop {self.label} (pid {pid}): {exc}") from exc
         self.clear_pid_file()
         return True
 
+    def kill(self) -> int | None:
+        """SIGKILL the node's process group, as a crash would (no controlled shutdown); the pid file is left
+        behind, as after a crash. Returns the killed pid, ``None`` when the node was not running.
+
+        Raises:
+            StackError: the process survived SIGKILL.
+        """
+        pid = self.pid()
+        if pid is None:
+            return None
+        kill_group(pid)
+        return pid
+
     def detail(self) -> str:
-        """Bootstrap servers."""
-        return f"bootstrap.servers={self.settings.bootstrap_servers}"
+        """The node's own address (and the cluster's size)."""
+        if self.brokers == 1:
+            return f"bootstrap.servers={self.address}"
+        return f"node {self.node_id} of {self.brokers}, {self.address}"

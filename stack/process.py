@@ -267,3 +267,20 @@ def _kill_leftovers(pgid: int) -> None:
     """SIGKILL whatever is left in process group ``pgid`` after its leader exited (normally nothing)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def kill_group(pid: int, *, timeout_s: float = 10.0) -> None:
+    """SIGKILL the process group led by ``pid`` at once (a crash, ``kill -9``: no shutdown hooks) and wait until
+    the leader is gone.
+
+    Raises:
+        StackError: the process survived SIGKILL for ``timeout_s`` seconds (should not happen).
+    """
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    if not _wait_dead(pid, timeout_s):
+        raise StackError(f"process {pid} did not exit after SIGKILL")
+    _kill_leftovers(pid)

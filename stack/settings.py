@@ -18,6 +18,11 @@ REPO_ROOT: Path = Path(__file__).resolve().parent.parent
 #: ``::1`` first, and the engines only listen on IPv4, which would make clients try (and log) a refused address.
 LOOPBACK = "127.0.0.1"
 
+#: Port distance between consecutive brokers of a local cluster (client and controller ports alike).
+BROKER_PORT_STRIDE = 2
+#: Largest local cluster ``coach stack up --brokers N`` starts (every node is a KRaft voter).
+MAX_BROKERS = 5
+
 
 class StackSettings(BaseSettings):
     """Where the local engines keep their state, which ports they use and how they are started.
@@ -94,8 +99,25 @@ class StackSettings(BaseSettings):
 
     @property
     def bootstrap_servers(self) -> str:
-        """Kafka ``bootstrap.servers`` for clients, e.g. ``127.0.0.1:9092``."""
+        """Kafka ``bootstrap.servers`` of broker 1 for clients, e.g. ``127.0.0.1:9092`` (the whole single-broker
+        stack; see :meth:`cluster_bootstrap_servers` for a cluster)."""
         return f"{LOOPBACK}:{self.kafka_port}"
+
+    def broker_port(self, index: int) -> int:
+        """PLAINTEXT (client) port of the broker at 0-based ``index``: ``COACH_KAFKA_PORT + 2 * index``.
+
+        The stride is 2 so that the default ports (client 9092, controller 9093) interleave without colliding:
+        brokers 1-3 listen on 9092/9094/9096 and their controllers on 9093/9095/9097.
+        """
+        return self.kafka_port + BROKER_PORT_STRIDE * index
+
+    def controller_port(self, index: int) -> int:
+        """KRaft CONTROLLER port of the node at 0-based ``index``: ``COACH_KAFKA_CONTROLLER_PORT + 2 * index``."""
+        return self.kafka_controller_port + BROKER_PORT_STRIDE * index
+
+    def cluster_bootstrap_servers(self, brokers: int) -> str:
+        """``bootstrap.servers`` listing all ``brokers`` brokers, e.g. ``127.0.0.1:9092,127.0.0.1:9094,…``."""
+        return ",".join(f"{LOOPBACK}:{self.broker_port(i)}" for i in range(brokers))
 
     @property
     def connect_url(self) -> str:
@@ -126,8 +148,14 @@ class StackSettings(BaseSettings):
 
     @property
     def kafka_dir(self) -> Path:
-        """``<home>/kafka``: generated broker config; ``data/`` is the KRaft log directory."""
+        """``<home>/kafka``: generated config of broker 1; ``data/`` is its KRaft log directory (brokers 2… of a
+        cluster use ``<home>/kafka-2``…)."""
         return self.home / "kafka"
+
+    @property
+    def state_path(self) -> Path:
+        """``<home>/stack.json``: what ``up`` remembers for later commands (broker count, KRaft cluster id)."""
+        return self.home / "stack.json"
 
     @property
     def connect_dir(self) -> Path:

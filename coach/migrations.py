@@ -36,8 +36,8 @@ def run_migrations(
         from schemas.topics import TOPICS
 
         try:
-            for name, state in ensure_topics(TOPICS, settings).items():
-                console.print(f"topic {name}: {state}")
+            for name, outcome in ensure_topics(TOPICS, settings).items():
+                console.print(f"topic {name}: {outcome}")
         except Exception as exc:  # noqa: BLE001 - report and continue with the other steps
             _failed(console, "[red]topics failed[/red]", settings.bootstrap_servers, exc)
             ok = False

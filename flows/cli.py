@@ -1,7 +1,8 @@
 """Command line of the dataflows (Typer): ``coach replay …`` and ``coach flows run``.
 
 * :data:`replay_app` — mount as ``coach replay``: ``metrics --version N [--drop-old] [--no-swap]``,
-  ``drop-old --version N``, ``rollback --version N``;
+  ``drop-old --version N``, ``rollback --version N``, ``recover`` (each finishes or reverts a swap, rollback or
+  drop-old that was interrupted first, from the swap journal: see :mod:`flows.replay`);
 * :data:`flows_app` — mount as ``coach flows``: ``run`` runs the live metric dataflow in the foreground (for a
   deployment where the dataflows run apart from the progress API, i.e. with a ClickHouse server; in the local
   mode ``coach run`` runs them in-process).
@@ -68,8 +69,11 @@ def replay_metrics_command(
             report = replay_metrics(version, drop_old=drop_old, swap=swap, database=database, on_progress=on_progress)
     except ReplayError as exc:
         console.print(f"[red]replay failed[/red]: {exc}")
-        raise typer.Exit(2 if "coach migrate" in str(exc) or "already swapped" in str(exc) else 1) from exc
+        prerequisite = ("coach migrate", "already swapped", "drop-old", "not dropping it", "Atomic engine")
+        raise typer.Exit(2 if any(text in str(exc) for text in prerequisite) else 1) from exc
 
+    for line in report.recovered:
+        console.print(f"[yellow]recovered[/yellow]: {line}")
     table = Table(title=f"checks of {', '.join(report.tables.all())}", title_justify="left")
     table.add_column("check")
     table.add_column("result")
@@ -94,14 +98,18 @@ def drop_old_command(
     version: Annotated[int, typer.Option("--version", min=1, help="The version whose replaced tables to drop")],
     database: Annotated[str | None, typer.Option(help="ClickHouse database")] = None,
 ) -> None:
-    """Drop the <table>_before_vN tables kept when version N was swapped in."""
-    from flows.replay import drop_old_tables
+    """Drop the <table>_before_vN tables kept when version N was swapped in (completes an interrupted drop-old)."""
+    from flows.replay import ReplayError, drop_old_tables
     from runtime.clickhouse import get_clickhouse_client
     from runtime.settings import PlatformSettings
 
     platform = PlatformSettings()
     database = database or platform.clickhouse_database
-    dropped = drop_old_tables(get_clickhouse_client(platform, database=database), database, version)
+    try:
+        dropped = drop_old_tables(get_clickhouse_client(platform, database=database), database, version)
+    except ReplayError as exc:
+        console.print(f"[red]drop-old failed[/red]: {exc}")
+        raise typer.Exit(2) from exc
     console.print(f"dropped {', '.join(dropped) if dropped else 'nothing (no tables kept for that version)'}")
 
 
@@ -110,7 +118,9 @@ def rollback_command(
     version: Annotated[int, typer.Option("--version", min=1, help="The version to swap out again")],
     database: Annotated[str | None, typer.Option(help="ClickHouse database")] = None,
 ) -> None:
-    """Swap back the tables that were live before version N (running it twice undoes the rollback)."""
+    """Swap back the tables that were live before version N (running it twice undoes the rollback).
+
+    After an interrupted swap of version N it reverts that swap; after an interrupted rollback it completes it."""
     from flows.replay import ReplayError, rollback
     from runtime.clickhouse import get_clickhouse_client
     from runtime.settings import PlatformSettings
@@ -118,11 +128,34 @@ def rollback_command(
     platform = PlatformSettings()
     database = database or platform.clickhouse_database
     try:
-        rollback(get_clickhouse_client(platform, database=database), database, version)
+        done = rollback(get_clickhouse_client(platform, database=database), database, version)
     except ReplayError as exc:
         console.print(f"[red]rollback failed[/red]: {exc}")
         raise typer.Exit(2) from exc
-    console.print(f"swapped: the tables live before version {version} are live again")
+    console.print(f"rolled back version {version}: {done}")
+
+
+@replay_app.command("recover")
+def recover_command(
+    database: Annotated[str | None, typer.Option(help="ClickHouse database")] = None,
+) -> None:
+    """Finish or revert a swap, rollback or drop-old that was interrupted (a crash), from the swap journal.
+
+    An interrupted swap is reverted (the previous tables are live again), an interrupted rollback completed; an
+    interrupted drop-old is reported (rerun `coach replay drop-old --version N`). Exit 2 when it cannot."""
+    from flows.replay import ReplayError, recover
+    from runtime.clickhouse import get_clickhouse_client
+    from runtime.settings import PlatformSettings
+
+    platform = PlatformSettings()
+    database = database or platform.clickhouse_database
+    try:
+        actions = recover(get_clickhouse_client(platform, database=database), database)
+    except ReplayError as exc:
+        console.print(f"[red]recover failed[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    for line in actions or ["nothing was interrupted"]:
+        console.print(line)
 
 
 @flows_app.command("run")

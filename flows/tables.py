@@ -16,6 +16,7 @@ __all__ = [
     "LEARNER_METRICS_WINDOWS",
     "METRIC_TABLES",
     "REPLAYS",
+    "SWAP_JOURNAL",
     "SUBMISSION_COLUMNS",
     "SUBMISSION_METRICS",
     "WINDOW_COLUMNS",
@@ -30,6 +31,8 @@ SUBMISSION_METRICS = "submission_metrics"
 LEARNER_METRICS_WINDOWS = "learner_metrics_windows"
 LATE_EVENTS = "late_events"
 REPLAYS = "flow_replays"
+SWAP_JOURNAL = "flow_replay_swaps"
+"""The replay's swap journal (``clickhouse/sql/0006_flow_replay_swaps.sql``, :mod:`flows.replay`)."""
 METRIC_TABLES: tuple[str, ...] = (SUBMISSION_METRICS, LEARNER_METRICS_WINDOWS, LATE_EVENTS)
 """The tables one run of the metric dataflow writes (and a replay rebuilds and swaps)."""
 

@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from api.metrics import QUERY_LATENCY
@@ -62,9 +61,7 @@ class ClickHouseReader:
         self._idle.put(self._connect())  # fail fast on a bad DSN (and open chDB's data directory)
 
     def _connect(self) -> Client:
-        if self._embedded:
-            return get_clickhouse_client(self._platform, new=True)
-        return clickhouse_connect.get_client(dsn=self._platform.clickhouse_dsn, database=self.database)
+        return get_clickhouse_client(self._platform, new=True, create_database=self._embedded)
 
     def table(self, name: str) -> str:
         """``<database>.<name>``."""

@@ -29,6 +29,43 @@ app = typer.Typer(no_args_is_help=True, help="Speech Coach analytics platform.")
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
+@app.callback()
+def _pin_state_paths() -> None:
+    """Make every state path of the environment absolute before any command (and any thread) starts."""
+    from runtime.settings import pin_state_paths
+
+    pin_state_paths()
+
+
+def _run_services(services: object) -> int:
+    """Run a :class:`coach.services.ServiceSet` in the foreground until SIGINT/SIGTERM or a failure.
+
+    Prints when every service is ready; on a failure, one line per failed service (name and cause) and exit
+    status 1; 1 also when a service does not stop in time; 0 after a clean stop."""
+    import signal
+
+    from coach.services import ServiceSet, failure_line
+
+    assert isinstance(services, ServiceSet)
+    signal.signal(signal.SIGTERM, lambda *_: services.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: services.stop.set())
+    services.start()
+    console.print(f"starting: {', '.join(s.name for s in services.services)} (Ctrl-C stops)")
+    announced = False
+    while not services.stop.is_set() and not services.failed():
+        if not announced and services.ready():
+            console.print("ready: every service is up")
+            announced = True
+        services.stop.wait(0.2)
+    failed = services.failed()
+    still = services.shutdown()
+    for service in failed:
+        console.print(f"[red]coach: {failure_line(service)}[/red]", soft_wrap=True)
+    if still:
+        console.print(f"[yellow]did not stop in time: {', '.join(still)}[/yellow]")
+    return 1 if failed or still else 0
+
+
 app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local engines.")
 
 
@@ -42,20 +79,11 @@ worker_app.command("projector")(projector_worker_command)
 def flows_worker() -> None:
     """The Bytewax dataflows (metrics, observability) and the consumer-lag sampler; Ctrl-C stops them."""
     import logging
-    import signal
 
     from coach.services import ServiceSet, flow_services
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
-    services = ServiceSet(flow_services())
-    signal.signal(signal.SIGTERM, lambda *_: services.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: services.stop.set())
-    services.start()
-    services.wait()
-    failed, still = services.failed(), services.shutdown()
-    for service in failed:
-        console.print(f"[red]{service.name} failed:[/red] {service.error}")
-    raise typer.Exit(1 if failed or still else 0)
+    raise typer.Exit(_run_services(ServiceSet(flow_services())))
 
 
 app.add_typer(learners_app, name="learners")
@@ -140,26 +168,15 @@ def keys_create(
 
 @app.command()
 def run() -> None:
-    """Every service of the local mode in the foreground (APIs, workers, projector, dataflows); Ctrl-C stops them."""
+    """Every service of the local mode in the foreground (APIs, workers, projector, dataflows); Ctrl-C stops them.
+
+    Exits 1 with one line naming the service and its cause when one fails (the others are stopped first)."""
     import logging
-    import signal
 
     from coach.services import ServiceSet, local_services
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
-    services = ServiceSet(local_services())
-    signal.signal(signal.SIGTERM, lambda *_: services.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: services.stop.set())
-    services.start()
-    console.print(f"running: {', '.join(s.name for s in services.services)} (Ctrl-C stops)")
-    services.wait()
-    failed = services.failed()
-    still = services.shutdown()
-    for service in failed:
-        console.print(f"[red]{service.name} failed:[/red] {service.error}")
-    if still:
-        console.print(f"[yellow]did not stop in time: {', '.join(still)}[/yellow]")
-    raise typer.Exit(1 if failed or still else 0)
+    raise typer.Exit(_run_services(ServiceSet(local_services())))
 
 
 serve_app = typer.Typer(no_args_is_help=True, help="Serve one HTTP API in the foreground (containers run one each).")

@@ -132,9 +132,6 @@ class FeedbackSettings(BaseSettings):
         description="Transcripts consumed per batch at most; keep batch_max_messages / worker_threads x the worst "
         "chain time (tries x timeouts x LLM providers) under the consumer's 15 min max.poll.interval.ms",
     )
-    delivery_retry_attempts: int = Field(
-        default=5, ge=1, description="Tries for broker deliveries and PostgreSQL statements before the worker stops"
-    )
     metrics_port: int = Field(default=9103, ge=0, description="Port of the worker's Prometheus /metrics (0 = off)")
     default_level: str = Field(
         default="B1",

@@ -1,21 +1,24 @@
 """The feedback consumer group: ``speech.transcripts.v1`` → ``speech.feedback.v1``.
 
-Loop: consume up to ``batch_max_messages`` transcripts → group them by key (``user_id``) so that one learner's
-transcripts are handled in order, different learners in parallel (``worker_threads``) → for each transcript:
+The batch loop is the platform's one consumer loop (:class:`runtime.consumer.ConsumerLoop`); this module is its
+handler. Each message is decoded and validated as a ``TranscriptCreated`` (:func:`schemas.registry.decode_expected`;
+anything else goes to ``speech.transcripts.v1.dlq`` with the reason). A batch of up to ``batch_max_messages``
+transcripts is grouped by key (``user_id``) so that one learner's transcripts are handled in order, different
+learners in parallel (``worker_threads``); for each transcript:
 
-1. decode and validate the ``TranscriptCreated``; compute its metrics with :func:`flows.metrics.compute_metrics`
-   (the one implementation, shared with the dataflows);
-2. a transcript that cannot get feedback (invalid event, another event type, no words, invalid timestamps) goes
-   to ``speech.transcripts.v1.dlq`` with the reason;
+1. compute its metrics with :func:`flows.metrics.compute_metrics` (the one implementation, shared with the
+   dataflows);
+2. a transcript that cannot get feedback (no words, invalid timestamps, every provider failed) goes to
+   ``speech.transcripts.v1.dlq`` with the reason;
 3. deduplicate by ``submission_id`` with the PostgreSQL ledger (see :mod:`feedback.store`): a submission whose
    feedback was already published is skipped without calling any provider;
 4. generate feedback with the provider chain (:mod:`feedback.chain`: primary → secondary → rules), reserve the
    ``FeedbackGenerated`` in the ledger, produce it and wait for the broker's acknowledgement, mark it published.
 
-Offsets are stored (``consumer.store_offsets``) only after every transcript of the batch was acknowledged on the
-feedback topic or the dead-letter topic; the auto-commit thread commits stored offsets. Transient PostgreSQL and
-broker errors are retried with exponential backoff (tenacity); when they persist the worker raises, leaving
-the batch uncommitted, so a restarted worker redoes it (the ledger makes that safe).
+Offsets are stored only after every transcript of the batch was acknowledged on the feedback topic or the
+dead-letter topic. While PostgreSQL or the broker is unreachable the loop retries the batch with exponential
+backoff until it succeeds or the worker is stopped, leaving it uncommitted; a restarted worker redoes it (the
+ledger makes that safe).
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Message
 from psycopg_pool import PoolTimeout
-from pydantic import ValidationError
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from feedback import telemetry
 from feedback.chain import AllProvidersFailed, ProviderChain, build_chain
@@ -39,17 +41,19 @@ from feedback.providers import FeedbackRequest
 from feedback.settings import FeedbackSettings
 from feedback.store import FeedbackStore
 from flows.metrics import compute_metrics
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, is_record, make_consumer, store_offsets_after
+from runtime.consumer import ConsumerLoop, LoopSettings, Positions, Received
+from runtime.kafka import EventProducer
 from runtime.settings import PlatformSettings
 from schemas import (
     FEEDBACK,
     TRANSCRIPTS,
-    TRANSCRIPTS_DLQ,
     ConsumerGroups,
     FeedbackGenerated,
     FeedbackGeneratedPayload,
+    PoisonMessage,
     TranscriptCreated,
     decode_event,
+    decode_expected,
 )
 
 __all__ = ["PRODUCER_NAME", "FeedbackWorker", "run_feedback_worker"]
@@ -81,76 +85,77 @@ class FeedbackWorker:
         self.chain = chain or build_chain(self.settings)
         self.store = store or FeedbackStore(self.platform.postgres_dsn, max_size=self.settings.worker_threads + 1)
         self.producer = producer or EventProducer(self.platform, client_id=f"feedback-{os.getpid()}")
-        self._retry: dict[str, Any] = dict(
-            stop=stop_after_attempt(self.settings.delivery_retry_attempts),
-            wait=wait_exponential(multiplier=0.2, max=5.0),
-            reraise=True,
-        )
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------------------------------ loop
-    def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; the batch in progress is finished and its offsets committed."""
-        consumer = make_consumer(
+    owns_offsets = False
+    """Offsets are stored in Kafka by the consumer loop."""
+
+    def loop(self) -> ConsumerLoop[TranscriptCreated]:
+        """The consumer loop running this worker (group ``feedback`` on ``speech.transcripts.v1``)."""
+        return ConsumerLoop(
+            self,
             ConsumerGroups.FEEDBACK,
             [TRANSCRIPTS.name],
             self.platform,
-            **{"client.id": f"feedback-{os.getpid()}", "max.poll.interval.ms": 900_000},
+            LoopSettings(batch_max_messages=self.settings.batch_max_messages, batch_max_wait_ms=0),
+            transient=(psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout),
+            consumer_config={"client.id": f"feedback-{os.getpid()}", "max.poll.interval.ms": 900_000},
+            producer=self.producer,
         )
-        pool = ThreadPoolExecutor(self.settings.worker_threads, thread_name_prefix="feedback")
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; the batch in progress is finished and its offsets committed."""
+        self._pool = ThreadPoolExecutor(self.settings.worker_threads, thread_name_prefix="feedback")
         log.info("feedback worker %d consuming %s (providers: %s)", os.getpid(), TRANSCRIPTS.name,
                  ", ".join(p.name for p in self.chain.providers))  # fmt: skip
         try:
-            while not stop.is_set():
-                messages = consumer.consume(num_messages=self.settings.batch_max_messages, timeout=0.5)
-                batch = [msg for msg in messages if is_record(msg)]
-                if batch:
-                    self.process(consumer, batch, pool)
+            self.loop().run(stop)
         finally:
-            pool.shutdown(wait=True)
-            consumer.close()  # commits the stored offsets
-            self.producer.flush(10)
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
-    def process(self, consumer: Consumer, batch: list[Message], pool: ThreadPoolExecutor | None = None) -> None:
-        """Handle a batch (learners in parallel, each learner's messages in order), then store its offsets.
+    def decode(self, msg: Message) -> TranscriptCreated:
+        """The ``TranscriptCreated`` of ``msg``; raises :class:`PoisonMessage` for anything else."""
+        return decode_expected(msg.value(), TranscriptCreated, topic=TRANSCRIPTS.name)
 
-        Raises the first error of any message (offsets of the batch are then not stored).
-        """
-        by_key: OrderedDict[bytes | None, list[Message]] = OrderedDict()
-        for msg in batch:
-            by_key.setdefault(msg.key(), []).append(msg)
-        if pool is None or len(by_key) == 1:
-            for messages in by_key.values():
-                self._handle_in_order(messages)
+    def process(self, batch: Sequence[Received[TranscriptCreated]], positions: Positions) -> list[PoisonMessage | None]:
+        """Feedback for a batch: learners in parallel, each learner's transcripts in order; one outcome each.
+
+        Raises ``psycopg.OperationalError``/``PoolTimeout``/``DeliveryFailed`` while an engine is unreachable."""
+        by_key: OrderedDict[bytes | None, list[int]] = OrderedDict()
+        for index, received in enumerate(batch):
+            by_key.setdefault(received.msg.key(), []).append(index)
+        outcomes: list[PoisonMessage | None] = [None] * len(batch)
+
+        def in_order(indices: list[int]) -> None:
+            for index in indices:
+                outcomes[index] = self.handle(batch[index].value)
+
+        if self._pool is None or len(by_key) == 1:
+            for indices in by_key.values():
+                in_order(indices)
         else:
-            futures = [pool.submit(self._handle_in_order, messages) for messages in by_key.values()]
-            for future in futures:
+            for future in [self._pool.submit(in_order, indices) for indices in by_key.values()]:
                 future.result()
-        store_offsets_after(consumer, batch)
-
-    def _handle_in_order(self, messages: list[Message]) -> None:
-        for msg in messages:
-            self.handle(msg)
+        for outcome in outcomes:
+            if outcome is not None:
+                telemetry.DEAD_LETTERS.labels(outcome.error_class).inc()
+        return outcomes
 
     # ------------------------------------------------------------------------------------- one transcript
-    def handle(self, msg: Message) -> FeedbackGenerated | None:
-        """Process one consumed message; returns the feedback event produced (None: skipped or dead-lettered)."""
-        try:
-            event = decode_event(msg.value() or b"")
-        except (ValidationError, ValueError) as exc:
-            self._dead_letter(msg, type(exc).__name__, f"invalid TranscriptCreated: {exc}", None)
-            return None
-        if not isinstance(event, TranscriptCreated):
-            self._dead_letter(msg, "UnexpectedEvent", f"{event.event_type} on {TRANSCRIPTS.name}", event)
-            return None
+    def handle(self, event: TranscriptCreated) -> PoisonMessage | None:
+        """Give feedback on one transcript (produced and acknowledged, or already published: skipped); returns the
+        reason it never can get any (no words, invalid timestamps, every provider failed) as a poison, else None."""
+        known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
         try:
             metrics = compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s)
         except ValueError as exc:
-            self._dead_letter(msg, "InvalidTimestamps", f"metrics cannot be computed: {exc}", event)
-            return None
+            return PoisonMessage("InvalidTimestamps", f"metrics cannot be computed: {exc}", **known)
         if metrics.word_count == 0:
-            self._dead_letter(msg, "NoWords", "the transcript has no words: there is nothing to give feedback on",
-                              event)  # fmt: skip
-            return None
+            return PoisonMessage(
+                "NoWords", "the transcript has no words: there is nothing to give feedback on", **known
+            )
 
         existing = self._db(self.store.find, event.submission_id)
         if existing is not None and existing.published:
@@ -160,7 +165,8 @@ class FeedbackWorker:
             return None
         if existing is not None:
             telemetry.DUPLICATES.labels("republished").inc()
-            return self._publish(_decode_feedback(existing.event_json))
+            self._publish(_decode_feedback(existing.event_json))
+            return None
 
         level = self._db(self.store.learner_level, event.user_id) or self.settings.default_level
         request = FeedbackRequest(
@@ -173,8 +179,7 @@ class FeedbackWorker:
         try:
             outcome = self.chain.generate(request)
         except AllProvidersFailed as exc:
-            self._dead_letter(msg, "NoFeedback", str(exc), event)
-            return None
+            return PoisonMessage("NoFeedback", str(exc), **known)
         result = outcome.result
         feedback = FeedbackGenerated(
             **event.caused(producer=PRODUCER_NAME),
@@ -196,33 +201,19 @@ class FeedbackWorker:
             if entry.published:
                 return None
             feedback = _decode_feedback(entry.event_json)
-        return self._publish(feedback)
+        self._publish(feedback)
+        return None
 
     def _publish(self, feedback: FeedbackGenerated) -> FeedbackGenerated:
-        for attempt in Retrying(retry=retry_if_exception_type(DeliveryFailed), **self._retry):
-            with attempt:
-                self.producer.send(FEEDBACK.name, feedback)
+        self.producer.send(FEEDBACK.name, feedback)
         self._db(self.store.mark_published, feedback.submission_id)
         telemetry.FEEDBACK_EVENTS.labels(feedback.payload.provider).inc()
         return feedback
 
-    def _db(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        for attempt in Retrying(retry=retry_if_exception_type((psycopg.OperationalError, PoolTimeout)), **self._retry):
-            with attempt:
-                return operation(*args, **kwargs)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _dead_letter(self, msg: Message, error_class: str, reason: str, event: Any) -> None:
-        known: dict[str, Any] = {}
-        if event is not None:
-            known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
-        record = dead_letter_for(msg, consumer_group=ConsumerGroups.FEEDBACK, error=reason, **known)
-        record = record.model_copy(update={"error_class": error_class})
-        for attempt in Retrying(retry=retry_if_exception_type(DeliveryFailed), **self._retry):
-            with attempt:
-                self.producer.send_dead_letter(TRANSCRIPTS_DLQ.name, record)
-        telemetry.DEAD_LETTERS.labels(error_class).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
+    @staticmethod
+    def _db(operation: Any, *args: Any, **kwargs: Any) -> Any:
+        """One ledger operation (unreachable PostgreSQL raises; the loop retries the batch)."""
+        return operation(*args, **kwargs)
 
     def close(self) -> None:
         """Release the chain's HTTP clients and the PostgreSQL pool."""

@@ -31,6 +31,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from schemas.dead_letter import PoisonMessage
+
 __all__ = [
     "DAY",
     "KIND_ORDER",
@@ -79,7 +81,7 @@ def valid_timezone(name: object, default: str = "UTC") -> str:
         return default
     try:
         zone(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown, malformed, or a name no file can have
         return default
     return name
 
@@ -215,38 +217,57 @@ class TimezoneHistory:
 
 
 def _millis_to_utc(value: Any) -> datetime | None:
+    """Milliseconds since the epoch as a UTC datetime; ``None`` when absent or not a number. Raises
+    ``PoisonMessage`` when the number is outside the datetimes Python can represent."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise PoisonMessage.of(exc, f"ts_ms {value!r} is not a representable instant") from exc
     return None
 
 
 def parse_learner_change(value: bytes | None, *, default_timezone: str = "UTC") -> TimezoneChange | None:
-    """The timezone carried by one Debezium change event of ``learners``, or ``None`` when it carries none.
+    """The timezone carried by one Debezium change event of ``learners`` (the flow's CDC decode step).
 
     Accepts the JSON converter's output with or without schemas (``{"payload": {...}}`` or the bare
     ``{"before", "after", "op", "source", "ts_ms"}``). Creates, updates and snapshot reads (``op`` c/u/r)
     yield ``after.user_id`` and ``after.timezone`` (an unknown zone name becomes ``default_timezone``),
-    effective from ``source.ts_ms`` (the commit time; ``ts_ms`` when absent). Deletes, tombstones and
-    malformed events yield ``None`` (a deleted learner keeps its last zone for its remaining events).
+    effective from ``source.ts_ms`` (the commit time; ``ts_ms`` when absent). Deletes (``d``), truncates
+    (``t``) and tombstones (an empty value) carry no timezone and yield ``None`` (a deleted learner keeps its last
+    zone for its remaining events). Anything else raises :class:`~schemas.dead_letter.PoisonMessage`: bytes that are
+    not UTF-8 JSON, a document without a known ``op``, a create/update without ``after.user_id``, a ``ts_ms``
+    outside the representable instants (Debezium format:
+    https://debezium.io/documentation/reference/stable/connectors/postgresql.html#postgresql-events).
     """
     if not value:
         return None
     try:
         document = json.loads(value)
-    except ValueError:
-        return None
+    except Exception as exc:  # noqa: BLE001 - not UTF-8, not JSON, nested too deeply…
+        raise PoisonMessage.of(exc, "invalid JSON") from exc
     if isinstance(document, dict) and isinstance(document.get("payload"), dict):
         document = document["payload"]
-    if not isinstance(document, dict) or document.get("op") not in ("c", "u", "r"):
+    if not isinstance(document, dict):
+        raise PoisonMessage(
+            "InvalidChangeEvent", f"a change event must be a JSON object, got {type(document).__name__}"
+        )
+    op = document.get("op")
+    if op in ("d", "t"):
         return None
+    if op not in ("c", "u", "r"):
+        raise PoisonMessage("InvalidChangeEvent", f"unknown op {str(op)[:50]!r} (expected c, u, r, d or t)")
     after = document.get("after")
     if not isinstance(after, dict) or not isinstance(after.get("user_id"), str) or not after["user_id"]:
-        return None
+        raise PoisonMessage("InvalidChangeEvent", f"op {op!r} without after.user_id")
+    if len(after["user_id"]) > 128:
+        raise PoisonMessage("InvalidChangeEvent", "after.user_id longer than 128 characters")
     source = document.get("source")
     source = source if isinstance(source, dict) else {}
     effective = _millis_to_utc(source.get("ts_ms")) or _millis_to_utc(document.get("ts_ms")) or EARLIEST
+    timezone = after.get("timezone")
     return TimezoneChange(
         user_id=after["user_id"],
-        timezone=valid_timezone(after.get("timezone"), default_timezone),
+        timezone=valid_timezone(timezone if isinstance(timezone, str) else None, default_timezone),
         effective_from=effective,
     )

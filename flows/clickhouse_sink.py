@@ -75,16 +75,22 @@ def _ticks_column(values: Sequence[Any], precision: int) -> list[Any]:
     return out
 
 
+def check_columns(client: Client, table: str, columns: Sequence[str]) -> list[str]:
+    """The ClickHouse types of ``columns`` of ``table`` (``database.table``). Raises ``RuntimeError`` naming the
+    missing ones (run ``coach migrate``), and clickhouse-connect's errors when the table or engine is unreachable."""
+    described = client.query(f"DESCRIBE TABLE {table}").result_rows
+    types = {row[0]: row[1] for row in described}
+    missing = [column for column in columns if column not in types]
+    if missing:
+        raise RuntimeError(f"{table} lacks columns {missing}: run `coach migrate`")
+    return [types[column] for column in columns]
+
+
 class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
     def __init__(self, sink: ClickHouseSink) -> None:
         self._sink = sink
         self._client = sink.client_factory()
-        described = self._client.query(f"DESCRIBE TABLE {sink.table}").result_rows
-        types = {row[0]: row[1] for row in described}
-        missing = [column for column in sink.columns if column not in types]
-        if missing:
-            raise RuntimeError(f"{sink.table} lacks columns {missing}: run `coach migrate`")
-        self._types = [types[column] for column in sink.columns]
+        self._types = check_columns(self._client, sink.table, sink.columns)
         self._ticks = [
             (index, int(match.group(1)))
             for index, type_name in enumerate(self._types)
@@ -172,5 +178,6 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
         return [f"{self.table}#{index}" for index in range(self.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _ClickHousePartition:
-        """A buffering writer (no resume state: what it had written is in ClickHouse)."""
+        """A buffering writer (no resume state: what it had written is in ClickHouse). Bytewax builds it when the
+        first item arrives: :func:`check_columns` at start-up finds a missing table before that."""
         return _ClickHousePartition(self)

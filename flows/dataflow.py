@@ -21,7 +21,8 @@
 * **Recovery.** Bytewax snapshots every ``epoch_interval_s`` into the recovery directory; a restart (after a
   crash or a stop) resumes from the last snapshot. The ClickHouse sinks flush at every snapshot and writes are
   idempotent (:mod:`flows.clickhouse_sink`), so resuming never double-counts.
-* **Errors as a stream.** A message that cannot be scored goes to ``speech.transcripts.v1.dlq`` with the
+* **Errors as a stream.** A transcript that cannot be decoded or scored goes to ``speech.transcripts.v1.dlq``, a
+  learners' change event that cannot be parsed to ``cdc.public.learners.dlq``, each with its error class and
   reason; the flow keeps going.
 
 Entry points: :func:`run_metrics_flow` (the live flow, blocking; what ``coach run`` runs in a thread) and
@@ -55,19 +56,19 @@ from flows.calendar import (
     parse_learner_change,
     valid_timezone,
 )
-from flows.clickhouse_sink import ClickHouseSink, SinkRow
+from flows.clickhouse_sink import ClickHouseSink, SinkRow, check_columns
 from flows.dead_letters import DeadLetterSink
 from flows.kafka_source import KafkaPartitionSource, SourceProgress, end_offsets
 from flows.metrics import METRICS_VERSION
-from flows.records import Scored, SourceMessage, WindowItem, late_row, score_batch, submission_row
+from flows.records import Scored, SourceMessage, WindowItem, dead_letter, late_row, score_batch, submission_row
 from flows.settings import FlowSettings
 from flows.tables import LATE_COLUMNS, SUBMISSION_COLUMNS, WINDOW_COLUMNS, TableNames
 from flows.windowing import LearnerClock, LearnerWindower, collect_items
 from runtime.clickhouse import get_clickhouse_client
 from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.settings import PlatformSettings
-from schemas.dead_letter import DeadLetterRecord
-from schemas.topics import ConsumerGroups, dlq_of
+from schemas.dead_letter import DeadLetterRecord, PoisonMessage
+from schemas.topics import ConsumerGroups
 
 __all__ = [
     "FlowStats",
@@ -191,7 +192,10 @@ def load_timezones(
                 if partition is None or offset is None:
                     continue
                 if partition in pending and offset < pending[partition]:
-                    change = parse_learner_change(message.value(), default_timezone=default_timezone)
+                    try:
+                        change = parse_learner_change(message.value(), default_timezone=default_timezone)
+                    except PoisonMessage:  # the flow's CDC stream dead-letters it when it reads it
+                        change = None
                     if change is not None:
                         histories.setdefault(change.user_id, TimezoneHistory()).apply(change)
                 if partition in pending and offset + 1 >= pending[partition]:
@@ -302,9 +306,10 @@ def build_metrics_flow(
     instead of the live clock; ``stop_at``: ``{topic: {partition: end offset}}`` at which the sources end
     (``None``: tail forever); ``stop_event``: ends the sources gracefully; ``progress``/``stats``: shared
     counters; ``timezones``: seed of the timezone step (see :func:`load_timezones`); ``client_factory``:
-    the ClickHouse client (default :func:`runtime.clickhouse.get_clickhouse_client` on ``tables.database``).
+    the ClickHouse client (default: a private :func:`runtime.clickhouse.get_clickhouse_client` on
+    ``tables.database`` for each sink partition, since a clickhouse-connect client is not shared between threads).
     """
-    factory = client_factory or (lambda: get_clickhouse_client(platform, database=tables.database))
+    factory = client_factory or (lambda: get_clickhouse_client(platform, database=tables.database, new=True))
     flow = Dataflow(ids.FLOW_ID)
     bootstrap = platform.bootstrap_servers
 
@@ -346,16 +351,6 @@ def build_metrics_flow(
     split = op.branch(ids.STEP_SPLIT_ERRORS, results, lambda result: isinstance(result, Scored))
     scored: Stream[Scored] = split.trues  # type: ignore[assignment]
     errors: Stream[DeadLetterRecord] = split.falses  # type: ignore[assignment]
-    op.output(
-        ids.STEP_DEAD_LETTERS_OUT,
-        errors,
-        DeadLetterSink(
-            dlq_of(settings.transcripts_topic),
-            platform,
-            client_id=f"{ConsumerGroups.METRICS_FLOW}.dlq",
-            on_write=stats.count_dead_letter if stats is not None else None,
-        ),
-    )
 
     def to_submission_row(s: Scored) -> tuple[str, SinkRow]:
         return s.user_id, (submission_row(s, _utc_now()), f"{s.source_topic}:{s.source_partition}:{s.source_offset}")
@@ -365,12 +360,29 @@ def build_metrics_flow(
 
     default_timezone = valid_timezone(settings.default_timezone)
 
-    def parse_change(message: SourceMessage) -> tuple[str, TimezoneChange] | None:
-        change = parse_learner_change(message.value, default_timezone=default_timezone)
+    def parse_change(message: SourceMessage) -> tuple[str, TimezoneChange] | DeadLetterRecord | None:
+        try:
+            change = parse_learner_change(message.value, default_timezone=default_timezone)
+        except PoisonMessage as poison:
+            return dead_letter(message, poison)
         return None if change is None else (change.user_id, change)
 
-    changes = op.filter_map(
+    parsed_changes = op.filter_map(
         ids.STEP_PARSE_CDC, op.input(ids.STEP_CDC_IN, flow, source(settings.learners_topic)), parse_change
+    )
+    split_changes = op.branch(
+        ids.STEP_SPLIT_CDC_ERRORS, parsed_changes, lambda item: not isinstance(item, DeadLetterRecord)
+    )
+    changes: Stream[tuple[str, TimezoneChange]] = split_changes.trues  # type: ignore[assignment]
+    cdc_errors: Stream[DeadLetterRecord] = split_changes.falses  # type: ignore[assignment]
+    op.output(
+        ids.STEP_DEAD_LETTERS_OUT,
+        op.merge(ids.STEP_MERGE_ERRORS, errors, cdc_errors),
+        DeadLetterSink(
+            platform,
+            client_id=f"{ConsumerGroups.METRICS_FLOW}.dlq",
+            on_write=stats.count_dead_letter if stats is not None else None,
+        ),
     )
     keyed = op.key_on(ids.STEP_KEY_SCORED, scored, lambda s: s.user_id)
     items = assign_timezones(keyed, changes, preload=timezones, default_timezone=default_timezone)
@@ -390,7 +402,7 @@ def default_recovery_dir(platform: PlatformSettings, settings: FlowSettings) -> 
     """The live flow's recovery directory: ``<COACH_HOME>/flows/recovery/metrics-v<METRICS_VERSION>-s<STATE_VERSION>``
     (a new metric definition or state layout starts from a fresh state)."""
     if settings.recovery_dir is not None:
-        return settings.recovery_dir.expanduser().resolve()
+        return settings.recovery_dir
     return platform.home_dir / "flows" / "recovery" / f"{ids.FLOW_ID}-v{METRICS_VERSION}-s{ids.STATE_VERSION}"
 
 
@@ -425,6 +437,7 @@ def run_metrics_flow(
     stop_at_end: bool = False,
     recovery_dir: Path | None = None,
     stats: FlowStats | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Run the live metric dataflow in the calling thread until ``stop_event`` is set.
 
@@ -434,7 +447,8 @@ def run_metrics_flow(
     ``idle_poll_s``: the final epoch is snapshotted, open windows included, and the next run resumes there.
     ``stop_at_end``: also stop once the end offsets of the input topics as of the start are reached (tests,
     benchmarks). ``database`` defaults to ``COACH_CLICKHOUSE_DATABASE``; ``recovery_dir`` to
-    :func:`default_recovery_dir`; ``stats``: counters of what this run scored and inserted (benchmarks).
+    :func:`default_recovery_dir`; ``stats``: counters of what this run scored and inserted (benchmarks);
+    ``on_ready``: called once its tables are checked and the flow starts (``coach run``'s readiness).
 
     Raises ``RuntimeError`` (``BytewaxRuntimeError``) when the flow fails, e.g. ClickHouse stays unreachable
     after the sink's retries; the caller may restart it, and it resumes from the last snapshot.
@@ -459,8 +473,24 @@ def run_metrics_flow(
         recovery_dir or default_recovery_dir(platform, settings), settings.recovery_partitions
     )
     flow = build_metrics_flow(
-        settings, platform, tables, stop_at=stop_at, stop_event=stop_event, timezones=timezones, stats=stats
+        settings,
+        platform,
+        tables,
+        stop_at=stop_at,
+        stop_event=stop_event,
+        timezones=timezones,
+        stats=stats,
     )
+    client = get_clickhouse_client(platform, database=tables.database, new=True)
+    for table, columns in (
+        (tables.submission_metrics, SUBMISSION_COLUMNS),
+        (tables.learner_metrics_windows, WINDOW_COLUMNS),
+        (tables.late_events, LATE_COLUMNS),
+    ):
+        check_columns(client, tables.qualified(table), columns)  # fail at start, not at the first transcript
+    del client  # not closed: with chDB, closing a handle may stop the process's one engine
     log.info("metric dataflow starting (tables in %s, recovery in %s)", tables.database, recovery.db_dir)
+    if on_ready is not None:
+        on_ready()
     execute(flow, settings, recovery, settings.epoch_interval_s)
     log.info("metric dataflow stopped")

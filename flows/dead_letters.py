@@ -1,4 +1,5 @@
-"""The dataflow's error stream sink: dead-letter records to ``speech.transcripts.v1.dlq``.
+"""The dataflow's error stream sink: each dead-letter record to the dead-letter topic of its original topic
+(``speech.transcripts.v1.dlq``, ``cdc.public.learners.dlq``).
 
 Each batch is produced and acknowledged (``acks=all``) before ``write_batch`` returns, so dead letters of an
 epoch are durable before the epoch's snapshot; a crash may write some of them twice (at-least-once), never lose
@@ -14,6 +15,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from runtime.kafka import EventProducer
 from runtime.settings import PlatformSettings
 from schemas.dead_letter import DeadLetterRecord
+from schemas.topics import dlq_of
 
 __all__ = ["DeadLetterSink"]
 
@@ -25,7 +27,7 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetterRecord]):
 
     def write_batch(self, items: list[DeadLetterRecord]) -> None:
         for record in items:
-            self._producer.send_dead_letter(self._sink.topic, record)
+            self._producer.send_dead_letter(dlq_of(record.original_topic), record)
             if self._sink.on_write is not None:
                 self._sink.on_write(record)
 
@@ -34,20 +36,18 @@ class _DeadLetterPartition(StatelessSinkPartition[DeadLetterRecord]):
 
 
 class DeadLetterSink(DynamicSink[DeadLetterRecord]):
-    """Produce :class:`DeadLetterRecord` items to ``topic`` (keyed by the original message key).
+    """Produce each :class:`DeadLetterRecord` to ``<original topic>.dlq`` (keyed by the original message key).
 
     ``on_write`` is called with each record once it is acknowledged (counters for replays).
     """
 
     def __init__(
         self,
-        topic: str,
         settings: PlatformSettings,
         *,
         client_id: str,
         on_write: Callable[[DeadLetterRecord], None] | None = None,
     ) -> None:
-        self.topic = topic
         self.settings = settings
         self.client_id = client_id
         self.on_write = on_write

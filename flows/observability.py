@@ -29,7 +29,6 @@ from bytewax.dataflow import Dataflow
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter
-from pydantic import ValidationError
 
 from flows import step_ids as ids
 from flows.clickhouse_sink import ClickHouseSink, SinkRow
@@ -42,6 +41,7 @@ from runtime.settings import PlatformSettings
 from schemas import (
     FEEDBACK,
     FEEDBACK_DLQ,
+    LEARNERS_CDC_DLQ,
     SUBMISSIONS,
     SUBMISSIONS_DLQ,
     TRANSCRIPTS,
@@ -83,7 +83,7 @@ PROFILE_COLUMNS = ("user_id", "display_name", "timezone", "cohort", "coach_id", 
 LAG_COLUMNS = ("sampled_at", "consumer_group", "topic", "partition", "end_offset", "committed_offset", "lag")
 
 EVENT_TOPICS = (SUBMISSIONS.name, TRANSCRIPTS.name, FEEDBACK.name)
-DLQ_TOPICS = (SUBMISSIONS_DLQ.name, TRANSCRIPTS_DLQ.name, FEEDBACK_DLQ.name)
+DLQ_TOPICS = (SUBMISSIONS_DLQ.name, TRANSCRIPTS_DLQ.name, FEEDBACK_DLQ.name, LEARNERS_CDC_DLQ.name)
 LEARNERS_CDC = ids.LEARNERS_CDC_TOPIC
 
 Rows = list[tuple[str, tuple[Any, ...]]]
@@ -121,9 +121,9 @@ def rows_of(message: SourceMessage) -> Rows:
             return [("dead_letters", row)]
         if message.topic == LEARNERS_CDC:
             return _profile_rows(message)
-    except (ValidationError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a mirror never stops on one message; its consumers dead-letter it
         UNPARSED.labels(message.topic).inc()
-        log.warning("observability: skipped %s (%s): %s", _position(message), type(exc).__name__, exc)
+        log.warning("observability: skipped %s (%s): %.300s", _position(message), type(exc).__name__, exc)
     return []
 
 
@@ -174,7 +174,7 @@ def build_observability_flow(
     database = database or platform.clickhouse_database
 
     def factory() -> Client:
-        return get_clickhouse_client(platform, database=database)
+        return get_clickhouse_client(platform, database=database, new=True)
 
     streams = [
         op.input(
@@ -216,8 +216,10 @@ def run_observability_flow(
     *,
     settings: FlowSettings | None = None,
     platform: PlatformSettings | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run the observability flow in this thread until ``stop_event`` is set (what ``coach run`` runs).
+    """Run the observability flow in this thread until ``stop_event`` is set (what ``coach run`` runs);
+    ``on_ready`` is called once it runs.
 
     Snapshots go to ``<COACH_HOME>/flows/observability-recovery``, so a restart resumes where it stopped.
     """
@@ -227,6 +229,8 @@ def run_observability_flow(
         end_offsets(platform.bootstrap_servers, topic)  # fail fast, with the topic named, if it is missing
     recovery = prepare_recovery_dir(platform.home_dir / "flows" / "observability-recovery", 1)
     flow = build_observability_flow(settings, platform, stop_event=stop_event)
+    if on_ready is not None:
+        on_ready()
     execute(flow, settings.model_copy(update={"workers": 1}), recovery, settings.epoch_interval_s)
 
 
@@ -245,7 +249,7 @@ def sample_consumer_lag(
     into ``consumer_lag`` until ``stop`` is set. The projector keeps its positions in PostgreSQL, so its lag
     is not Kafka's to report."""
     platform = platform or PlatformSettings()
-    factory = client_factory or (lambda: get_clickhouse_client(platform))
+    factory = client_factory or (lambda: get_clickhouse_client(platform, new=True))
     pairs = list(groups)
     consumers = {
         group: Consumer(

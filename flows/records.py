@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from pydantic import ValidationError
-
 from flows.calendar import WindowBounds, local_wall_time, wall_to_instant
 from flows.metrics import SubmissionMetrics, compute_metrics, lexical_tokens
 from flows.metrics_batch import compute_metrics_batch
-from schemas.dead_letter import DeadLetterRecord
+from runtime.consumer import dead_letter_at
+from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.events import TranscriptCreated
-from schemas.registry import decode_event
+from schemas.registry import decode_expected
 from schemas.topics import ConsumerGroups
 
 log = logging.getLogger(__name__)
@@ -30,6 +29,7 @@ __all__ = [
     "SourceMessage",
     "WindowItem",
     "dead_letter",
+    "decode_transcript",
     "late_row",
     "lexical_tokens",
     "per_100_words",
@@ -135,22 +135,29 @@ class WindowItem(NamedTuple):
 
 
 def dead_letter(message: SourceMessage, error: BaseException | str, **known: object) -> DeadLetterRecord:
-    """The dead-letter record of a message the flow could not score (``error``: the exception or a reason)."""
+    """The dead-letter record of a message the flow could not score (``error``: the exception or a reason), with
+    a dead-letter id derived from the message's coordinates (a flow resumed from a snapshot re-sends the same)."""
     if isinstance(error, BaseException):
-        error_class, reason = type(error).__name__, str(error) or type(error).__name__
+        poison = PoisonMessage.of(error)
+        poison.known.update({k: v for k, v in known.items() if v is not None})
     else:
-        error_class, reason = "Rejected", error
-    return DeadLetterRecord(
-        original_topic=message.topic,
-        original_partition=message.partition,
-        original_offset=message.offset,
-        original_key=message.key.decode("utf-8", "replace") if message.key is not None else None,
-        original_value_b64=DeadLetterRecord.encode_value(message.value),
+        poison = PoisonMessage("Rejected", error, **known)
+    return dead_letter_at(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        poison,
         consumer_group=ConsumerGroups.METRICS_FLOW,
-        error_class=error_class,
-        reason=reason[:4000],
-        **known,  # type: ignore[arg-type]
     )
+
+
+def decode_transcript(message: SourceMessage) -> TranscriptCreated:
+    """The ``TranscriptCreated`` of a transcripts-topic message (the flow's decode step). Raises
+    :class:`~schemas.dead_letter.PoisonMessage`, and nothing else, for any other value (see
+    :func:`schemas.registry.decode_expected`)."""
+    return decode_expected(message.value, TranscriptCreated, topic=message.topic)
 
 
 def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadLetterRecord:
@@ -160,23 +167,19 @@ def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadL
     ``TranscriptCreated`` (bad JSON, contract violation, another event type, a tombstone) or its word
     timestamps are rejected by :func:`compute_metrics`. Never raises for bad input.
     """
-    if message.value is None:
-        return dead_letter(message, "tombstone (no value) on the transcripts topic")
     try:
-        event = decode_event(message.value)
-    except (ValidationError, ValueError) as exc:
-        return dead_letter(message, exc)
+        event = decode_transcript(message)
+    except PoisonMessage as poison:
+        return dead_letter(message, poison)
     known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
-    if not isinstance(event, TranscriptCreated):
-        return dead_letter(message, f"unexpected event_type {event.event_type!r} on the transcripts topic", **known)
     payload = event.payload
     try:
         metrics = compute_metrics(
             payload.words.timed(), pause_threshold_s=pause_threshold_s, recording_duration_s=payload.duration_s
         )
-    except ValueError as exc:
+        return _scored(message, event, metrics, lexical_tokens(payload.words.text))
+    except Exception as exc:  # noqa: BLE001 - rejected timestamps (ValueError), or any value scoring chokes on
         return dead_letter(message, exc, **known)
-    return _scored(message, event, metrics, lexical_tokens(payload.words.text))
 
 
 def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) -> list[Scored | DeadLetterRecord]:
@@ -191,24 +194,10 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
     results: list[Scored | DeadLetterRecord | None] = []
     decoded: list[tuple[int, TranscriptCreated]] = []
     for message in messages:
-        if message.value is None:
-            results.append(dead_letter(message, "tombstone (no value) on the transcripts topic"))
-            continue
         try:
-            event = decode_event(message.value)
-        except (ValidationError, ValueError) as exc:
-            results.append(dead_letter(message, exc))
-            continue
-        if not isinstance(event, TranscriptCreated):
-            results.append(
-                dead_letter(
-                    message,
-                    f"unexpected event_type {event.event_type!r} on the transcripts topic",
-                    user_id=event.user_id,
-                    submission_id=event.submission_id,
-                    event_id=event.event_id,
-                )
-            )
+            event = decode_transcript(message)
+        except PoisonMessage as poison:
+            results.append(dead_letter(message, poison))
             continue
         decoded.append((len(results), event))
         results.append(None)
@@ -225,11 +214,14 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
         return [score(message, pause_threshold_s=pause_threshold_s) for message in messages]
     for (index, event), outcome in zip(decoded, computed, strict=True):
         message = messages[index]
+        known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
         if isinstance(outcome, ValueError):
-            known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
             results[index] = dead_letter(message, outcome, **known)
-        else:
+            continue
+        try:
             results[index] = _scored(message, event, outcome.metrics, outcome.lexical_tokens)
+        except Exception as exc:  # noqa: BLE001 - a value the row cannot hold: this message only
+            results[index] = dead_letter(message, exc, **known)
     return results  # type: ignore[return-value]  # every None was replaced above
 
 

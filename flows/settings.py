@@ -7,9 +7,10 @@ in: like a metric definition change, it calls for a replay (``coach replay metri
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.step_ids import LEARNERS_CDC_TOPIC, TRANSCRIPTS_TOPIC
@@ -115,3 +116,9 @@ class FlowSettings(BaseSettings):
         default="UTC",
         description="COACH_FLOWS_DEFAULT_TIMEZONE: IANA zone of a learner whose timezone is unknown or invalid",
     )
+
+    @field_validator("recovery_dir")
+    @classmethod
+    def _absolute_recovery_dir(cls, value: Path | None) -> Path | None:
+        """A relative path is made absolute once, when the settings load (never later, in another thread)."""
+        return None if value is None else Path(os.path.abspath(value.expanduser()))

@@ -7,7 +7,8 @@ running flow would resume that step from scratch. Change these only together wit
 
 from __future__ import annotations
 
-from schemas.topics import CDC_TOPIC_PREFIX, TRANSCRIPTS
+from schemas.topics import LEARNERS_CDC_TOPIC as _LEARNERS_CDC_TOPIC
+from schemas.topics import TRANSCRIPTS
 
 __all__ = [
     "FLOW_ID",
@@ -22,6 +23,8 @@ __all__ = [
     "STEP_LATE_OUT",
     "STEP_LATE_ROWS",
     "STEP_PARSE_CDC",
+    "STEP_SPLIT_CDC_ERRORS",
+    "STEP_MERGE_ERRORS",
     "STEP_SCORE",
     "STEP_SPLIT_ERRORS",
     "STEP_SUBMISSION_ROWS",
@@ -49,7 +52,7 @@ the live flow then starts from a fresh recovery directory (``…-s<STATE_VERSION
 the earliest offsets with idempotent writes."""
 
 TRANSCRIPTS_TOPIC = TRANSCRIPTS.name
-LEARNERS_CDC_TOPIC = f"{CDC_TOPIC_PREFIX}.public.learners"
+LEARNERS_CDC_TOPIC = _LEARNERS_CDC_TOPIC
 """Debezium change events of the ``learners`` read model: the learners' timezones."""
 
 STEP_TRANSCRIPTS_IN = "transcripts_in"
@@ -60,6 +63,8 @@ STEP_SUBMISSION_ROWS = "submission_rows"
 STEP_SUBMISSIONS_OUT = "submission_metrics_out"
 STEP_CDC_IN = "learners_cdc_in"
 STEP_PARSE_CDC = "parse_learner_changes"
+STEP_SPLIT_CDC_ERRORS = "split_learner_change_errors"
+STEP_MERGE_ERRORS = "merge_errors"
 STEP_KEY_SCORED = "key_scored_by_learner"
 STEP_MERGE_TIMEZONES = "merge_timezone_changes"
 STEP_ASSIGN_TIMEZONE = "assign_timezone"

@@ -28,6 +28,7 @@ from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCrea
 from schemas.topics import (
     FEEDBACK,
     FEEDBACK_DLQ,
+    LEARNERS_CDC_DLQ,
     SUBMISSIONS,
     SUBMISSIONS_DLQ,
     TOPICS,
@@ -64,6 +65,7 @@ _PRODUCERS: dict[str, tuple[str, ...]] = {
     SUBMISSIONS_DLQ.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
     TRANSCRIPTS_DLQ.name: (ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
     FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
+    LEARNERS_CDC_DLQ.name: (ConsumerGroups.METRICS_FLOW,),
 }
 _CONSUMERS: dict[str, tuple[str, ...]] = {
     SUBMISSIONS.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
@@ -72,6 +74,7 @@ _CONSUMERS: dict[str, tuple[str, ...]] = {
     SUBMISSIONS_DLQ.name: (ConsumerGroups.PROJECTOR,),
     TRANSCRIPTS_DLQ.name: (ConsumerGroups.PROJECTOR,),
     FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR,),
+    LEARNERS_CDC_DLQ.name: (),
 }
 _CDC_CONSUMERS: dict[str, tuple[str, ...]] = {"learners": (ConsumerGroups.METRICS_FLOW,)}
 

@@ -2,10 +2,12 @@
 
 Consumes ``speech.submissions.v1``, ``speech.transcripts.v1``, ``speech.feedback.v1`` and their ``.dlq`` topics as
 consumer group ``projector`` (:attr:`schemas.topics.ConsumerGroups.PROJECTOR`) in micro-batches (up to
-``batch_max_messages`` messages or ``batch_max_wait_ms``), and writes each batch in **one PostgreSQL transaction**
-together with the consumed positions (``projection_offsets``: topic, partition, next offset). PostgreSQL, not Kafka,
-holds the projector's progress: on partition assignment the consumer seeks to the stored positions (to the
-beginning when none is stored, so a projection emptied together with ``processed_events`` rebuilds itself).
+``batch_max_messages`` messages or ``batch_max_wait_ms``) through the platform's one consumer loop
+(:class:`runtime.consumer.ConsumerLoop`; this module is its handler, which owns its offsets), and writes each batch
+in **one PostgreSQL transaction** together with the consumed positions (``projection_offsets``: topic, partition,
+next offset). PostgreSQL, not Kafka, holds the projector's progress: on partition assignment the consumer seeks to
+the stored positions (to the beginning when none is stored, so a projection emptied together with
+``processed_events`` rebuilds itself).
 Offsets are also committed to Kafka after each transaction, only so that ordinary tools show the group's lag.
 
 Outcomes per message:
@@ -20,8 +22,9 @@ Outcomes per message:
   same record and the duplicate is ignored;
 * a malformed record on a ``.dlq`` topic is logged and skipped (there is no dead-letter topic of a dead-letter topic).
 
-When PostgreSQL or Kafka is unreachable, the batch is retried (exponential backoff up to ``retry_max_backoff_s``)
-until it commits or ``stop`` is set; nothing is lost because the positions only move with the rows.
+When PostgreSQL or Kafka is unreachable, the loop retries the batch (exponential backoff up to
+``retry_max_backoff_s``) until it commits or ``stop`` is set; nothing is lost because the positions only move with
+the rows.
 
 Run: :func:`run_projector` (in a thread of ``coach run``), or ``python -m projections.projector`` (SIGTERM/SIGINT
 finish the current batch and exit 0).
@@ -29,22 +32,20 @@ finish the current batch and exit 0).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client import Counter, Histogram
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from projections.read_models import (
@@ -55,9 +56,9 @@ from projections.read_models import (
     prune_processed_events,
     store_positions,
 )
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, make_consumer, next_positions
+from runtime.consumer import ConsumerLoop, LoopSettings, Positions, Received
 from runtime.settings import PlatformSettings
-from schemas.dead_letter import DeadLetterRecord
+from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.envelope import EventEnvelope
 from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCreated
 from schemas.registry import Event, decode_event
@@ -79,8 +80,6 @@ __all__ = [
     "SOURCE_TOPICS",
     "Projector",
     "ProjectorSettings",
-    "Rejection",
-    "dead_letter_id_for",
     "parse_message",
     "run_projector",
 ]
@@ -121,7 +120,6 @@ BATCH_SECONDS = Histogram(
     "Wall time of one projector transaction (apply, dead letters, positions, commit), seconds",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-RETRIES = Counter("coach_projector_retries_total", "Batches retried after PostgreSQL or Kafka errors", ["error"])
 
 
 class ProjectorSettings(BaseSettings):
@@ -159,16 +157,6 @@ class ProjectorSettings(BaseSettings):
     )
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """A message that cannot be projected: ``reason`` for humans, ``error`` (exception or short reason) for the
-    dead letter's ``error_class``, and the envelope fields that could be read (``known``)."""
-
-    reason: str
-    error: BaseException | str
-    known: dict[str, Any]
-
-
 def _known_fields(raw: Any) -> dict[str, Any]:
     """``user_id``, ``submission_id`` and ``event_id`` of a malformed event, when they are present and valid."""
     known: dict[str, Any] = {}
@@ -187,59 +175,44 @@ def _known_fields(raw: Any) -> dict[str, Any]:
     return known
 
 
-def parse_message(topic: str, value: bytes | None) -> Event | DeadLetterRecord | Rejection:
-    """Decode one consumed message of a :data:`PROJECTOR_TOPICS` topic.
+def parse_message(topic: str, value: bytes | None) -> Event | DeadLetterRecord:
+    """Decode one consumed message of a :data:`PROJECTOR_TOPICS` topic (the projector's decode step).
 
     Source topics: the event (via :func:`schemas.registry.decode_event`) when it is valid and of the topic's event
-    type. ``.dlq`` topics: the :class:`DeadLetterRecord`. Anything else: a :class:`Rejection` (never raises).
+    type. ``.dlq`` topics: the :class:`DeadLetterRecord`. Raises :class:`PoisonMessage` for anything else (and
+    nothing else, whatever the bytes), with the envelope ids that could be read from a malformed event.
     """
     if not value:
-        return Rejection("empty message value (tombstone)", "empty message value", {})
+        raise PoisonMessage("EmptyValue", "empty message value (tombstone)")
     if topic in SOURCE_TOPICS:
         try:
             raw = json.loads(value)
-        except ValueError as exc:  # also UnicodeDecodeError
-            return Rejection(f"invalid JSON: {exc}", exc, {})
+        except Exception as exc:  # noqa: BLE001 - not UTF-8, not JSON, nested too deep (RecursionError)…
+            raise PoisonMessage.of(exc, "invalid JSON") from exc
         known = _known_fields(raw)
         try:
             event = decode_event(raw if isinstance(raw, dict) else value)
-        except ValidationError as exc:
-            return Rejection(f"invalid event: {exc}", exc, known)
+        except Exception as exc:  # noqa: BLE001 - a validation failure, or whatever else the contract raises
+            raise PoisonMessage.of(exc, "invalid event", **known) from exc
         expected = SOURCE_TOPICS[topic]
         if not isinstance(event, expected):
             reason = f"{event.event_type} does not belong on {topic} (expected {expected.EVENT_TYPE})"
-            return Rejection(reason, reason, known)
+            raise PoisonMessage("UnexpectedEvent", reason, **known)
         return event  # type: ignore[return-value]
     try:
         return DeadLetterRecord.model_validate_json(value)
-    except ValidationError as exc:
-        return Rejection(f"invalid dead letter: {exc}", exc, {})
-
-
-def dead_letter_id_for(topic: str, partition: int, offset: int, timestamp_ms: int, consumer_group: str) -> UUID:
-    """Deterministic UUIDv7 of the dead letter of the message at (topic, partition, offset).
-
-    The 48-bit time field is the message's timestamp (ms since the epoch, clamped at 0); the 74 "random" bits come
-    from SHA-256 of the coordinates and the group (RFC 9562 §5.7 allows any content there). A retried batch thus
-    produces the same ``dead_letter_id`` and its duplicate dead letter is recognised downstream.
-    """
-    digest = hashlib.sha256(f"{consumer_group}|{topic}|{partition}|{offset}".encode()).digest()
-    ms = max(timestamp_ms, 0) & ((1 << 48) - 1)
-    rand_a = int.from_bytes(digest[:2], "big") & 0x0FFF
-    rand_b = int.from_bytes(digest[2:10], "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-    return UUID(int=value)
-
-
-class _RetryBatchIsolated(Exception):
-    """A value PostgreSQL refused somewhere in the batch: redo it with one savepoint per message."""
+    except Exception as exc:  # noqa: BLE001
+        raise PoisonMessage.of(exc, "invalid dead letter") from exc
 
 
 class Projector:
-    """One member of the projector consumer group; :meth:`run` until a stop event is set.
+    """The projector's handler of the consumer loop; :meth:`run` until a stop event is set.
 
     Not thread-safe: one thread runs it. ``on_batch`` (tests) is called after each committed batch with the messages.
     """
+
+    owns_offsets = True
+    """The positions are stored in PostgreSQL, in the transaction of the rows."""
 
     def __init__(
         self,
@@ -253,8 +226,7 @@ class Projector:
         self._on_batch = on_batch
         self._next_prune = 0.0
         self._conn: psycopg.Connection[Any] | None = None
-        self._producer: EventProducer | None = None
-        self._consumer: Consumer | None = None
+        self._loop: ConsumerLoop[Event | DeadLetterRecord] | None = None
 
     # --- connections ------------------------------------------------------------------------------------------
 
@@ -270,11 +242,6 @@ class Projector:
             except psycopg.Error:
                 pass
         self._conn = None
-
-    def _dead_letter_producer(self) -> EventProducer:
-        if self._producer is None:
-            self._producer = EventProducer(self.platform, client_id=f"{self.settings.client_id}-dlq")
-        return self._producer
 
     # --- rebalance: seek to the positions stored in PostgreSQL --------------------------------------------------
 
@@ -300,73 +267,44 @@ class Projector:
         log.info("projector: assigned %s", ", ".join(f"{t.topic}[{t.partition}]@{t.offset}" for t in assignment))
         consumer.incremental_assign(assignment)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every consumed batch is committed before the next poll, so there is nothing to flush here.
-        log.info("projector: revoked %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+    # --- the handler ------------------------------------------------------------------------------------------
 
-    def _make_consumer(self) -> Consumer:
-        consumer = make_consumer(
-            self.settings.group_id,
-            PROJECTOR_TOPICS,
-            self.platform,
-            **{
-                "client.id": self.settings.client_id,
-                "enable.auto.commit": False,  # PostgreSQL holds the positions; Kafka gets them after each commit
-                "session.timeout.ms": self.settings.session_timeout_ms,
-                "partition.assignment.strategy": "cooperative-sticky",
-            },
-        )
-        # Re-subscribe with rebalance callbacks (make_consumer subscribes without them).
-        consumer.subscribe(
-            list(PROJECTOR_TOPICS), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
-        return consumer
+    def decode(self, msg: Message) -> Event | DeadLetterRecord:
+        """:func:`parse_message` of a consumed message."""
+        return parse_message(msg.topic() or "", msg.value())
 
-    # --- one batch --------------------------------------------------------------------------------------------
+    def process(
+        self, batch: Sequence[Received[Event | DeadLetterRecord]], positions: Positions
+    ) -> list[PoisonMessage | None]:
+        """Apply ``batch`` and store ``positions`` in one transaction (a value PostgreSQL refuses: the batch again,
+        one savepoint per message, the refused one dead-lettered before the commit). Raises
+        ``psycopg.OperationalError``/``InterfaceError``/``DeliveryFailed`` when an engine is unreachable."""
+        started = time.perf_counter()
+        try:
+            try:
+                self._project(batch, positions, isolated=False)
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                log.warning("projector: PostgreSQL refused a value (%s); retrying the batch message by message", exc)
+                self._project(batch, positions, isolated=True)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._drop_connection()
+            raise
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        return [None] * len(batch)
 
-    def _rejection_record(self, msg: Message, rejection: Rejection) -> DeadLetterRecord:
-        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        _, timestamp_ms = msg.timestamp()
-        record = dead_letter_for(
-            msg,
-            consumer_group=self.settings.group_id,
-            error=rejection.error if isinstance(rejection.error, BaseException) else rejection.reason,
-            dead_letter_id=dead_letter_id_for(topic, partition, offset, timestamp_ms, self.settings.group_id),
-            **rejection.known,
-        )
-        # error_class names the exception; the reason says what was wrong ("invalid JSON: …", "invalid event: …").
-        return record.model_copy(update={"reason": rejection.reason[:4000]})
-
-    def _project(self, messages: Sequence[Message], *, isolated: bool) -> None:
-        """Apply ``messages`` and store their positions in one transaction; send dead letters before it commits.
-
-        Raises ``_RetryBatchIsolated`` (not isolated) when PostgreSQL refused a value; ``psycopg.OperationalError``,
-        ``DeliveryFailed``… when an engine is unreachable (the transaction is rolled back).
-        """
+    def _project(
+        self, batch: Sequence[Received[Event | DeadLetterRecord]], positions: Positions, *, isolated: bool
+    ) -> None:
         conn = self._connection()
-        parsed = [(msg, parse_message(msg.topic() or "", msg.value())) for msg in messages]
-        dead_letters: list[tuple[str, DeadLetterRecord]] = []
         outcomes: list[tuple[str, str]] = []
         with conn.transaction():
             fresh = claim_events(
                 conn,
-                [
-                    item.dead_letter_id if isinstance(item, DeadLetterRecord) else item.event_id
-                    for _, item in parsed
-                    if not isinstance(item, Rejection)
-                ],
+                [r.value.dead_letter_id if isinstance(r.value, DeadLetterRecord) else r.value.event_id for r in batch],
             )
-            for msg, item in parsed:
+            for received in batch:
+                msg, item = received.msg, received.value
                 topic = msg.topic() or ""
-                if isinstance(item, Rejection):
-                    if topic in DEAD_LETTER_TOPIC_OF:
-                        dead_letters.append((DEAD_LETTER_TOPIC_OF[topic], self._rejection_record(msg, item)))
-                        outcomes.append((topic, "dead_lettered"))
-                    else:
-                        log.error("projector: skipping malformed record %s[%s]@%s: %s", topic, msg.partition(),
-                                  msg.offset(), item.reason)  # fmt: skip
-                        outcomes.append((topic, "skipped_malformed"))
-                    continue
                 item_id = item.dead_letter_id if isinstance(item, DeadLetterRecord) else item.event_id
                 if item_id not in fresh:
                     outcomes.append((topic, "duplicate"))
@@ -383,25 +321,13 @@ class Projector:
                         log.error("projector: PostgreSQL refused dead letter %s: %s", item_id, exc)
                         outcomes.append((topic, "skipped_malformed"))
                         continue
-                    rejection = Rejection(f"PostgreSQL refused the event: {exc}", exc, _known_of(item))
-                    dead_letters.append((DEAD_LETTER_TOPIC_OF[topic], self._rejection_record(msg, rejection)))
+                    assert self._loop is not None
+                    poison = PoisonMessage.of(exc, "PostgreSQL refused the event", **_known_of(item))
+                    self._loop.dead_letter(msg, poison)  # acknowledged before the transaction commits
                     outcomes.append((topic, "dead_lettered"))
-            if dead_letters:
-                producer = self._dead_letter_producer()
-                for dlq_topic, record in dead_letters:
-                    producer.send_dead_letter(dlq_topic, record)
-                    log.warning("projector: %s[%s]@%s → %s: %s", record.original_topic, record.original_partition,
-                                record.original_offset, dlq_topic, record.reason)  # fmt: skip
-            positions = next_positions(messages)
             store_positions(conn, self.settings.group_id, positions)
         for topic, outcome in outcomes:
             EVENTS.labels(topic, outcome).inc()
-        if self._consumer is not None:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:  # advisory only (lag monitoring)
-                log.debug("projector: Kafka commit skipped: %s", exc)
 
     def _apply(self, conn: psycopg.Connection[Any], item: Event | DeadLetterRecord) -> str:
         if isinstance(item, DeadLetterRecord):
@@ -410,39 +336,9 @@ class Projector:
             return "failed" if apply_dead_letter(conn, item) else "ignored_dead_letter"
         return "projected" if apply_event(conn, item) else "duplicate"
 
-    def _project_with_retries(self, messages: Sequence[Message], stop: threading.Event) -> bool:
-        """Project ``messages``, retrying while engines are unreachable. Returns False when stopped before commit."""
-        backoff = self.settings.retry_initial_backoff_s
-        isolated = False
-        while True:
-            started = time.perf_counter()
-            try:
-                try:
-                    self._project(messages, isolated=isolated)
-                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-                    if isolated:
-                        raise
-                    raise _RetryBatchIsolated from exc
-            except _RetryBatchIsolated as exc:
-                log.warning("projector: PostgreSQL refused a value (%s); retrying the batch message by message",
-                            exc.__cause__)  # fmt: skip
-                isolated = True
-                continue
-            except (psycopg.OperationalError, psycopg.InterfaceError, DeliveryFailed, KafkaException) as exc:
-                RETRIES.labels(type(exc).__name__).inc()
-                log.warning("projector: batch of %d not committed (%s: %s); retrying in %.1f s",
-                            len(messages), type(exc).__name__, exc, backoff)  # fmt: skip
-                self._drop_connection()
-                if stop.wait(backoff):
-                    return False
-                backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
-                continue
-            BATCH_SECONDS.observe(time.perf_counter() - started)
-            return True
-
     # --- the loop ---------------------------------------------------------------------------------------------
 
-    def _prune_if_due(self) -> None:
+    def _prune_if_due(self, _consumer: Consumer | None = None) -> None:
         """Every ``prune_every_s``, delete dedup-ledger ids older than ``dedup_horizon_days`` (batches of 10,000).
         A failure is logged and retried at the next interval: pruning never stops the projection."""
         if not self.settings.dedup_horizon_days or time.monotonic() < self._next_prune:
@@ -461,40 +357,42 @@ class Projector:
             log.info("projector: pruned %d processed_events ids older than %g days", pruned,
                      self.settings.dedup_horizon_days)  # fmt: skip
 
+    def loop(self) -> ConsumerLoop[Event | DeadLetterRecord]:
+        """The consumer loop running this projector (its dead letters keep the ids of the message coordinates)."""
+        return ConsumerLoop(
+            self,
+            self.settings.group_id,
+            PROJECTOR_TOPICS,
+            self.platform,
+            LoopSettings(
+                batch_max_messages=self.settings.batch_max_messages,
+                batch_max_wait_ms=self.settings.batch_max_wait_ms,
+                retry_initial_backoff_s=self.settings.retry_initial_backoff_s,
+                retry_max_backoff_s=self.settings.retry_max_backoff_s,
+                poll_timeout_s=self.settings.batch_max_wait_ms / 1000,
+            ),
+            transient=(psycopg.OperationalError, psycopg.InterfaceError),
+            dead_letter_topic=DEAD_LETTER_TOPIC_OF.get,
+            consumer_config={
+                "client.id": self.settings.client_id,
+                "session.timeout.ms": self.settings.session_timeout_ms,
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+            on_assign=self._on_assign,
+            on_batch=self._on_batch,
+            tick=self._prune_if_due,
+        )
+
     def run(self, stop: threading.Event) -> None:
         """Consume and project until ``stop`` is set; then close the consumer (leaving the group) and return.
 
         A batch interrupted by ``stop`` while retrying is not committed (it is re-read on the next start).
         """
-        consumer = self._make_consumer()
-        self._consumer = consumer
-        timeout_s = self.settings.batch_max_wait_ms / 1000
-        log.info("projector: consuming %s as group %r", ", ".join(PROJECTOR_TOPICS), self.settings.group_id)
+        self._loop = self.loop()
         try:
-            while not stop.is_set():
-                batch = consumer.consume(num_messages=self.settings.batch_max_messages, timeout=timeout_s)
-                messages = []
-                for msg in batch:
-                    error = msg.error()
-                    if error is None:
-                        messages.append(msg)
-                    elif error.fatal():
-                        raise KafkaException(error)
-                    else:
-                        log.debug("projector: consumer event %s", error)
-                if not messages:
-                    self._prune_if_due()
-                    continue
-                if not self._project_with_retries(messages, stop):
-                    break
-                if self._on_batch is not None:
-                    self._on_batch(messages)
-                self._prune_if_due()
+            self._loop.run(stop)
         finally:
-            self._consumer = None
-            consumer.close()
-            if self._producer is not None:
-                self._producer.flush(10)
+            self._loop = None
             self._drop_connection()
             log.info("projector: stopped")
 

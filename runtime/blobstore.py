@@ -24,6 +24,7 @@ from runtime.settings import PlatformSettings
 __all__ = [
     "BlobNotFound",
     "BlobSettings",
+    "BlobStoreUnavailable",
     "BlobStore",
     "LocalBlobStore",
     "S3BlobStore",
@@ -33,7 +34,20 @@ __all__ = [
 
 
 class BlobNotFound(LookupError):
-    """No blob at the given URI (a permanent error: the message goes to the DLQ)."""
+    """No readable blob at the given URI, and retrying will not make one appear: a missing file or object, a path
+    that is a directory, outside the store or not permitted, a URI of another scheme (a permanent error: the
+    message goes to the DLQ)."""
+
+
+class BlobStoreUnavailable(OSError):
+    """The store could not be read now (I/O error, S3 unreachable or answering 5xx, throttling): a transient error,
+    retried with backoff; the message is never dead-lettered for it."""
+
+
+_PERMANENT_S3_CODES = frozenset(
+    {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "InvalidObjectState", "InvalidBucketName"}
+)
+"""S3 error codes that retrying cannot cure (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)."""
 
 
 class BlobSettings(BaseSettings):
@@ -106,6 +120,10 @@ class LocalBlobStore:
             return path.read_bytes()
         except FileNotFoundError as exc:
             raise BlobNotFound(f"no blob at {uri}") from exc
+        except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise BlobNotFound(f"blob {uri} cannot be read: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            raise BlobStoreUnavailable(f"reading {uri} failed: {exc}") from exc
 
     def check(self) -> None:
         probe = self.root / ".ready"
@@ -131,12 +149,21 @@ class S3BlobStore:
         return f"s3://{self.bucket}/{key}"
 
     def get(self, uri: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+            raise BlobNotFound(f"not an s3://bucket/key blob URI: {uri}")
         try:
             obj = self._s3.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
-        except self._s3.exceptions.NoSuchKey as exc:
-            raise BlobNotFound(f"no blob at {uri}") from exc
-        data: bytes = obj["Body"].read()
+            data: bytes = obj["Body"].read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _PERMANENT_S3_CODES:
+                raise BlobNotFound(f"no readable blob at {uri} ({code})") from exc
+            raise BlobStoreUnavailable(f"reading {uri} failed ({code or 'ClientError'}): {exc}") from exc
+        except BotoCoreError as exc:  # endpoint unreachable, timeouts, incomplete reads
+            raise BlobStoreUnavailable(f"reading {uri} failed: {exc}") from exc
         return data
 
     def check(self) -> None:

@@ -28,9 +28,13 @@ def is_embedded(dsn: str) -> bool:
 
 
 def get_clickhouse_client(
-    settings: PlatformSettings | None = None, *, database: str | None = None, new: bool = False
+    settings: PlatformSettings | None = None,
+    *,
+    database: str | None = None,
+    new: bool = False,
+    create_database: bool = True,
 ) -> Client:
-    """Return a clickhouse-connect client for ``settings.clickhouse_dsn``.
+    """Return a clickhouse-connect client for ``settings.clickhouse_dsn``: the one opener of ClickHouse.
 
     * ``chdb://<path>``: embedded chDB with its data under ``<path>`` (created if missing). chDB runs one engine
       per process on one data directory (a second path raises ``RuntimeError``); any number of handles may share
@@ -39,15 +43,19 @@ def get_clickhouse_client(
     * ``http(s)://[user:password@]host:port[/database]``: a ClickHouse server over HTTP (a new client each call;
       clickhouse-connect clients are not thread-safe, keep one per thread).
 
-    ``database`` (default ``settings.clickhouse_database``) is created if missing and used by
-    default. Raises ``ValueError`` on another scheme, and clickhouse-connect's errors when the
+    ``database`` (default ``settings.clickhouse_database``) is created if missing (unless ``create_database`` is
+    false: read-only users) and used by default. The chDB path is absolute since the settings loaded
+    (:func:`runtime.settings.absolute_chdb_dsn`), so the working directory at the time of the call does not
+    matter. Raises ``ValueError`` on another scheme, and clickhouse-connect's errors when the
     server is unreachable.
     """
     settings = settings or PlatformSettings()
     dsn = settings.clickhouse_dsn
     database = database or settings.clickhouse_database
     if is_embedded(dsn):
-        path = Path(dsn.removeprefix("chdb://")).expanduser().resolve()
+        path = Path(dsn.removeprefix("chdb://"))
+        if not path.is_absolute():  # a DSN built by hand, not by PlatformSettings
+            raise ValueError(f"chDB path must be absolute, got {dsn!r}")
         key = (str(path), database)
         with _chdb_lock:
             client = None if new else _chdb_clients.get(key)
@@ -62,7 +70,8 @@ def get_clickhouse_client(
     scheme = urlsplit(dsn).scheme
     if scheme not in ("http", "https"):
         raise ValueError(f"COACH_CLICKHOUSE_URL must be chdb://<dir> or http(s)://host:port, got {dsn!r}")
-    admin = clickhouse_connect.get_client(dsn=dsn)
-    admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    admin.close()
+    if create_database:
+        admin = clickhouse_connect.get_client(dsn=dsn)
+        admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        admin.close()
     return clickhouse_connect.get_client(dsn=dsn, database=database)

@@ -29,9 +29,7 @@ from schemas.topics import TopicSpec
 __all__ = [
     "DeliveryFailed",
     "EventProducer",
-    "dead_letter_for",
     "ensure_topics",
-    "is_record",
     "make_consumer",
     "next_positions",
     "store_offsets_after",
@@ -154,30 +152,6 @@ def make_consumer(
     return consumer
 
 
-def dead_letter_for(msg: Message, *, consumer_group: str, error: BaseException | str, **known: Any) -> DeadLetterRecord:
-    """Build the dead-letter record of a consumed message that could not be processed.
-
-    ``error`` is the exception (its class name becomes ``error_class``) or a reason string;
-    ``known`` may add ``user_id``, ``submission_id`` and ``event_id`` when the message parsed.
-    """
-    key = msg.key()
-    if isinstance(error, BaseException):
-        error_class, reason = type(error).__name__, str(error) or type(error).__name__
-    else:
-        error_class, reason = "Rejected", error
-    return DeadLetterRecord(
-        original_topic=msg.topic() or "",
-        original_partition=msg.partition() or 0,
-        original_offset=msg.offset() or 0,
-        original_key=key.decode("utf-8", "replace") if key else None,
-        original_value_b64=DeadLetterRecord.encode_value(msg.value()),
-        consumer_group=consumer_group,
-        error_class=error_class,
-        reason=reason[:4000],
-        **known,
-    )
-
-
 def ensure_topics(specs: Iterable[TopicSpec], settings: PlatformSettings | None = None) -> dict[str, str]:
     """Create missing topics (idempotent). Returns ``{name: 'created' | 'exists'}``.
 
@@ -213,16 +187,6 @@ def ensure_topics(specs: Iterable[TopicSpec], settings: PlatformSettings | None 
             else:
                 raise
     return result
-
-
-def is_record(msg: Message) -> bool:
-    """True for a consumed record; False for an event (partition EOF is silent, other errors are logged)."""
-    err = msg.error()
-    if err is None:
-        return True
-    if err.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer error: %s", err)
-    return False
 
 
 def next_positions(messages: Sequence[Message]) -> dict[tuple[str, int], int]:

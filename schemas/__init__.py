@@ -6,7 +6,7 @@ Public API re-exported here; the modules are: ``envelope`` (common fields), ``ev
 groups), ``export`` (JSON Schema files) and ``compatibility`` (breaking-change check).
 """
 
-from schemas.dead_letter import DeadLetterRecord
+from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.envelope import EventEnvelope, new_event_id, utc_now
 from schemas.events import (
     BlobRef,
@@ -24,10 +24,12 @@ from schemas.events import (
     TranscriptWords,
     Word,
 )
-from schemas.registry import Event, decode_event, encode_event
+from schemas.registry import Event, decode_event, decode_expected, encode_event
 from schemas.topics import (
     FEEDBACK,
     FEEDBACK_DLQ,
+    LEARNERS_CDC_DLQ,
+    LEARNERS_CDC_TOPIC,
     SUBMISSIONS,
     SUBMISSIONS_DLQ,
     TOPICS,
@@ -43,9 +45,12 @@ __all__ = [
     "ConsumerGroups",
     "DeadLetterRecord",
     "Event",
+    "PoisonMessage",
     "EventEnvelope",
     "FEEDBACK",
     "FEEDBACK_DLQ",
+    "LEARNERS_CDC_DLQ",
+    "LEARNERS_CDC_TOPIC",
     "FeedbackGenerated",
     "FeedbackGeneratedPayload",
     "FeedbackPoint",
@@ -66,6 +71,7 @@ __all__ = [
     "TranscriptWords",
     "Word",
     "decode_event",
+    "decode_expected",
     "dlq_of",
     "encode_event",
     "new_event_id",

@@ -15,7 +15,36 @@ from pydantic import Field
 
 from schemas.envelope import FrozenModel, UtcDatetime, UUIDv7, new_event_id, utc_now
 
-__all__ = ["DeadLetterRecord"]
+__all__ = ["MAX_ORIGINAL_VALUE_BYTES", "DeadLetterRecord", "PoisonMessage"]
+
+MAX_ORIGINAL_VALUE_BYTES = 256 * 1024
+"""Most bytes of the original value a dead letter carries (base64 grows it by 4/3): a hostile message near the
+broker's ``message.max.bytes`` must still fit in its dead letter. Longer values are truncated and flagged."""
+
+
+class PoisonMessage(Exception):
+    """A consumed message that can never be processed, whatever the retries: undecodable, invalid, of the wrong
+    event type, or refused by a stage for a reason of its own (no speech, no words…).
+
+    The one error of every consumer's decode step (``decode(bytes) -> event`` raises only this): the consumer loop
+    writes it to the topic's dead-letter topic as a :class:`DeadLetterRecord` and moves on. ``error_class`` names
+    the cause (the original exception's class, or a short code such as ``'BlobNotFound'``); ``reason`` is human
+    readable; ``known`` holds ``user_id``/``submission_id``/``event_id`` when they could be read.
+    """
+
+    def __init__(self, error_class: str, reason: str, **known: object) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason or error_class
+        self.known = {key: value for key, value in known.items() if value is not None}
+
+    @classmethod
+    def of(cls, exc: BaseException, context: str = "", **known: object) -> PoisonMessage:
+        """Wrap any exception raised while decoding or handling one message (``context`` prefixes the reason)."""
+        if isinstance(exc, PoisonMessage):
+            return exc
+        text = str(exc) or type(exc).__name__
+        return cls(type(exc).__name__, f"{context}: {text}" if context else text, **known)
 
 
 class DeadLetterRecord(FrozenModel):
@@ -33,6 +62,9 @@ class DeadLetterRecord(FrozenModel):
     consumer_group: str = Field(description="Consumer group that rejected it")
     error_class: str = Field(description="e.g. 'ValidationError', 'UndecodableAudio'")
     reason: str = Field(min_length=1, description="Why it was rejected, human readable")
+    original_value_truncated: bool = Field(
+        default=False, description="True when the value was longer than MAX_ORIGINAL_VALUE_BYTES and was cut there"
+    )
     user_id: str | None = Field(default=None, description="When the message could be parsed")
     submission_id: UUID | None = Field(default=None, description="When the message could be parsed")
     event_id: UUID | None = Field(default=None, description="The original event's id, when parseable")
@@ -43,5 +75,5 @@ class DeadLetterRecord(FrozenModel):
 
     @staticmethod
     def encode_value(value: bytes | None) -> str:
-        """Base64 of the original value (empty string for a tombstone)."""
-        return base64.b64encode(value or b"").decode("ascii")
+        """Base64 of the original value (empty string for a tombstone), at most MAX_ORIGINAL_VALUE_BYTES of it."""
+        return base64.b64encode((value or b"")[:MAX_ORIGINAL_VALUE_BYTES]).decode("ascii")

@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from schemas.dead_letter import PoisonMessage
 from schemas.envelope import EventEnvelope
 from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCreated
 from schemas.events_v1 import TranscriptCreated as TranscriptCreatedV1
 from schemas.events_v1 import upcast_transcript_created_v1_v2
 
-__all__ = ["EVENT_CLASSES", "UPCASTERS", "decode_event", "encode_event", "Event"]
+__all__ = ["EVENT_CLASSES", "UPCASTERS", "decode_event", "decode_expected", "encode_event", "Event"]
+
+E = TypeVar("E", bound=EventEnvelope)
 
 Event = SubmissionReceived | TranscriptCreated | FeedbackGenerated
 
@@ -119,6 +122,31 @@ def decode_event(data: bytes | str | dict[str, Any]) -> EventEnvelope:
         raw = UPCASTERS[(event_type, version)](raw)
         version += 1
     return EVENT_CLASSES[(event_type, version)].model_validate(raw)
+
+
+def decode_expected(value: bytes | None, expected: type[E], *, topic: str) -> E:
+    """Decode one consumed message value that must be an ``expected`` event (the decode step of a consumer).
+
+    Returns the event (upcast to the current version). Raises :class:`~schemas.dead_letter.PoisonMessage` and
+    nothing else for any input that is not such an event: an empty value (tombstone), bytes that are not UTF-8 or
+    not JSON, JSON too deeply nested to parse (``RecursionError``), a validation failure, an unknown
+    ``event_type``/``schema_version``, or a valid event of another type (``error_class`` ``'UnexpectedEvent'``).
+    """
+    if not value:
+        raise PoisonMessage("EmptyValue", f"empty message value (tombstone) on {topic}")
+    try:
+        event = decode_event(value)
+    except Exception as exc:  # noqa: BLE001 - whatever the parser raises, the message is poison
+        raise PoisonMessage.of(exc, f"invalid {expected.EVENT_TYPE}") from exc
+    if not isinstance(event, expected):
+        raise PoisonMessage(
+            "UnexpectedEvent",
+            f"{event.event_type} does not belong on {topic} (expected {expected.EVENT_TYPE})",
+            user_id=event.user_id,
+            submission_id=event.submission_id,
+            event_id=event.event_id,
+        )
+    return event
 
 
 def encode_event(event: EventEnvelope) -> bytes:

@@ -20,6 +20,8 @@ __all__ = [
     "TOPICS",
     "ConsumerGroups",
     "CDC_TOPIC_PREFIX",
+    "LEARNERS_CDC_TOPIC",
+    "LEARNERS_CDC_DLQ",
     "dlq_of",
 ]
 
@@ -68,6 +70,14 @@ SUBMISSIONS_DLQ = TopicSpec(dlq_of(SUBMISSIONS.name), "original key", 1, 30 * DA
 TRANSCRIPTS_DLQ = TopicSpec(dlq_of(TRANSCRIPTS.name), "original key", 1, 30 * DAY_MS, value="DeadLetter")
 FEEDBACK_DLQ = TopicSpec(dlq_of(FEEDBACK.name), "original key", 1, 30 * DAY_MS, value="DeadLetter")
 
+CDC_TOPIC_PREFIX = "cdc"
+"""Debezium ``topic.prefix``: change events land on ``cdc.public.<table>``."""
+
+LEARNERS_CDC_TOPIC = f"{CDC_TOPIC_PREFIX}.public.learners"
+"""Debezium's change events of the ``learners`` table (created by Debezium, or by the metric flow first)."""
+LEARNERS_CDC_DLQ = TopicSpec(dlq_of(LEARNERS_CDC_TOPIC), "original key", 1, 30 * DAY_MS, value="DeadLetter",
+                             description="Change events of learners the metric flow could not parse")  # fmt: skip
+
 TOPICS: tuple[TopicSpec, ...] = (
     SUBMISSIONS,
     TRANSCRIPTS,
@@ -75,11 +85,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     SUBMISSIONS_DLQ,
     TRANSCRIPTS_DLQ,
     FEEDBACK_DLQ,
+    LEARNERS_CDC_DLQ,
 )
 """Every topic ``coach migrate`` creates. ``cdc.public.<table>`` topics are created by Debezium."""
-
-CDC_TOPIC_PREFIX = "cdc"
-"""Debezium ``topic.prefix``: change events land on ``cdc.public.<table>``."""
 
 
 class ConsumerGroups:

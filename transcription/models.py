@@ -81,7 +81,7 @@ def default_cache_dir() -> Path:
     """``<COACH_HOME>/models`` (``COACH_HOME`` defaults to ``.coach``), where assembled models live."""
     from runtime.settings import PlatformSettings
 
-    return PlatformSettings().home.expanduser().resolve() / "models"
+    return PlatformSettings().home / "models"
 
 
 def resolve_model(spec: str, *, cache_dir: Path | None = None) -> ResolvedModel:

@@ -8,6 +8,7 @@ the same decoding choices (beam size, temperature, VAD, language, word timestamp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -152,3 +153,9 @@ class TranscriptionSettings(BaseSettings):
             "no_speech_threshold": self.no_speech_threshold,
             "log_prob_threshold": self.log_prob_threshold,
         }
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache_dir(cls, value: Path | None) -> Path | None:
+        """A relative path is made absolute once, when the settings load (never later, in another thread)."""
+        return None if value is None else Path(os.path.abspath(value.expanduser()))

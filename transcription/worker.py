@@ -3,18 +3,19 @@
 One Whisper model per process; start several processes (``coach worker transcription --processes N``,
 one per GPU) and Kafka spreads the partitions between them (consumer group ``transcription``).
 
-Loop: gather up to ``batch_max_messages`` messages or ``batch_max_wait_ms`` after the first one →
-fetch each blob → decode and resample to 16 kHz mono → :class:`~transcription.engine.BatchTranscriber`
-(VAD, then Whisper on the speech chunks of *all* messages of the batch together) → produce one
-``TranscriptCreated`` per message → wait for the broker's acknowledgements → only then store the
-offsets (``enable.auto.offset.store=false``; the auto-commit thread commits stored offsets).
+The batch loop is the platform's one consumer loop (:class:`runtime.consumer.ConsumerLoop`: up to
+``batch_max_messages`` messages or ``batch_max_wait_ms`` after the first one, offsets stored only after every
+output is acknowledged). This module is its handler: decode each ``SubmissionReceived``
+(:func:`schemas.registry.decode_expected`), then for the batch fetch each blob → decode and resample to 16 kHz
+mono → :class:`~transcription.engine.BatchTranscriber` (VAD, then Whisper on the speech chunks of *all* messages of
+the batch together, each message alone if the batch fails) → produce one ``TranscriptCreated`` per message and wait
+for the broker's acknowledgement.
 
-Poison input (invalid event, missing blob, undecodable/empty audio, no speech) goes to
-``speech.submissions.v1.dlq`` with the reason and its offset is stored like any other, so the
-partition keeps moving. Transient errors (blob store I/O, broker delivery) are retried with
-exponential backoff (tenacity). SIGTERM finishes the current batch, commits and exits. Delivery is
-at-least-once: after a crash a submission may be transcribed twice, and consumers deduplicate by
-``submission_id``.
+Poison input (an invalid event, a missing blob or one that names a directory, undecodable or empty audio, no speech)
+goes to ``speech.submissions.v1.dlq`` with the reason, and the partition keeps moving. Transient errors (the blob
+store unreachable, broker delivery) retry the batch with exponential backoff. SIGTERM finishes the current batch,
+commits and exits. Delivery is at-least-once: after a crash a submission may be transcribed twice, and consumers
+deduplicate by ``submission_id``.
 """
 
 from __future__ import annotations
@@ -23,29 +24,30 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, Message
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from runtime.blobstore import BlobNotFound, BlobStore, open_blob_store
-from runtime.kafka import DeliveryFailed, EventProducer, dead_letter_for, is_record, make_consumer, store_offsets_after
+from runtime.blobstore import BlobNotFound, BlobStore, BlobStoreUnavailable, open_blob_store
+from runtime.consumer import ConsumerLoop, LoopSettings, Positions, Received
+from runtime.kafka import EventProducer
 from runtime.settings import PlatformSettings
 from schemas import (
     SUBMISSIONS,
-    SUBMISSIONS_DLQ,
     TRANSCRIPTS,
     ConsumerGroups,
+    PoisonMessage,
     StageTimings,
     SubmissionReceived,
     TranscriptCreated,
     TranscriptCreatedPayload,
     TranscriptSegment,
     TranscriptWords,
-    decode_event,
+    decode_expected,
     utc_now,
 )
 from transcription import metrics as m
@@ -69,8 +71,12 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(
         default=9101, ge=0, description="COACH_TRANSCRIPTION_WORKER_METRICS_PORT: first /metrics port (0 = off)"
     )
-    retry_attempts: int = Field(default=5, ge=1, description="Tries for transient errors (blob fetch, delivery)")
-    retry_max_wait_s: float = Field(default=10.0, gt=0, description="Longest backoff between tries, seconds")
+    retry_max_wait_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest backoff between retries of a batch while the blob store or the broker is unreachable, "
+        "seconds (retried until it succeeds or the worker is stopped)",
+    )
     lag_every_s: float = Field(default=5.0, gt=0, description="How often consumer lag is measured, seconds")
     group_instance_id: str = Field(
         default="",
@@ -111,15 +117,6 @@ class TranscriptionWorker:
         self.producer = EventProducer(self.platform, client_id=f"transcription-{os.getpid()}")
         self._last_lag = 0.0
 
-    def _retrying(self, transient: type[BaseException]) -> Retrying:
-        """Exponential backoff on ``transient`` errors (tenacity), re-raising after the last attempt."""
-        return Retrying(
-            retry=retry_if_exception_type(transient),
-            stop=stop_after_attempt(self.worker.retry_attempts),
-            wait=wait_exponential(multiplier=0.2, max=self.worker.retry_max_wait_s),
-            reraise=True,
-        )
-
     def _membership(self) -> dict[str, Any]:
         """librdkafka properties of this member: client id, poll interval, static ``group.instance.id`` when set
         (KIP-345, https://cwiki.apache.org/confluence/display/KAFKA/KIP-345)."""
@@ -128,91 +125,95 @@ class TranscriptionWorker:
             props["group.instance.id"] = self.worker.group_instance_id
         return props
 
-    def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; the batch in progress is finished, then offsets are committed."""
-        consumer = make_consumer(
+    owns_offsets = False
+    """Offsets are stored in Kafka by the consumer loop."""
+
+    def loop(self) -> ConsumerLoop[SubmissionReceived]:
+        """The consumer loop running this worker (group ``transcription`` on ``speech.submissions.v1``)."""
+        return ConsumerLoop(
+            self,
             ConsumerGroups.TRANSCRIPTION,
             [SUBMISSIONS.name],
             self.platform,
-            **self._membership(),
+            LoopSettings(
+                batch_max_messages=self.settings.batch_max_messages,
+                batch_max_wait_ms=self.settings.batch_max_wait_ms,
+                retry_max_backoff_s=self.worker.retry_max_wait_s,
+            ),
+            transient=(BlobStoreUnavailable,),
+            consumer_config=self._membership(),
+            producer=self.producer,
+            tick=self._measure_lag,
         )
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; the batch in progress is finished, then offsets are committed."""
         self.transcriber.warmup()
         log.info("transcription worker %d consuming %s", os.getpid(), SUBMISSIONS.name)
-        try:
-            while not stop.is_set():
-                batch = self._gather(consumer)
-                if batch:
-                    self.process(consumer, batch)
-                self._measure_lag(consumer)
-        finally:
-            consumer.close()  # commits the stored offsets
-            self.producer.flush(10)
+        self.loop().run(stop)
 
-    def _gather(self, consumer: Consumer) -> list[Message]:
-        """Up to N messages, waiting at most T ms after the first one arrived."""
-        n = self.settings.batch_max_messages
-        first = consumer.consume(num_messages=n, timeout=0.5)
-        messages = [msg for msg in first if is_record(msg)]
-        if messages and len(messages) < n and self.settings.batch_max_wait_ms > 0:
-            more = consumer.consume(num_messages=n - len(messages), timeout=self.settings.batch_max_wait_ms / 1000)
-            messages += [msg for msg in more if is_record(msg)]
-        return messages
+    def decode(self, msg: Message) -> SubmissionReceived:
+        """The ``SubmissionReceived`` of ``msg``; raises :class:`PoisonMessage` for anything else."""
+        return decode_expected(msg.value(), SubmissionReceived, topic=SUBMISSIONS.name)
 
-    def process(self, consumer: Consumer, batch: list[Message]) -> None:
-        """Transcribe one batch and store its offsets once every output is acknowledged."""
+    def process(
+        self, batch: Sequence[Received[SubmissionReceived]], positions: Positions
+    ) -> list[PoisonMessage | None]:
+        """Transcribe one batch and produce its transcripts (each acknowledged); one outcome per message.
+
+        Raises :class:`BlobStoreUnavailable` or :class:`~runtime.kafka.DeliveryFailed` (the loop retries the batch).
+        """
         started = time.perf_counter()
         batch_started_at = utc_now()
         m.BATCH_SIZE.observe(len(batch))
-        pending: list[_Pending] = []
-        for msg in batch:
-            prepared = self._prepare(msg)
-            if prepared is not None:
-                pending.append(prepared)
-        outcomes = self._transcribe([p.item for p in pending])
+        outcomes: list[PoisonMessage | None] = [None] * len(batch)
+        pending: list[tuple[int, _Pending]] = []
+        for index, received in enumerate(batch):
+            prepared = self._prepare(received.msg, received.value)
+            if isinstance(prepared, PoisonMessage):
+                outcomes[index] = prepared
+                m.DEAD_LETTERS.labels(prepared.error_class).inc()
+            else:
+                pending.append((index, prepared))
+        results = self._transcribe([p.item for _, p in pending])
         audio_seconds = 0.0
-        for p, outcome in zip(pending, outcomes, strict=True):
+        for (index, p), outcome in zip(pending, results, strict=True):
             if isinstance(outcome, TranscriptionFailure):
-                self._dead_letter(p.msg, "NoSpeech" if "speech" in outcome.reason else "TranscriptionFailed",
-                                  outcome.reason, p.event)  # fmt: skip
+                error_class = "NoSpeech" if "speech" in outcome.reason else "TranscriptionFailed"
+                outcomes[index] = PoisonMessage(error_class, outcome.reason, **_known(p.event))
+                m.DEAD_LETTERS.labels(error_class).inc()
                 continue
-            event = self._transcript_event(p, outcome, batch_started_at, len(pending))
-            for attempt in self._retrying(DeliveryFailed):
-                with attempt:
-                    self.producer.send(TRANSCRIPTS.name, event)
+            self.producer.send(TRANSCRIPTS.name, self._transcript_event(p, outcome, batch_started_at, len(pending)))
             m.TRANSCRIPTS.inc()
             audio_seconds += outcome.duration_s
             for stage, ms in (("fetch", p.fetch_ms), ("decode", p.decode_ms), ("vad", outcome.timings.vad_ms),
                               ("inference", outcome.timings.inference_ms)):  # fmt: skip
                 m.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-        store_offsets_after(consumer, batch)
         wall = time.perf_counter() - started
         m.AUDIO_SECONDS.inc(audio_seconds)
         if audio_seconds and wall > 0:
             m.RTFX.observe(audio_seconds / wall)
+        return outcomes
 
-    def _prepare(self, msg: Message) -> _Pending | None:
-        try:
-            event = decode_event(msg.value() or b"")
-        except (ValidationError, ValueError) as exc:
-            self._dead_letter(msg, type(exc).__name__, f"invalid SubmissionReceived: {exc}", None)
-            return None
-        if not isinstance(event, SubmissionReceived):
-            self._dead_letter(msg, "UnexpectedEvent", f"{event.event_type} on {SUBMISSIONS.name}", event)
-            return None
+    def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
+        """Fetch and decode the audio of one submission, or say why it never can be."""
+        known = _known(event)
         t0 = time.perf_counter()
         try:
-            for attempt in self._retrying(OSError):
-                with attempt:
-                    data = self.blobs.get(event.payload.blob.uri)
+            data = self.blobs.get(event.payload.blob.uri)
         except BlobNotFound as exc:
-            self._dead_letter(msg, "BlobNotFound", str(exc), event)
-            return None
+            return PoisonMessage("BlobNotFound", str(exc), **known)
+        except BlobStoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a URI the store cannot even parse, a backend defect: poison
+            return PoisonMessage.of(exc, "blob fetch failed", **known)
         t1 = time.perf_counter()
         try:
             decoded = decode_audio(data)
         except AudioError as exc:
-            self._dead_letter(msg, type(exc).__name__, str(exc), event)
-            return None
+            return PoisonMessage(type(exc).__name__, str(exc), **known)
+        except Exception as exc:  # noqa: BLE001 - whatever the demuxer/decoder raises on this file: poison
+            return PoisonMessage.of(exc, "audio decoding failed", **known)
         t2 = time.perf_counter()
         return _Pending(msg, event, AudioItem(str(event.submission_id), decoded.samples), (t1 - t0) * 1000,
                         (t2 - t1) * 1000)  # fmt: skip
@@ -275,18 +276,6 @@ class TranscriptionWorker:
             ),
         )
 
-    def _dead_letter(self, msg: Message, error_class: str, reason: str, event: Any) -> None:
-        known: dict[str, Any] = {}
-        if event is not None:
-            known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
-        record = dead_letter_for(msg, consumer_group=ConsumerGroups.TRANSCRIPTION, error=reason, **known)
-        record = record.model_copy(update={"error_class": error_class})
-        for attempt in self._retrying(DeliveryFailed):
-            with attempt:
-                self.producer.send_dead_letter(SUBMISSIONS_DLQ.name, record)
-        m.DEAD_LETTERS.labels(error_class).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), reason)
-
     def _measure_lag(self, consumer: Consumer) -> None:
         now = time.monotonic()
         if now - self._last_lag < self.worker.lag_every_s:
@@ -303,3 +292,7 @@ class TranscriptionWorker:
                 m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker
             log.debug("lag measurement failed: %s", exc)
+
+
+def _known(event: SubmissionReceived) -> dict[str, Any]:
+    return {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}

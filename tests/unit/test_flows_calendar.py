@@ -18,6 +18,7 @@ from flows.calendar import (
     valid_timezone,
     wall_to_instant,
 )
+from schemas.dead_letter import PoisonMessage
 
 pytestmark = pytest.mark.unit
 
@@ -115,9 +116,13 @@ def test_parse_debezium_learner_change(envelope: bool) -> None:
 
 def test_parse_learner_change_rejects_what_carries_no_timezone() -> None:
     assert parse_learner_change(None) is None  # tombstone
-    assert parse_learner_change(b"not json") is None
     assert parse_learner_change(_debezium("d", None)) is None
-    assert parse_learner_change(_debezium("c", {"timezone": "UTC"})) is None  # no user_id
+    with pytest.raises(PoisonMessage, match="invalid JSON"):
+        parse_learner_change(b"not json")
+    with pytest.raises(PoisonMessage, match="without after.user_id"):
+        parse_learner_change(_debezium("c", {"timezone": "UTC"}))
+    with pytest.raises(PoisonMessage, match="not a representable instant"):
+        parse_learner_change(json.dumps({"op": "c", "after": {"user_id": "u"}, "ts_ms": 10**20}).encode())
     invalid = parse_learner_change(_debezium("c", {"user_id": "u2", "timezone": "Mars/Olympus"}))
     assert invalid is not None and invalid.timezone == "UTC"
     assert valid_timezone("Mars/Olympus", "Europe/Paris") == "Europe/Paris"

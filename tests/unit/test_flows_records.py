@@ -59,7 +59,7 @@ def test_score_computes_every_metric_with_the_shared_functions() -> None:
     [
         (b"{not json", "JSONDecodeError", "Expecting property name"),
         (json.dumps({"event_type": "Nope", "schema_version": 1}).encode(), "ValidationError", "unknown event_type"),
-        (None, "Rejected", "tombstone"),
+        (None, "EmptyValue", "tombstone"),
     ],
 )
 def test_unscorable_messages_become_dead_letters(value: bytes | None, error_class: str, reason: str) -> None:
@@ -154,7 +154,8 @@ def test_other_event_types_on_the_transcripts_topic_are_dead_lettered_with_their
     )
     result = score(message(json.dumps(raw).encode()), pause_threshold_s=0.25)
     assert isinstance(result, DeadLetterRecord)
-    assert "unexpected event_type 'FeedbackGenerated'" in result.reason
+    assert result.error_class == "UnexpectedEvent"
+    assert "FeedbackGenerated does not belong on speech.transcripts.v1" in result.reason
     assert result.submission_id == event.submission_id and result.user_id == "u1"
 
 

@@ -303,3 +303,30 @@ def test_prepare_never_drops_a_table_that_was_live(new_database: Callable[[], tu
     assert prepare_replay_tables(client, database, VERSION) == [
         f"dropped {versioned(live, VERSION)}, left by an unfinished replay of version {VERSION}"
     ]
+
+
+def test_cli_recover_and_rollback_after_a_crashed_swap(new_database: Callable[[], tuple[Client, str]]) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import replay_app
+
+    runner = CliRunner()
+    client, database = staged(new_database)
+    with pytest.raises(Crash):
+        swap_in(client, database, VERSION, after_statement=crash_after(6))  # mid-swap: a mixed live set
+    assert live_sides(client, database) == {"old", "new"}
+    recovered = runner.invoke(replay_app, ["recover", "--database", database])
+    assert recovered.exit_code == 0, recovered.output
+    assert "reverted the interrupted swap of version 1" in recovered.output
+    assert live_sides(client, database) == {"old"}
+    again = runner.invoke(replay_app, ["recover", "--database", database])
+    assert again.exit_code == 0 and "nothing was interrupted" in again.output
+
+    client, database = staged(new_database)
+    with pytest.raises(Crash):
+        swap_in(client, database, VERSION, after_statement=crash_after(6))
+    rolled = runner.invoke(replay_app, ["rollback", "--version", "1", "--database", database])
+    assert rolled.exit_code == 0 and "reverted the interrupted swap" in rolled.output, rolled.output
+    assert live_sides(client, database) == {"old"}
+    refused = runner.invoke(replay_app, ["rollback", "--version", "1", "--database", database])
+    assert refused.exit_code == 0 and "was reverted" in refused.output, refused.output  # nothing more to undo

@@ -109,6 +109,7 @@ class CoachRun:
             start_new_session=True,
         )
         self.started = time.monotonic()
+        self.last_readyz = ""
 
     @property
     def ingestion(self) -> str:
@@ -125,10 +126,17 @@ class CoachRun:
         """Both ``/readyz`` answer 200 (and the process is up)."""
         if not self.alive():
             return False
-        try:
-            return all(httpx.get(f"{base}/readyz", timeout=2).status_code == 200 for base in (self.ingestion, self.api))
-        except httpx.HTTPError:
-            return False
+        for base in (self.ingestion, self.api):
+            try:
+                response = httpx.get(f"{base}/readyz", timeout=2)
+            except httpx.HTTPError as exc:
+                self.last_readyz = f"{base}/readyz: {type(exc).__name__}"
+                return False
+            if response.status_code != 200:
+                self.last_readyz = f"{base}/readyz {response.status_code}: {response.text[:500]}"
+                return False
+        self.last_readyz = "200"
+        return True
 
     def wait_ready(self, timeout_s: float = 180.0) -> float | None:
         """Seconds until both ``/readyz`` answered 200; None when the process exited or ``timeout_s`` passed."""

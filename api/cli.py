@@ -5,8 +5,6 @@ Mounted by the ``coach`` CLI (``serve_app.command("api")(serve)``).
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from api.app import serve_api
@@ -19,7 +17,9 @@ __all__ = ["serve"]
 
 def serve() -> None:
     """Serve the progress API on COACH_API_HOST:COACH_API_PORT (default 127.0.0.1:8001) until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from runtime.logs import configure_logging
+
+    configure_logging("progress-api")
     platform, settings = PlatformSettings(), ApiSettings()
     if is_embedded(platform.clickhouse_dsn):
         typer.echo(

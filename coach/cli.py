@@ -78,11 +78,11 @@ worker_app.command("projector")(projector_worker_command)
 @worker_app.command("flows")
 def flows_worker() -> None:
     """The Bytewax dataflows (metrics, observability) and the consumer-lag sampler; Ctrl-C stops them."""
-    import logging
 
     from coach.services import ServiceSet, flow_services
+    from runtime.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    configure_logging("flows")
     raise typer.Exit(_run_services(ServiceSet(flow_services())))
 
 
@@ -171,11 +171,11 @@ def run() -> None:
     """Every service of the local mode in the foreground (APIs, workers, projector, dataflows); Ctrl-C stops them.
 
     Exits 1 with one line naming the service and its cause when one fails (the others are stopped first)."""
-    import logging
 
     from coach.services import ServiceSet, local_services
+    from runtime.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    configure_logging("coach-run")
     raise typer.Exit(_run_services(ServiceSet(local_services())))
 
 
@@ -206,8 +206,9 @@ def demo(
     import logging
 
     from coach.demo import DemoFailed, run_demo
+    from runtime.logs import configure_logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging("demo", level=logging.WARNING)
     try:
         run_demo(console, keep_stack=keep_stack)
     except DemoFailed as exc:

@@ -20,6 +20,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "runtime.settings:PlatformSettings",
     "stack.settings:StackSettings",
     "runtime.blobstore:BlobSettings",
+    "runtime.logs:LogSettings",
     "ingestion.settings:IngestionSettings",
     "transcription.settings:TranscriptionSettings",
     "transcription.worker:WorkerSettings",

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import sys
 import threading
@@ -29,7 +28,9 @@ app = typer.Typer(no_args_is_help=True, help="Coaching feedback: the worker, and
 @app.command("worker")
 def worker() -> None:
     """Feedback worker (consumer group 'feedback'): speech.transcripts.v1 → speech.feedback.v1."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from runtime.logs import configure_logging
+
+    configure_logging("feedback-worker")
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: object) -> None:

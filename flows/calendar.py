@@ -234,14 +234,16 @@ def parse_learner_change(value: bytes | None, *, default_timezone: str = "UTC") 
     ``{"before", "after", "op", "source", "ts_ms"}``). Creates, updates and snapshot reads (``op`` c/u/r)
     yield ``after.user_id`` and ``after.timezone`` (an unknown zone name becomes ``default_timezone``),
     effective from ``source.ts_ms`` (the commit time; ``ts_ms`` when absent). Deletes (``d``), truncates
-    (``t``) and tombstones (an empty value) carry no timezone and yield ``None`` (a deleted learner keeps its last
+    (``t``) and tombstones (a null value) carry no timezone and yield ``None`` (a deleted learner keeps its last
     zone for its remaining events). Anything else raises :class:`~schemas.dead_letter.PoisonMessage`: bytes that are
     not UTF-8 JSON, a document without a known ``op``, a create/update without ``after.user_id``, a ``ts_ms``
     outside the representable instants (Debezium format:
     https://debezium.io/documentation/reference/stable/connectors/postgresql.html#postgresql-events).
     """
-    if not value:
+    if value is None:
         return None
+    if not value:
+        raise PoisonMessage("EmptyValue", "an empty value is neither a change event nor a tombstone (null)")
     try:
         document = json.loads(value)
     except Exception as exc:  # noqa: BLE001 - not UTF-8, not JSON, nested too deeply…

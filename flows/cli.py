@@ -169,8 +169,9 @@ def run_command(
 ) -> None:
     """Run the live metric dataflow in the foreground until Ctrl-C (or --stop-at-end)."""
     from flows.dataflow import run_metrics_flow
+    from runtime.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("replay")
     logging.getLogger("flows").setLevel(log_level.upper())
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

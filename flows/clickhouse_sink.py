@@ -32,7 +32,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from clickhouse_connect.driver.client import Client
 from tenacity import Retrying, stop_after_attempt, wait_exponential
 
-__all__ = ["ClickHouseSink", "SinkRow", "datetime64_ticks", "dedup_token"]
+__all__ = ["ClickHouseSink", "SinkRow", "check_columns", "datetime64_ticks", "dedup_token"]
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from flows.dataflow import execute, prepare_recovery_dir
 from flows.kafka_source import KafkaPartitionSource, end_offsets
 from flows.records import SourceMessage
 from flows.settings import FlowSettings
+from flows.tables import check_datetimes
 from runtime.clickhouse import get_clickhouse_client
 from runtime.settings import PlatformSettings
 from schemas import (
@@ -109,21 +110,30 @@ def rows_of(message: SourceMessage) -> Rows:
     ``learner_profiles`` for learner change events.
     """
     try:
-        if message.topic in EVENT_TOPICS:
-            return _event_rows(message)
-        if message.topic in DLQ_TOPICS:
-            record = DeadLetterRecord.model_validate_json(message.value or b"")
-            row = (
-                record.dead_letter_id, record.failed_at, message.topic, record.original_topic,
-                record.original_partition, record.original_offset, record.consumer_group, record.error_class,
-                record.reason, record.user_id, record.submission_id, record.event_id,
-            )  # fmt: skip
-            return [("dead_letters", row)]
-        if message.topic == LEARNERS_CDC:
-            return _profile_rows(message)
+        rows = _rows(message)
+        for _table, row in rows:
+            check_datetimes(row)  # a row ClickHouse refuses would fail the whole insert
+        return rows
     except Exception as exc:  # noqa: BLE001 - a mirror never stops on one message; its consumers dead-letter it
         UNPARSED.labels(message.topic).inc()
         log.warning("observability: skipped %s (%s): %.300s", _position(message), type(exc).__name__, exc)
+    return []
+
+
+def _rows(message: SourceMessage) -> Rows:
+    """The rows of one message by its topic (raises on a malformed one)."""
+    if message.topic in EVENT_TOPICS:
+        return _event_rows(message)
+    if message.topic in DLQ_TOPICS:
+        record = DeadLetterRecord.model_validate_json(message.value or b"")
+        row = (
+            record.dead_letter_id, record.failed_at, message.topic, record.original_topic,
+            record.original_partition, record.original_offset, record.consumer_group, record.error_class,
+            record.reason, record.user_id, record.submission_id, record.event_id,
+        )  # fmt: skip
+        return [("dead_letters", row)]
+    if message.topic == LEARNERS_CDC:
+        return _profile_rows(message)
     return []
 
 
@@ -157,8 +167,14 @@ def _profile_rows(message: SourceMessage) -> Rows:
     updated = _cdc_time(image.get("updated_at")) if image.get("updated_at") else _cdc_time(change.get("ts_us"))
     if deleted:
         updated = max(updated, datetime.fromtimestamp(change.get("ts_ms", 0) / 1000, UTC))
-    row = (image["user_id"], image.get("display_name"), image.get("timezone") or "UTC", image.get("cohort"),
-           image.get("coach_id"), updated, 1 if deleted else 0)  # fmt: skip
+    user_id = image["user_id"]
+    if not isinstance(user_id, str) or not user_id:
+        raise TypeError(f"user_id must be a non-empty string, got {type(user_id).__name__}")
+    texts = [image.get(key) for key in ("display_name", "timezone", "cohort", "coach_id")]
+    if any(value is not None and not isinstance(value, str) for value in texts):
+        raise TypeError("display_name, timezone, cohort and coach_id must be strings or null")
+    display_name, timezone, cohort, coach_id = texts
+    row = (user_id, display_name, timezone or "UTC", cohort, coach_id, updated, 1 if deleted else 0)
     return [("learner_profiles", row)]
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from flows.calendar import WindowBounds, local_wall_time, wall_to_instant
 from flows.metrics import SubmissionMetrics, compute_metrics, lexical_tokens
 from flows.metrics_batch import compute_metrics_batch
+from flows.tables import check_datetimes
+
+# compute_metrics_batch
 from runtime.consumer import dead_letter_at
 from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.events import TranscriptCreated
@@ -229,12 +232,14 @@ def _scored(
     message: SourceMessage, event: TranscriptCreated, metrics: SubmissionMetrics, tokens: tuple[str, ...]
 ) -> Scored:
     payload = event.payload
+    occurred_at = payload.recorded_at or event.occurred_at
+    check_datetimes((occurred_at,), margin=timedelta(days=8))  # its windows reach a week from it
     return Scored(
         user_id=event.user_id,
         submission_id=str(event.submission_id),
         event_id=str(event.event_id),
         # Event time: when the learner recorded the answer (apps may upload later), else the transcript's time.
-        occurred_at=payload.recorded_at or event.occurred_at,
+        occurred_at=occurred_at,
         language=payload.language,
         recording_duration_s=payload.duration_s,
         asr_model=payload.asr_model,

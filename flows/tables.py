@@ -8,9 +8,14 @@ replay writes into ``<table>_v<N>`` copies created with ``CREATE TABLE … AS <t
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
+    "DATETIME64_MAX",
+    "DATETIME64_MIN",
+    "check_datetimes",
     "LATE_COLUMNS",
     "LATE_EVENTS",
     "LEARNER_METRICS_WINDOWS",
@@ -181,3 +186,17 @@ class TableNames:
     def all(self) -> tuple[str, str, str]:
         """The three table names, in :data:`METRIC_TABLES` order."""
         return (self.submission_metrics, self.learner_metrics_windows, self.late_events)
+
+
+DATETIME64_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+DATETIME64_MAX = datetime(2299, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""The range of ClickHouse's ``DateTime64`` (https://clickhouse.com/docs/sql-reference/data-types/datetime64)."""
+
+
+def check_datetimes(row: Sequence[object], *, margin: timedelta = timedelta(0)) -> None:
+    """Raise ``ValueError`` when a datetime of ``row`` lies outside ``DateTime64``'s range shrunk by ``margin``
+    on both sides (windows derived from an instant reach up to a week away from it). A row ClickHouse would refuse
+    must be rejected with its message, before it can fail a whole insert."""
+    for value in row:
+        if isinstance(value, datetime) and not (DATETIME64_MIN + margin <= value <= DATETIME64_MAX - margin):
+            raise ValueError(f"{value.isoformat()} is outside the instants ClickHouse stores (DateTime64)")

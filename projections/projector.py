@@ -419,7 +419,9 @@ def run_projector(
 
 def main() -> None:
     """``python -m projections.projector``: run in the foreground; SIGTERM/SIGINT stop it after the current batch."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from runtime.logs import configure_logging
+
+    configure_logging("projector")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

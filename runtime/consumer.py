@@ -334,8 +334,25 @@ class ConsumerLoop(Generic[T]):
         record = dead_letter_record(msg, poison, consumer_group=self.group_id)
         assert self.producer is not None
         self.producer.send_dead_letter(target, record)
-        log.warning("consumer group %s: %s[%s]@%s -> %s: %s: %s", self.group_id, topic, msg.partition(),
-                    msg.offset(), target, record.error_class, record.reason[:500])  # fmt: skip
+        log.warning(
+            "dead-lettered %s[%s]@%s to %s: %s: %.500s",
+            topic,
+            msg.partition(),
+            msg.offset(),
+            target,
+            record.error_class,
+            record.reason,
+            extra={
+                "consumer_group": self.group_id,
+                "topic": topic,
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "error_class": record.error_class,
+                "submission_id": record.submission_id,
+                "event_id": record.event_id,
+                "user_id": record.user_id,
+            },
+        )
 
     def _store(self, messages: Sequence[Message], positions: Positions) -> None:
         consumer = self.consumer

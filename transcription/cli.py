@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -36,9 +35,10 @@ def transcription(
     ] = None,
 ) -> None:
     """Transcription workers (consumer group 'transcription'); SIGTERM/Ctrl-C finishes the batch and exits."""
+    from runtime.logs import configure_logging
     from transcription.worker import WorkerSettings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging("transcription-worker")
     settings = WorkerSettings()
     count = processes or settings.processes
     if count > 1:

@@ -119,6 +119,8 @@ def test_parse_learner_change_rejects_what_carries_no_timezone() -> None:
     assert parse_learner_change(_debezium("d", None)) is None
     with pytest.raises(PoisonMessage, match="invalid JSON"):
         parse_learner_change(b"not json")
+    with pytest.raises(PoisonMessage, match="neither a change event nor a tombstone"):
+        parse_learner_change(b"")
     with pytest.raises(PoisonMessage, match="without after.user_id"):
         parse_learner_change(_debezium("c", {"timezone": "UTC"}))
     with pytest.raises(PoisonMessage, match="not a representable instant"):

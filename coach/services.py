@@ -130,7 +130,10 @@ class ServiceSet:
         for service in self.services:
             if service.thread is not None:
                 service.thread.join(max(0.1, deadline - time.monotonic()))
-        return [s.name for s in self.services if s.thread is not None and s.thread.is_alive()]
+        still = [s.name for s in self.services if s.thread is not None and s.thread.is_alive()]
+        if not still:
+            states.clear()  # this process runs none of them any more: /readyz is the APIs' own again
+        return still
 
 
 def flow_services() -> list[Service]:

@@ -12,7 +12,11 @@ For each provider in order:
 4. any other error (malformed completion, 4xx, a bug) fails over at once.
 
 Every try is recorded as a :class:`schemas.events.ProviderAttempt` (provider, outcome, error, latency), so the
-event shows the failover taken. The rules provider has no breaker, no semaphore and no retries: it is the
+event shows the failover taken; an error is masked first (:func:`runtime.redaction.redact_secrets`: a provider may
+quote the API key it refused) and cut to 300 characters. The feedback the chain returns is plain text of bounded
+length (:func:`feedback.plain_text.plain_text`: no markup, no links), whichever provider wrote it.
+
+The rules provider has no breaker, no semaphore and no retries: it is the
 deterministic last resort that makes the chain always answer.
 """
 
@@ -24,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tenacity import (
     RetryCallState,
@@ -37,6 +41,7 @@ from tenacity.stop import stop_base
 from feedback import telemetry
 from feedback.breaker import BreakerState, CircuitBreaker
 from feedback.llm import OpenAIChatProvider
+from feedback.plain_text import plain_text
 from feedback.providers import (
     RULES_PROVIDER,
     CircuitOpen,
@@ -47,7 +52,8 @@ from feedback.providers import (
 )
 from feedback.rules import RulesProvider
 from feedback.settings import FeedbackSettings
-from schemas.events import ProviderAttempt
+from runtime.redaction import redact_secrets
+from schemas.events import FeedbackPoint, ProviderAttempt
 
 __all__ = ["AllProvidersFailed", "ChainOutcome", "ProviderChain", "build_chain"]
 
@@ -111,17 +117,37 @@ class ProviderChain:
         for name in self.breakers:
             telemetry.BREAKER_STATE.labels(name).set(0)
 
-    def generate(self, request: FeedbackRequest) -> ChainOutcome:
-        """Feedback from the first provider that succeeds. Raises :class:`AllProvidersFailed` when none does."""
+    def generate(self, request: FeedbackRequest, *, rules_only: bool = False) -> ChainOutcome:
+        """Feedback from the first provider that succeeds (``rules_only``: the rules provider alone, e.g. when the
+        learner's LLM budget is spent), as plain text. Raises :class:`AllProvidersFailed` when none succeeds."""
         started = self._clock()
         attempts: list[ProviderAttempt] = []
         for provider in self.providers:
+            if rules_only and provider.name != RULES_PROVIDER:
+                continue
             result = self._try_provider(provider, request, attempts)
             if result is not None:
                 latency_ms = round(max(0.0, (self._clock() - started) * 1000), 3)
                 telemetry.FEEDBACK_LATENCY.labels(result.provider).observe(latency_ms / 1000)
-                return ChainOutcome(result, tuple(attempts), latency_ms)
+                return ChainOutcome(self._plain(result), tuple(attempts), latency_ms)
         raise AllProvidersFailed(attempts)
+
+    @property
+    def asks_llm(self) -> bool:
+        """Whether any provider of the chain is an LLM (not the rules provider)."""
+        return any(p.name != RULES_PROVIDER for p in self.providers)
+
+    def _plain(self, result: ProviderResult) -> ProviderResult:
+        points = tuple(
+            FeedbackPoint(
+                kind=p.kind,
+                metric=p.metric,
+                value=p.value,
+                message=plain_text(p.message, self.settings.max_point_chars),
+            )
+            for p in result.points
+        )
+        return replace(result, text=plain_text(result.text, self.settings.max_feedback_chars), points=points)
 
     # ------------------------------------------------------------------------------------------- internals
     def _try_provider(
@@ -164,7 +190,7 @@ class ProviderChain:
             latency_ms = round(max(0.0, (self._clock() - started) * 1000), 3)
             if breaker is not None:
                 breaker.record_failure()
-            error = f"{type(exc).__name__}: {exc}"[:1000]
+            error = redact_secrets(" ".join(f"{type(exc).__name__}: {exc}".split()))[:300]
             attempts.append(
                 ProviderAttempt(provider=provider.name, outcome="error", error=error, latency_ms=latency_ms)
             )

@@ -133,6 +133,19 @@ class FeedbackSettings(BaseSettings):
         "chain time (tries x timeouts x LLM providers) under the consumer's 15 min max.poll.interval.ms",
     )
     metrics_port: int = Field(default=9103, ge=0, description="Port of the worker's Prometheus /metrics (0 = off)")
+    llm_daily_budget: int = Field(
+        default=20,
+        ge=0,
+        description="Feedbacks per learner and UTC day that may ask an LLM provider; past it the rules provider "
+        "answers and the event says so (llm_budget_exhausted). Bounds what one learner can cost (and how much a "
+        "learner can steer a paid model) whatever they upload. 0: rules only",
+    )
+    max_feedback_chars: int = Field(
+        default=1200, ge=100, description="Longest feedback summary kept, characters (plain text, cut at a word)"
+    )
+    max_point_chars: int = Field(
+        default=300, ge=50, description="Longest message of one feedback point kept, characters (plain text)"
+    )
     default_level: str = Field(
         default="B1",
         description="CEFR level assumed when the learner has none in learners.target_level (B1: the middle of "

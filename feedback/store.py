@@ -21,6 +21,7 @@ re-delivery case exactly one message on the topic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from uuid import UUID
 
 from psycopg_pool import ConnectionPool
@@ -102,6 +103,23 @@ class FeedbackStore:
                 f"UPDATE {DEDUP_TABLE} SET published_at = now() WHERE submission_id = %s AND published_at IS NULL",
                 (submission_id,),
             )
+
+    def take_llm_budget(self, user_id: str, submission_id: UUID, day: date, budget: int) -> bool:
+        """Spend one unit of ``user_id``'s LLM budget of ``day`` (UTC) on ``submission_id``; True when it fits in
+        ``budget`` feedbacks a day. Idempotent per submission (a redelivered transcript spends nothing more).
+        Several workers spending for one learner at the same instant may pass the budget by their number."""
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO llm_budget (user_id, day, submission_id) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (user_id, day, submission_id),
+            )
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE reserved_at <= (SELECT reserved_at FROM llm_budget"
+                " WHERE user_id = %s AND day = %s AND submission_id = %s)) FROM llm_budget WHERE user_id = %s"
+                " AND day = %s",
+                (user_id, day, submission_id, user_id, day),
+            ).fetchone()
+        return row is not None and int(row[0]) <= budget
 
     def learner_level(self, user_id: str) -> str | None:
         """The learner's CEFR level from ``learners.target_level`` (upper-cased), or None when unknown."""

@@ -54,6 +54,7 @@ from schemas import (
     TranscriptCreated,
     decode_event,
     decode_expected,
+    utc_now,
 )
 
 __all__ = ["PRODUCER_NAME", "FeedbackWorker", "run_feedback_worker"]
@@ -176,8 +177,15 @@ class FeedbackWorker:
             language=event.payload.language,
             asr_model=event.payload.asr_model,
         )
+        budget_spent = self.chain.asks_llm and not self._db(
+            self.store.take_llm_budget,
+            event.user_id,
+            event.submission_id,
+            utc_now().date(),
+            self.settings.llm_daily_budget,
+        )
         try:
-            outcome = self.chain.generate(request)
+            outcome = self.chain.generate(request, rules_only=budget_spent)
         except AllProvidersFailed as exc:
             return PoisonMessage("NoFeedback", str(exc), **known)
         result = outcome.result
@@ -193,6 +201,7 @@ class FeedbackWorker:
                 attempts=list(outcome.attempts),
                 metrics_version=metrics.metrics_version,
                 asr_model=event.payload.asr_model,
+                llm_budget_exhausted=budget_spent,
             ),
         )
         entry = self._db(self.store.reserve, feedback, transcript_event_id=event.event_id)

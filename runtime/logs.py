@@ -11,8 +11,9 @@ libraries log through) into structlog's :class:`~structlog.stdlib.ProcessorForma
   ``offset``, ``consumer_group``, ``error_class``);
 * ``exception``, when one is logged.
 
-Credentials are redacted from every line (:func:`runtime.redaction.redact_dsn`: DSN passwords, ``password=``
-pairs, quoted secret keys). ``COACH_LOG_FORMAT=console`` switches to structlog's console renderer for a terminal.
+Credentials are redacted from every line (:func:`runtime.redaction.redact_secrets`: DSN passwords, ``password=``
+pairs, quoted secret keys, bearer tokens and API keys). ``COACH_LOG_FORMAT=console`` switches to structlog's
+console renderer for a terminal.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import structlog
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtime.redaction import redact_dsn
+from runtime.redaction import redact_secrets
 from runtime.service_states import states
 
 __all__ = ["LOG_FIELDS", "LogSettings", "configure_logging"]
@@ -85,7 +86,7 @@ def _redact(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mutabl
     for key in ("event", "exception"):
         value = event.get(key)
         if isinstance(value, str):
-            event[key] = redact_dsn(value)
+            event[key] = redact_secrets(value)
     return event
 
 

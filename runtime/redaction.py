@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "SECRET_KEYS", "redact_dsn"]
+__all__ = ["REDACTED", "SECRET_KEYS", "redact_dsn", "redact_secrets"]
 
 REDACTED = "***"
 """What a secret is replaced by."""
@@ -77,3 +77,22 @@ def redact_dsn(dsn: str) -> str:
     result is meant for humans, not for connecting.
     """
     return _QUOTED.sub(_quoted, _PAIR.sub(_pair, _URL.sub(_netloc, dsn)))
+
+
+# Credentials that travel outside DSNs: HTTP authorization values and API keys in the common vendor formats
+# (OpenAI-style ``sk-…``, Slack ``xox…``, GitHub ``ghp_…``, AWS access key ids).
+_TOKENS = re.compile(
+    r"(?i)(?P<auth>\b(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}|\bxox[abposr]-[A-Za-z0-9\-]{8,}|\bgh[pousr]_[A-Za-z0-9]{16,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+)
+
+
+def _token(match: re.Match[str]) -> str:
+    return f"{match.group('auth')}{REDACTED}" if match.group("auth") else REDACTED
+
+
+def redact_secrets(text: str) -> str:
+    """:func:`redact_dsn`, then bearer/basic credentials and API-key-shaped tokens replaced by ``***``: for any
+    text that may quote a secret (log lines, provider errors put on events). Never raises."""
+    return _TOKENS.sub(_token, redact_dsn(text))

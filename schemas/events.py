@@ -238,6 +238,9 @@ class FeedbackGeneratedPayload(FrozenModel):
     attempts: list[ProviderAttempt] = Field(default_factory=list, description="The failover taken")
     metrics_version: int = Field(ge=1, description="Metric-definition version used")
     asr_model: str
+    llm_budget_exhausted: bool = Field(
+        default=False, description="True when the learner's daily LLM budget was spent, so no LLM was asked"
+    )
 
 
 class FeedbackGenerated(EventEnvelope):

@@ -297,3 +297,49 @@ def test_vocabulary_rule_uses_the_learners_level_from_postgres(
     assert (points[beginner]["mattr"]["kind"], points[beginner]["mattr"]["value"]) == ("went_well", 0.6)
     assert (points[advanced]["mattr"]["kind"], points[advanced]["mattr"]["value"]) == ("work_on", 0.6)
     assert "C1 (0.71)" in points[advanced]["mattr"]["message"]
+
+
+def test_llm_budget_markup_and_provider_errors_are_bounded(platform: PlatformSettings, producer: EventProducer) -> None:
+    """Issue 16 item 6: past the learner's daily LLM budget the rules answer (and the event says so); an LLM's
+    markup and links never reach the event; a provider error quoting an API key is masked on the event."""
+    learner, other = user(), user()
+    hostile = (
+        '{"summary": "## Great **work**! Read [this](http://evil.example/x) <img src=x onerror=alert(1)> now",'
+        ' "points": [{"kind": "work_on", "metric": "speech_rate_wpm", "message": "Slow *down* www.evil.example"}]}'
+    )
+
+    def responder(body: dict[str, Any]) -> Fault | Reply | None:
+        if "zebra" in body["messages"][1]["content"]:
+            return Fault(401, message="Incorrect API key provided: sk-live-0123456789abcdef0123")
+        return Reply(content=hostile)
+
+    with FakeOpenAI(responder=responder) as primary:
+        settings = FeedbackSettings(
+            providers=("primary", "rules"),
+            primary_base_url=primary.base_url,
+            primary_name="openai",
+            primary_model="gpt-test",
+            retry_attempts=1,
+            llm_daily_budget=1,
+            metrics_port=0,
+        )
+        first, second = transcript(learner), transcript(learner)
+        refused = transcript(other, text_words=["zebra", *SENTENCE[1:]])
+        with running_worker(platform, settings):
+            producer.send(TRANSCRIPTS.name, first)
+            producer.send(TRANSCRIPTS.name, second)
+            producer.send(TRANSCRIPTS.name, refused)
+            events = {
+                e["submission_id"]: FeedbackGeneratedPayload.model_validate(e["payload"])
+                for e in feedback_for(first.submission_id, second.submission_id, refused.submission_id)
+            }
+    by_llm, by_rules = events[str(first.submission_id)], events[str(second.submission_id)]
+    assert by_llm.provider == "openai" and not by_llm.llm_budget_exhausted
+    assert by_llm.text == "Great work! Read this now"
+    assert [p.message for p in by_llm.points] == ["Slow down"]
+    assert by_rules.provider == "rules" and by_rules.llm_budget_exhausted
+    assert [a.provider for a in by_rules.attempts] == ["rules"]  # no LLM request was made
+    masked = events[str(refused.submission_id)]
+    assert masked.provider == "rules" and masked.attempts[0].outcome == "error"
+    assert "HTTP 401" in (masked.attempts[0].error or "")
+    assert "sk-live" not in (masked.attempts[0].error or "") and "***" in (masked.attempts[0].error or "")

@@ -205,7 +205,7 @@ class DeadLetters:
             try:
                 record = json.loads(msg.value())
                 origin = (record["original_topic"], int(record["original_partition"]), int(record["original_offset"]))
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, RecursionError):
                 self.malformed += 1
                 continue
             record["_dlq_topic"] = msg.topic()

@@ -237,7 +237,7 @@ def test_worker_killed_mid_batch_loses_nothing(
     # their own messages on the shared topic behind them: the worker was stopped once ours were done).
     committed = committed_offsets(migrated_stack)
     positions = read_until(
-        SUBMISSIONS.name, lambda seen: ours <= {r.get("submission_id") for r in seen}, settings=migrated_stack
+        SUBMISSIONS.name, lambda seen: ours <= {str(r.get("submission_id")) for r in seen}, settings=migrated_stack
     )
     for record in positions:
         if record.get("submission_id") in ours:

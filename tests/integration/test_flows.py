@@ -272,8 +272,12 @@ class FlowProcess:
     def inserted(self, table: str) -> int:
         total = 0
         for line in list(self.lines):
-            if "inserted" in line and line.rstrip().endswith(f".{table}"):
-                total += int(line.split("inserted", 1)[1].split()[0])
+            try:  # the flow logs JSON lines (runtime/logs.py)
+                event = str(json.loads(line).get("event", "")) if line.startswith("{") else line.rstrip()
+            except ValueError:
+                event = line.rstrip()
+            if "inserted" in event and event.endswith(f".{table}"):
+                total += int(event.split("inserted", 1)[1].split()[0])
         return total
 
     def wait_for(self, table: str, rows: int) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from api.models import Change, Period, ProgressSummary, WindowPoint
-from feedback.settings import FeedbackSettings
+from flows.metrics import PACE_BAND
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -30,13 +30,10 @@ UNCHANGED_FRACTION = 0.02
 """A change smaller than this fraction of the baseline counts as 'unchanged'."""
 
 
-PACE_RANGE_WPM: tuple[float, float] = (
-    float(FeedbackSettings.model_fields["speech_rate_min_wpm"].default),
-    float(FeedbackSettings.model_fields["speech_rate_max_wpm"].default),
-)
-"""The comfortable speech rate, words per minute: the default band of the feedback's pace rule
-(:class:`feedback.settings.FeedbackSettings`, 130–175 wpm, with its sources), so the summary and the feedback agree
-on which way is progress."""
+PACE_RANGE_WPM: tuple[float, float] = PACE_BAND.bounds
+"""The comfortable speech rate, words per minute: :data:`flows.metrics.norms.PACE_BAND` (130–175 wpm, with its
+sources), the default band of the feedback's pace rule too, so the summary and the feedback agree on which way is
+progress."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 It never calls out and never fails on valid metrics, so a learner always gets feedback. Each rule looks at one
 metric of :func:`flows.metrics.compute_metrics` and yields at most one point naming that metric and its measured
-value; thresholds live in :class:`feedback.settings.FeedbackSettings` with their sources:
+value; thresholds live in :class:`feedback.settings.FeedbackSettings` with their sources (the pace band's default
+is :data:`flows.metrics.norms.PACE_BAND`, which the progress summary uses too):
 
 =====================  ==============================  ===============================================
 rule                   metric (point)                  work_on when (defaults)
@@ -62,18 +63,19 @@ class RulesProvider:
     def _pace(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
         if not self._enough_for_rates(m):
             return
-        s = self.settings
+        pace = self.settings.pace_band
         rate = metric_value(m, "speech_rate_wpm")
         assert rate is not None  # checked by _enough_for_rates
-        band = f"{s.speech_rate_min_wpm:.0f}-{s.speech_rate_max_wpm:.0f}"
-        if rate < s.speech_rate_min_wpm:
+        band = f"{pace.min_wpm:.0f}-{pace.max_wpm:.0f}"
+        judged = pace.judge(rate)
+        if judged == "slow":
             yield _work_on(
                 "speech_rate_wpm",
                 rate,
                 f"Your pace was {rate:.0f} words per minute, slower than the comfortable {band} range: speed up a "
                 "little by linking words within a phrase and keeping pauses for the ends of ideas.",
             )
-        elif rate > s.speech_rate_max_wpm:
+        elif judged == "fast":
             yield _work_on(
                 "speech_rate_wpm",
                 rate,

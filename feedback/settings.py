@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from flows.metrics.norms import PACE_BAND, PaceBand
+
 __all__ = ["CEFR_LEVELS", "FeedbackSettings", "LLMEndpoint", "ProviderSlot"]
 
 ProviderSlot = Literal["primary", "secondary", "rules"]
@@ -154,20 +156,16 @@ class FeedbackSettings(BaseSettings):
 
     # ----------------------------------------------------------------------------- rules: pace (words/min)
     speech_rate_min_wpm: float = Field(
-        default=130.0,
+        default=PACE_BAND.min_wpm,
         gt=0,
-        description="Below this speech rate the learner is told to speed up. Source: NCVS (National Center for "
-        "Voice and Speech) puts average US English conversation at about 150 wpm; Tauroza & Allison (1990, "
-        "Applied Linguistics 11(1)) measured about 140 wpm for lectures to non-native listeners and about 160 "
-        "wpm for radio monologues. 130 leaves a margin below the slowest of these norms.",
+        description="Below this speech rate the learner is told to speed up. Default: the platform's pace band "
+        "(flows.metrics.norms.PACE_BAND, 130-175 wpm, with its sources), which the progress summary uses too",
     )
     speech_rate_max_wpm: float = Field(
-        default=175.0,
+        default=PACE_BAND.max_wpm,
         gt=0,
-        description="Above this speech rate the learner is told to slow down. Source: Tauroza & Allison (1990) "
-        "~160 wpm for radio monologues (~190 interviews, ~210 conversation); broadcast guidance recommends "
-        "160-180 wpm for comprehension at first hearing (Rodero 2012, Text & Talk 32(3)). 175 is the upper end "
-        "of a presentation pace that learners' listeners follow comfortably.",
+        description="Above this speech rate the learner is told to slow down. Default: the upper bound of "
+        "flows.metrics.norms.PACE_BAND",
     )
     min_words_for_pace: int = Field(
         default=10, ge=1, description="Fewer words than this: no pace or pause feedback (rates are too noisy)"
@@ -248,8 +246,7 @@ class FeedbackSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedbackSettings:
-        if self.speech_rate_min_wpm >= self.speech_rate_max_wpm:
-            raise ValueError("speech_rate_min_wpm must be below speech_rate_max_wpm")
+        self.pace_band  # noqa: B018 - raises ValueError unless speech_rate_min_wpm < speech_rate_max_wpm
         for slot in ("primary", "secondary"):
             if slot in self.providers and not getattr(self, f"{slot}_base_url"):
                 raise ValueError(
@@ -267,6 +264,12 @@ class FeedbackSettings(BaseSettings):
             model=getattr(self, f"{slot}_model"),
             api_key=getattr(self, f"{slot}_api_key").get_secret_value(),
         )
+
+    @property
+    def pace_band(self) -> PaceBand:
+        """The pace band the rules judge ``speech_rate_wpm`` against (``flows.metrics.norms.PACE_BAND`` unless
+        overridden). Raises ``ValueError`` unless ``speech_rate_min_wpm < speech_rate_max_wpm``."""
+        return PaceBand(self.speech_rate_min_wpm, self.speech_rate_max_wpm)
 
     def mattr_minimum(self, level: str | None) -> float | None:
         """The MATTR threshold for a CEFR ``level`` (case-insensitive), or None when none is configured."""

@@ -4,17 +4,17 @@ Engine-agnostic: :func:`window_row` turns the submissions a window collected int
 ``learner_metrics_windows`` row. The per-submission metric values come from :func:`flows.metrics.compute_metrics`
 (through :class:`flows.records.Scored`); vocabulary is :func:`flows.metrics.vocabulary_metrics` of the window's
 concatenated words, because lexical diversity is only comparable over enough tokens (MATTR and MTLD are reported
-from 50 lexical tokens on, ``vocabulary_sufficient``). :func:`window_vocabulary` computes it from tokens that
-were normalised once per submission (:func:`flows.metrics.lexical_tokens`): each submission is in nine windows,
-and normalising every word again in each was two thirds of the dataflow's time.
+from 50 lexical tokens on, ``vocabulary_sufficient``), computed by :func:`flows.metrics.batch_vocabulary` from the
+tokens normalised once per submission (:func:`flows.metrics.lexical_tokens`), since each submission is in nine
+windows.
 
 Definitions:
 
 * a submission seen twice in one window (a corrected transcript of the same ``submission_id``) counts once: the
   one with the latest ``occurred_at`` (then the latest Kafka position) wins, as in ``submission_metrics``;
 * ``<metric>_avg|min|p50|p90|max`` summarise the submissions where the metric is defined (``None`` values, e.g.
-  the mean pause of a submission without pauses, are left out; all ``None`` when none is defined); quantiles
-  interpolate linearly between order statistics (Hyndman & Fan 1996, definition 7, numpy's default);
+  the mean pause of a submission without pauses, are left out; all ``None`` when none is defined), as defined in
+  :mod:`flows.distributions`;
 * ``filled_pauses_per_100_words`` and ``repetitions_per_100_words`` are pooled over the window (totals over total
   words), next to the per-submission distribution of ``filled_pauses_per_100_words``;
 * words are concatenated in ``(occurred_at, submission_id)`` order, so the result does not depend on arrival order.
@@ -31,66 +31,25 @@ import numpy as np
 
 from flows.calendar import WindowBounds, wall_to_instant
 from flows.distributions import batch_distributions
-from flows.metrics import (
-    METRICS_VERSION,
-    VocabularyMetrics,
-    lexical_vocabulary,
-)
+from flows.metrics import METRICS_VERSION, VocabularyMetrics, batch_vocabulary
 from flows.records import WindowItem, per_100_words
 from flows.tables import WINDOW_DISTRIBUTION_METRICS
-from flows.vocabulary import batch_vocabulary
 
 __all__ = [
     "ClosedWindow",
     "distribution",
     "latest_per_submission",
-    "quantile",
     "window_row",
     "window_rows",
-    "window_vocabulary",
 ]
 
 
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """The ``q``-quantile (0 <= q <= 1) of sorted values, linear interpolation (definition 7).
-
-    Raises ``ValueError`` on an empty sequence or ``q`` outside [0, 1].
-    """
-    if not ordered:
-        raise ValueError("quantile of no values")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be in [0, 1], got {q}")
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def distribution(values: Sequence[float | None]) -> tuple[float | None, ...]:
-    """``(avg, min, p50, p90, max)`` of the defined values; all ``None`` when none is defined."""
-    defined = [v for v in values if v is not None]
-    if not defined:
-        return (None, None, None, None, None)
-    defined.sort()
-    last = len(defined) - 1
-    # quantile(defined, 0.5) and quantile(defined, 0.9), inlined (the same arithmetic)
-    median_at, p90_at = last * 0.5, last * 0.9
-    low, high = math.floor(median_at), math.floor(p90_at)
-    median_low, p90_low = defined[low], defined[high]
-    return (
-        math.fsum(defined) / len(defined),
-        defined[0],
-        median_low + (defined[min(low + 1, last)] - median_low) * (median_at - low),
-        p90_low + (defined[min(high + 1, last)] - p90_low) * (p90_at - high),
-        defined[last],
-    )
-
-
-def window_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
-    """:func:`flows.metrics.vocabulary_metrics` of a window's already normalised lexical tokens
-    (:func:`flows.metrics.lexical_vocabulary`). Equal to ``vocabulary_metrics(words)`` when ``lexical`` is
-    ``lexical_tokens(words)`` (a unit test holds the two together)."""
-    return lexical_vocabulary(lexical)
+    """``(avg, min, p50, p90, max)`` of the defined values (definitions: :mod:`flows.distributions`); all ``None``
+    when none is defined. A batch of one of :func:`flows.distributions.batch_distributions`."""
+    column = np.array([math.nan if value is None else value for value in values], dtype=np.float64).reshape(-1, 1)
+    stats = batch_distributions(column, np.arange(column.shape[0]), np.array([0, column.shape[0]]))
+    return tuple(None if value != value else value for value in stats[0, 0].tolist())
 
 
 def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
@@ -132,13 +91,6 @@ def _metric_values(item: WindowItem) -> tuple[float | int | None, ...]:
     return (*plain[:_COMPUTED_AT], filled, *plain[_COMPUTED_AT:])
 
 
-def _metric_columns(kept: Sequence[WindowItem]) -> list[list[float | None]]:
-    """The values each window distribution summarises, one list per name of ``WINDOW_DISTRIBUTION_METRICS`` (in
-    that order) with one value per item: :func:`_metric_values` as floats (``None`` stays ``None``)."""
-    columns = zip(*map(_metric_values, kept), strict=True)
-    return [[None if value is None else float(value) for value in column] for column in columns]
-
-
 def window_row(
     user_id: str, timezone: str, bounds: WindowBounds, items: Sequence[WindowItem], computed_at: datetime
 ) -> tuple[object, ...]:
@@ -156,9 +108,8 @@ ClosedWindow = tuple[str, str, WindowBounds, Sequence[WindowItem]]
 
 def window_rows(windows: Sequence[ClosedWindow], computed_at: datetime) -> list[tuple[object, ...]]:
     """:func:`window_row` of each closed window, in order. The vocabulary of all of them is computed at once
-    (:func:`flows.vocabulary.batch_vocabulary`, the same values as :func:`window_vocabulary`), and so are their
-    distributions (:func:`flows.distributions.batch_distributions`, the same values as :func:`distribution` of
-    :func:`_metric_columns`). Raises ``ValueError`` if a window is empty."""
+    (:func:`flows.metrics.batch_vocabulary`), and so are their distributions
+    (:func:`flows.distributions.batch_distributions`). Raises ``ValueError`` if a window is empty."""
     kept_of = []
     for _user_id, _timezone, _bounds, items in windows:
         if not items:
@@ -175,9 +126,9 @@ def window_rows(windows: Sequence[ClosedWindow], computed_at: datetime) -> list[
 
 
 def _batch_distributions(kept_of: Sequence[Sequence[WindowItem]]) -> list[list[float | None]]:
-    """For each window's kept items, the concatenated :func:`distribution` of each of its
-    :func:`_metric_columns` (the row's ``<metric>_avg..max`` values), from one compiled call for all windows; a
-    window the kernel does not compute (an infinite value) gets the Python functions."""
+    """For each window's kept items, the concatenated :func:`distribution` of each metric of
+    ``WINDOW_DISTRIBUTION_METRICS`` (the row's ``<metric>_avg..max`` values), from one compiled call for all
+    windows (an item in several windows is one row of the values)."""
     rows: dict[int, int] = {}
     values: list[tuple[float | int | None, ...]] = []
     members: list[int] = []
@@ -191,14 +142,8 @@ def _batch_distributions(kept_of: Sequence[Sequence[WindowItem]]) -> list[list[f
             members.append(row)
         offsets.append(len(members))
     matrix = np.array(values, dtype=np.float64).reshape(len(values), len(WINDOW_DISTRIBUTION_METRICS))
-    stats, computed = batch_distributions(matrix, np.array(members, dtype=np.int64), np.array(offsets, dtype=np.int64))
-    result: list[list[float | None]] = []
-    for kept, flat, ok in zip(kept_of, stats.reshape(len(kept_of), -1).tolist(), computed.tolist(), strict=True):
-        if ok:
-            result.append([None if value != value else value for value in flat])
-        else:
-            result.append([value for column in _metric_columns(kept) for value in distribution(column)])
-    return result
+    stats = batch_distributions(matrix, np.array(members, dtype=np.int64), np.array(offsets, dtype=np.int64))
+    return [[None if value != value else value for value in flat] for flat in stats.reshape(len(kept_of), -1).tolist()]
 
 
 def _row(

@@ -1,19 +1,18 @@
-"""Window distributions of many windows at once, compiled: the same values as :func:`flows.aggregate.distribution`.
+"""Window distributions: ``(avg, min, p50, p90, max)`` of each metric over a window's submissions, compiled.
 
-Every closed window's row summarises each metric of ``flows.tables.WINDOW_DISTRIBUTION_METRICS`` over the
-window's submissions as ``(avg, min, p50, p90, max)`` of the defined values (:func:`flows.aggregate.distribution`:
-``avg`` = ``math.fsum`` / count, quantiles by linear interpolation between order statistics, Hyndman & Fan 1996
-definition 7). The Python function costs ~1 µs per value plus call overhead, for 7 metrics of every window, and
-each submission is in nine windows: it was the largest part of building window rows in a replay. Here one call
-of a numba-compiled kernel (https://numba.readthedocs.io; ``cache=True``) computes them for all windows of a batch.
+Every closed window's row summarises each metric of ``flows.tables.WINDOW_DISTRIBUTION_METRICS`` over the window's
+submissions where the metric is defined (``None`` values are left out; all ``None`` when none is defined):
 
-The floats are identical to the Python function's, not approximations: the kernel sorts the defined values and
-applies the same interpolation arithmetic in the same order (IEEE float64, no fast-math), and ``avg`` uses
-:func:`_fsum`, a port of CPython's ``math.fsum`` (Shewchuk 1997 "Adaptive precision floating-point arithmetic",
-as in CPython's ``Modules/mathmodule.c``: exact partial sums, then a correctly rounded total). Unit tests hold the
-kernel equal to :func:`flows.aggregate.distribution` and :func:`_fsum` equal to ``math.fsum`` on random values.
-A window with a non-finite value (``math.fsum`` raises or returns ``inf``/``nan`` there) is reported as not
-computed, and the caller falls back to the Python function for it.
+* ``avg``: the sum of the defined values, added in ascending order in float64, over their count;
+* ``min`` and ``max``: the extreme values;
+* ``p50`` and ``p90``: quantiles by linear interpolation between order statistics (Hyndman & Fan 1996, definition
+  7, numpy's default): at position ``(n - 1) * q`` of the sorted values.
+
+:func:`batch_distributions` is the implementation: one call of a kernel compiled by numba
+(https://numba.readthedocs.io; ``cache=True``) for every window of a batch of closed windows (each submission is
+in about nine windows, and there are seven metrics); :func:`flows.aggregate.distribution` is a batch of one.
+Non-finite values follow IEEE arithmetic (an infinite value makes ``avg`` infinite, or ``nan``, reported as
+undefined, when both infinities occur).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import numba  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["batch_distributions"]
+__all__ = ["STATISTICS", "batch_distributions"]
 
 _Floats = npt.NDArray[np.float64]
 _Ints = npt.NDArray[np.int64]
@@ -31,17 +30,14 @@ STATISTICS = 5
 """``avg, min, p50, p90, max``: the statistics of one distribution, in that order."""
 
 
-def batch_distributions(
-    values: _Floats, members: _Ints, offsets: _Ints
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def batch_distributions(values: _Floats, members: _Ints, offsets: _Ints) -> _Floats:
     """Distributions of every metric of every window.
 
     ``values``: ``(items, metrics)`` float64, one row per item (a submission), ``nan`` where the metric is
     undefined (``None``); window ``j``'s items are the rows ``members[offsets[j]:offsets[j + 1]]`` (``offsets`` has
-    one entry more than there are windows). Returns ``(stats, computed)``: ``stats[j, m]`` is
-    ``(avg, min, p50, p90, max)`` of metric ``m`` over window ``j``'s defined values, all ``nan`` when none is
-    defined; ``computed[j]`` is False when window ``j`` holds an infinite value (its ``stats`` are then not
-    meaningful: use :func:`flows.aggregate.distribution`). Raises ``ValueError`` on inconsistent shapes.
+    one entry more than there are windows). Returns ``stats`` of shape ``(windows, metrics, 5)``: ``stats[j, m]``
+    is ``(avg, min, p50, p90, max)`` of metric ``m`` over window ``j``'s defined values (module docstring), all
+    ``nan`` when none is defined. Raises ``ValueError`` on inconsistent shapes.
     """
     values = np.ascontiguousarray(values, dtype=np.float64)
     members = np.ascontiguousarray(members, dtype=np.int64)
@@ -56,77 +52,29 @@ def batch_distributions(
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _fsum(values: _Floats, count: int, partials: _Floats) -> float:
-    """``math.fsum(values[:count])`` for finite values: CPython's algorithm (``Modules/mathmodule.c``,
-    ``math_fsum``; Shewchuk's exact partials, then the correctly rounded sum with its half-way correction).
-    ``partials``: scratch space of at least ``count`` entries."""
-    n = 0
-    for k in range(count):
-        x = values[k]
-        i = 0
-        for j in range(n):
-            y = partials[j]
-            if abs(x) < abs(y):
-                x, y = y, x
-            hi = x + y
-            lo = y - (hi - x)
-            if lo != 0.0:
-                partials[i] = lo
-                i += 1
-            x = hi
-        n = i
-        if x != 0.0:
-            partials[n] = x
-            n += 1
-    hi = 0.0
-    if n > 0:
-        n -= 1
-        hi = partials[n]
-        lo = 0.0
-        while n > 0:
-            x = hi
-            n -= 1
-            y = partials[n]
-            hi = x + y
-            yr = hi - x
-            lo = y - yr
-            if lo != 0.0:
-                break
-        # Make half-even rounding work across multiple partials (as CPython does).
-        if n > 0 and ((lo < 0.0 and partials[n - 1] < 0.0) or (lo > 0.0 and partials[n - 1] > 0.0)):
-            y = lo * 2.0
-            x = hi + y
-            yr = x - hi
-            if y == yr:
-                hi = x
-    return hi
-
-
-@numba.njit(cache=True, nogil=True)  # type: ignore[misc]
-def _kernel(values: _Floats, members: _Ints, offsets: _Ints) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+def _kernel(values: _Floats, members: _Ints, offsets: _Ints) -> _Floats:
     """See :func:`batch_distributions`."""
     windows = offsets.size - 1
     metrics = values.shape[1]
-    stats = np.full((windows, metrics, 5), np.nan)
-    computed = np.ones(windows, np.bool_)
+    stats = np.full((windows, metrics, STATISTICS), np.nan)
     longest = 0
     for j in range(windows):
         longest = max(longest, offsets[j + 1] - offsets[j])
     defined = np.empty(max(longest, 1), np.float64)
-    partials = np.empty(max(longest, 1) + 1, np.float64)
     for j in range(windows):
         for m in range(metrics):
             count = 0
             for k in range(offsets[j], offsets[j + 1]):
                 value = values[members[k], m]
                 if value == value:  # not nan: defined
-                    if np.isinf(value):
-                        computed[j] = False
                     defined[count] = value
                     count += 1
-            if count == 0 or not computed[j]:
+            if count == 0:
                 continue
             ordered = np.sort(defined[:count])
+            total = 0.0
+            for k in range(count):
+                total += ordered[k]
             last = count - 1
             median_at = last * 0.5
             p90_at = last * 0.9
@@ -134,9 +82,9 @@ def _kernel(values: _Floats, members: _Ints, offsets: _Ints) -> tuple[npt.NDArra
             high = int(np.floor(p90_at))
             median_low = ordered[low]
             p90_low = ordered[high]
-            stats[j, m, 0] = _fsum(ordered, count, partials) / count
+            stats[j, m, 0] = total / count
             stats[j, m, 1] = ordered[0]
             stats[j, m, 2] = median_low + (ordered[min(low + 1, last)] - median_low) * (median_at - low)
             stats[j, m, 3] = p90_low + (ordered[min(high + 1, last)] - p90_low) * (p90_at - high)
             stats[j, m, 4] = ordered[last]
-    return stats, computed
+    return stats

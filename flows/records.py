@@ -1,7 +1,7 @@
 """What flows through the metric dataflow, and how one transcript becomes a metric row.
 
-Engine-agnostic: plain functions over Kafka message tuples. :func:`score` decodes a ``TranscriptCreated``
-message and runs :func:`flows.metrics.compute_metrics` on its words; anything that cannot be scored becomes a
+Engine-agnostic: plain functions over Kafka message tuples. :func:`score_batch` decodes ``TranscriptCreated``
+messages and runs :func:`flows.metrics.compute_metrics_batch` on their words; anything that cannot be scored becomes a
 :class:`~schemas.dead_letter.DeadLetterRecord` (the dataflow's error stream, written to
 ``speech.transcripts.v1.dlq``) instead of failing the flow.
 """
@@ -14,11 +14,8 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from flows.calendar import WindowBounds, local_wall_time, wall_to_instant
-from flows.metrics import SubmissionMetrics, compute_metrics, lexical_tokens
-from flows.metrics_batch import compute_metrics_batch
+from flows.metrics import SubmissionMetrics, compute_metrics_batch, lexical_tokens
 from flows.tables import check_datetimes
-
-# compute_metrics_batch
 from runtime.consumer import dead_letter_at
 from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.events import TranscriptCreated
@@ -36,7 +33,6 @@ __all__ = [
     "late_row",
     "lexical_tokens",
     "per_100_words",
-    "score",
     "score_batch",
     "submission_row",
 ]
@@ -163,37 +159,18 @@ def decode_transcript(message: SourceMessage) -> TranscriptCreated:
     return decode_expected(message.value, TranscriptCreated, topic=message.topic)
 
 
-def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadLetterRecord:
-    """Decode a transcripts-topic message and compute its metrics.
-
-    Returns a :class:`Scored`, or a :class:`DeadLetterRecord` when the value is not a valid
-    ``TranscriptCreated`` (bad JSON, contract violation, another event type, a tombstone) or its word
-    timestamps are rejected by :func:`compute_metrics`. Never raises for bad input.
-    """
-    try:
-        event = decode_transcript(message)
-    except PoisonMessage as poison:
-        return dead_letter(message, poison)
-    known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
-    payload = event.payload
-    try:
-        metrics = compute_metrics(
-            payload.words.timed(), pause_threshold_s=pause_threshold_s, recording_duration_s=payload.duration_s
-        )
-        return _scored(message, event, metrics, lexical_tokens(payload.words.text))
-    except Exception as exc:  # noqa: BLE001 - rejected timestamps (ValueError), or any value scoring chokes on
-        return dead_letter(message, exc, **known)
-
-
 def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) -> list[Scored | DeadLetterRecord]:
-    """:func:`score` of every message of a batch, in order (what the dataflow's ``score`` step runs on each batch
-    Bytewax hands it): one result per message, a :class:`DeadLetterRecord` for each that cannot be scored, for the
-    same reasons and with the same cause as :func:`score`. Never raises for bad input.
+    """Decode a batch of transcripts-topic messages and compute their metrics (the dataflow's ``score`` step, run
+    on each batch Bytewax hands it; one message is a batch of one).
 
-    The transcripts' metrics are computed together by :func:`flows.metrics_batch.compute_metrics_batch`, which
-    returns exactly what :func:`~flows.metrics.compute_metrics` returns for each (tested equal). Should it ever
-    raise (a defect, not bad input), the batch is logged and scored message by message with :func:`score`, so the
-    dataflow neither stops nor restarts into the same failure."""
+    Returns one result per message, in order: a :class:`Scored`, or a :class:`DeadLetterRecord` when the value is
+    not a valid ``TranscriptCreated`` (bad JSON, contract violation, another event type, a tombstone), its word
+    timestamps are rejected by :func:`flows.metrics.compute_metrics_batch`, or its event time cannot be stored.
+    Never raises for bad input. The metrics of the batch's transcripts are computed together; should that raise
+    (a defect, not bad input: ``pause_threshold_s`` itself is invalid, say), the batch is logged and every message
+    is scored as a batch of one, so that the dataflow neither stops nor restarts into the same failure, and only
+    the messages that still fail are dead-lettered.
+    """
     results: list[Scored | DeadLetterRecord | None] = []
     decoded: list[tuple[int, TranscriptCreated]] = []
     for message in messages:
@@ -206,26 +183,32 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
         results.append(None)
     try:
         computed = compute_metrics_batch(
-            [
-                (e.payload.words.text, e.payload.words.start, e.payload.words.end, e.payload.duration_s)
-                for _, e in decoded
-            ],
+            [e.payload.words for _, e in decoded],
+            recording_durations_s=[e.payload.duration_s for _, e in decoded],
             pause_threshold_s=pause_threshold_s,
         )
-    except Exception:  # noqa: BLE001 - a defect of the batch path must not stop the flow (a restart would repeat it)
-        log.exception("batched metrics failed; scoring this batch of %d message(s) one by one", len(messages))
-        return [score(message, pause_threshold_s=pause_threshold_s) for message in messages]
+    except Exception as exc:  # noqa: BLE001 - a defect must not stop the flow (a restart would repeat it)
+        if len(decoded) > 1:
+            log.exception("batched metrics failed; scoring this batch of %d message(s) one by one", len(messages))
+            return [result for one in messages for result in score_batch([one], pause_threshold_s=pause_threshold_s)]
+        for index, event in decoded:
+            results[index] = dead_letter(messages[index], exc, **_known(event))
+        return results  # type: ignore[return-value]  # every None was replaced
     for (index, event), outcome in zip(decoded, computed, strict=True):
         message = messages[index]
-        known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
         if isinstance(outcome, ValueError):
-            results[index] = dead_letter(message, outcome, **known)
+            results[index] = dead_letter(message, outcome, **_known(event))
             continue
         try:
             results[index] = _scored(message, event, outcome.metrics, outcome.lexical_tokens)
         except Exception as exc:  # noqa: BLE001 - a value the row cannot hold: this message only
-            results[index] = dead_letter(message, exc, **known)
+            results[index] = dead_letter(message, exc, **_known(event))
     return results  # type: ignore[return-value]  # every None was replaced above
+
+
+def _known(event: TranscriptCreated) -> dict[str, object]:
+    """What a dead letter of a decoded transcript names."""
+    return {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
 
 
 def _scored(

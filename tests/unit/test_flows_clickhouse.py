@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     from datetime import UTC, datetime, timedelta
     from clickhouse import SQL_DIR
     from flows.clickhouse_sink import ClickHouseSink
-    from flows.records import SourceMessage, score, submission_row
+    from flows.records import SourceMessage, score_batch, submission_row
     from flows.replay import drop_old_tables, rollback, swap_in
     from flows.synthetic import synthetic_transcript
     from flows.tables import SUBMISSION_COLUMNS
@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     def message(i):
         value = encode_event(synthetic_transcript("u1", at + timedelta(hours=i), words=20))
         return SourceMessage("speech.transcripts.v1", 0, i, b"u1", value)
-    scored = [score(message(i), pause_threshold_s=0.25) for i in range(3)]
+    scored = score_batch([message(i) for i in range(3)], pause_threshold_s=0.25)
     rows = [(submission_row(s, at), f"speech.transcripts.v1:0:{s.source_offset}") for s in scored]
     sink = ClickHouseSink("coach.submission_metrics", SUBMISSION_COLUMNS, client_factory=lambda: client, batch_rows=2)
     part = sink.build_part("submission_metrics_out", "coach.submission_metrics#0", None)

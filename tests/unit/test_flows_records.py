@@ -11,17 +11,17 @@ from uuid import UUID
 
 import pytest
 
-from flows.aggregate import distribution, latest_per_submission, quantile, window_row, window_vocabulary
+from flows.aggregate import _metric_values, distribution, latest_per_submission, window_row
 from flows.calendar import LearnerCalendar, WindowKind
 from flows.clickhouse_sink import dedup_token
 from flows.metrics import METRICS_VERSION, compute_metrics, vocabulary_metrics
+from flows.metrics import lexical_vocabulary as window_vocabulary
 from flows.records import (
     Scored,
     SourceMessage,
     WindowItem,
     lexical_tokens,
     per_100_words,
-    score,
     score_batch,
     submission_row,
 )
@@ -31,6 +31,19 @@ from schemas.dead_letter import DeadLetterRecord
 from schemas.registry import decode_event, encode_event
 
 pytestmark = pytest.mark.unit
+
+
+def score(message: SourceMessage, *, pause_threshold_s: float) -> Scored | DeadLetterRecord:
+    """One message scored as a batch of one."""
+    (result,) = score_batch([message], pause_threshold_s=pause_threshold_s)
+    return result
+
+
+def _metric_columns(kept: list[WindowItem]) -> list[list[float | None]]:
+    """The values each window distribution summarises, one list per metric of WINDOW_DISTRIBUTION_METRICS."""
+    columns = zip(*map(_metric_values, kept), strict=True)
+    return [[None if value is None else float(value) for value in column] for column in columns]
+
 
 AT = datetime(2024, 3, 5, 10, tzinfo=UTC)
 
@@ -159,16 +172,6 @@ def test_other_event_types_on_the_transcripts_topic_are_dead_lettered_with_their
     assert result.submission_id == event.submission_id and result.user_id == "u1"
 
 
-def test_quantiles_and_distributions() -> None:
-    assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
-    assert quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.9) == pytest.approx(4.6)
-    assert quantile([7.0], 0.9) == 7.0
-    assert distribution([None, 3.0, 1.0, None, 2.0]) == (2.0, 1.0, 2.0, pytest.approx(2.8), 3.0)
-    assert distribution([None, None]) == (None,) * 5
-    with pytest.raises(ValueError):
-        quantile([], 0.5)
-
-
 RAW_WORDS: dict[int, list[str]] = {}
 
 
@@ -251,9 +254,9 @@ def test_dedup_tokens_follow_positions_and_table_names_are_checked() -> None:
         TableNames("coach; DROP TABLE x")
 
 
-def test_score_batch_gives_what_score_gives_for_each_message() -> None:
-    """The dataflow's batched ``score`` step: same Scored values and the same dead letters (cause, ids) as
-    scoring the messages one by one, in order, for a batch mixing good and bad messages."""
+def test_score_batch_gives_what_batches_of_one_give_for_each_message() -> None:
+    """The dataflow's ``score`` step: a bad message affects no other of its batch (same Scored values and the same
+    dead letters, cause and ids, as scoring the messages one by one), in order, for a batch mixing good and bad."""
     good = [encode_event(synthetic_transcript(f"u{i}", AT + timedelta(days=i), words=20 + 15 * i)) for i in range(6)]
     v1 = json.dumps(_as_v1(json.loads(good[0]))).encode()
     broken = json.loads(good[1])
@@ -281,7 +284,6 @@ def test_score_batch_gives_what_score_gives_for_each_message() -> None:
 
 
 def test_window_metric_columns_follow_their_definition() -> None:
-    from flows.aggregate import _metric_columns
     from flows.tables import WINDOW_DISTRIBUTION_METRICS
 
     items = [_item("u1", AT + timedelta(hours=i), offset=100 + i) for i in range(4)]
@@ -302,34 +304,29 @@ def test_window_metric_columns_follow_their_definition() -> None:
     assert columns[WINDOW_DISTRIBUTION_METRICS.index("speech_rate_wpm")][2] is None  # no words: undefined
 
 
-def test_distribution_equals_its_definition_on_random_values() -> None:
-    rng = random.Random(5)
-    for _ in range(2000):
-        values = [rng.choice([None, rng.uniform(0, 300), float(rng.randint(0, 5))]) for _ in range(rng.randint(1, 12))]
-        defined = sorted(v for v in values if v is not None)
-        expected = (
-            (math.fsum(defined) / len(defined), defined[0], quantile(defined, 0.5), quantile(defined, 0.9), defined[-1])
-            if defined
-            else (None,) * 5
-        )
-        assert distribution(values) == expected  # exactly, floats included
-
-
 def test_score_batch_falls_back_to_one_by_one_when_the_batch_path_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     import flows.records
 
-    def broken(*_args: object, **_kwargs: object) -> list[object]:
-        raise RuntimeError("a defect in the batch path")
+    real = flows.records.compute_metrics_batch
+
+    def broken(transcripts: list[object], **kwargs: object) -> list[object]:
+        if len(transcripts) > 1:
+            raise RuntimeError("a defect that only batches of several transcripts trigger")
+        return real(transcripts, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(flows.records, "compute_metrics_batch", broken)
-    messages = [message(encode_event(synthetic_transcript("u1", AT, words=30))), message(b"{not json", offset=8)]
+    messages = [
+        message(encode_event(synthetic_transcript("u1", AT, words=30))),
+        message(b"{not json", offset=8),
+        message(encode_event(synthetic_transcript("u2", AT, words=40)), offset=9),
+    ]
     results = score_batch(messages, pause_threshold_s=0.25)
-    assert [type(result).__name__ for result in results] == ["Scored", "DeadLetterRecord"]
+    assert [type(result).__name__ for result in results] == ["Scored", "DeadLetterRecord", "Scored"]
     assert results[0] == score(messages[0], pause_threshold_s=0.25)
 
 
 def test_window_rows_distributions_equal_distribution_of_the_metric_columns() -> None:
-    from flows.aggregate import _metric_columns, window_rows
+    from flows.aggregate import window_rows
     from flows.calendar import LearnerCalendar
     from flows.tables import WINDOW_COLUMNS, WINDOW_DISTRIBUTION_METRICS, WINDOW_STATISTICS
 
@@ -340,7 +337,7 @@ def test_window_rows_distributions_equal_distribution_of_the_metric_columns() ->
     for window_id in range(12):
         chosen = rng.sample(items, rng.randint(1, len(items)))
         windows.append(("u1", "Europe/Berlin", calendar.bounds(window_id), chosen))
-    # an infinite value takes the Python path for its window only (math.fsum's own result)
+    # an infinite value follows IEEE arithmetic, in a batch as alone
     odd = items[0]._replace(mean_length_of_run=math.inf)
     windows.append(("u1", "Europe/Berlin", calendar.bounds(99), [odd, items[1]]))
     names = [f"{metric}_{stat}" for metric in WINDOW_DISTRIBUTION_METRICS for stat in WINDOW_STATISTICS]

@@ -15,7 +15,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows.calendar import LearnerCalendar, TimezoneChange, TimezoneHistory
 from flows.dataflow import assign_timezones, learner_windows
-from flows.records import Scored, SourceMessage, score
+from flows.records import Scored, SourceMessage, score_batch
 from flows.synthetic import synthetic_transcript
 from flows.tables import LATE_COLUMNS, WINDOW_COLUMNS
 from flows.windowing import LearnerClock
@@ -29,8 +29,8 @@ DAY1 = datetime(2024, 3, 5, tzinfo=UTC)  # a Tuesday
 
 def scored(user: str, at: datetime, offset: int, *, words: int = 30) -> Scored:
     event = synthetic_transcript(user, at, words=words, seed=offset)
-    result = score(
-        SourceMessage("speech.transcripts.v1", 0, offset, user.encode(), encode_event(event)), pause_threshold_s=0.25
+    (result,) = score_batch(
+        [SourceMessage("speech.transcripts.v1", 0, offset, user.encode(), encode_event(event))], pause_threshold_s=0.25
     )
     assert isinstance(result, Scored)
     return result

@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 import pytest
 
 import flows.metrics as metrics_module
-from flows.lexicon import filled_pause_form
 from flows.metrics import (
     METRICS_VERSION,
     SubmissionMetrics,
@@ -37,6 +36,7 @@ from flows.metrics import (
     vocabulary_metrics,
     word_count,
 )
+from flows.metrics.lexicon import filled_pause_form
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +85,7 @@ def test_public_api_is_explicit_and_versioned() -> None:
 
 def test_module_imports_no_engine() -> None:
     code = (
-        "import sys, flows.metrics, flows.lexicon;"
+        "import sys, flows.metrics;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('bytewax', 'confluent_kafka', 'lexicalrichness')];"
         "assert not bad, bad"
     )
@@ -612,8 +612,8 @@ def _random_windows(rng: random.Random, count: int) -> list[list[tuple[str, ...]
 
 @pytest.mark.parametrize("seed", range(6))
 def test_batched_vocabulary_equals_mattr_and_mtld_exactly(seed: int) -> None:
-    from flows.aggregate import window_vocabulary
-    from flows.vocabulary import batch_vocabulary
+    from flows.metrics import batch_vocabulary
+    from flows.metrics import lexical_vocabulary as window_vocabulary
 
     rng = random.Random(seed)
     for count in (0, 1, 63, 200):  # the compiled kernel walks any number of windows in one call
@@ -623,7 +623,7 @@ def test_batched_vocabulary_equals_mattr_and_mtld_exactly(seed: int) -> None:
 
 
 def test_batched_vocabulary_matches_lexicalrichness(lexical_richness: Any) -> None:
-    from flows.vocabulary import batch_vocabulary
+    from flows.metrics import batch_vocabulary
 
     rng = random.Random(99)
     windows = [w for w in _random_windows(rng, 128) if sum(map(len, w)) >= 50]
@@ -633,3 +633,24 @@ def test_batched_vocabulary_matches_lexicalrichness(lexical_richness: Any) -> No
         reference = lexical_richness(tokens, preprocessor=None, tokenizer=None)
         assert result.mattr == pytest.approx(reference.mattr(window_size=50), abs=1e-9)
         assert result.mtld == pytest.approx(reference.mtld(threshold=0.72), abs=1e-9)
+
+
+def test_pauses_are_rounded_to_the_microsecond_as_python_rounds() -> None:
+    """Durations are rounded with Python's round(x, 6), including ties and values far from a microsecond."""
+    rng = random.Random(4)
+    gaps = [0.0000005, 0.0000015, 0.2500005, 1e7 + 0.0000005, 2.675e-1, 1234567.1234565]
+    gaps += [
+        rng.choice([rng.uniform(0.25, 3.0), round(rng.uniform(0.25, 3.0), 3), rng.uniform(0.25, 1e9)])
+        for _ in range(3000)
+    ]
+    words, t = [], 0.0
+    for gap in gaps:
+        words.append(Word(" a", t, t + 0.1))
+        t = t + 0.1 + gap
+    expected = [round(b.start - a.end, 6) for a, b in zip(words, words[1:], strict=False)]
+    expected = [
+        gap
+        for gap, (a, b) in zip(expected, zip(words, words[1:], strict=False), strict=True)
+        if (b.start - a.end) + 1e-6 >= 0.25
+    ]
+    assert silent_pauses(words) == expected

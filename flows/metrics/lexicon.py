@@ -1,10 +1,10 @@
-"""Word lists behind the fluency metrics in :mod:`flows.metrics`.
+"""Word lists behind the fluency metrics in :mod:`flows.metrics.transcript`.
 
 Everything here is data (plus one tiny predicate): the lists are kept apart from the metric code so that a
 change of definition is easy to review. Any change to a list changes what a metric means, so it must come with
 a bump of ``flows.metrics.METRICS_VERSION``.
 
-All entries are in the normalised token form produced by :func:`flows.metrics.tokenize` (lower case, no
+All entries are in the normalised token form produced by :func:`flows.metrics.tokens.tokenize` (lower case, no
 surrounding punctuation, inner apostrophes kept as ``'``).
 
 Sources:

@@ -1,21 +1,21 @@
-"""Engine-agnostic speaking metrics computed from a transcript's word timestamps.
+"""Every speaking metric of a transcript, computed from its word timestamps.
 
-This module is plain Python (standard library only): the Bytewax dataflows call it to build metric rows and
-``feedback/`` reuses it, so it must never import Bytewax, Kafka or any other engine.
+Engine-free (numpy and the vocabulary kernel of :mod:`flows.metrics.vocabulary`, no Bytewax or Kafka): the
+metric dataflow scores batches of transcripts with :func:`compute_metrics_batch`, and ``feedback/`` scores one with
+:func:`compute_metrics`, which is a batch of one. The smaller functions are public so that other components can
+compute a single measure.
 
-Input is a transcript as a sequence of :class:`TimedWord` (``word``, ``start``, ``end`` in seconds), e.g. the
-words of faster-whisper's ``word_timestamps=True`` output (``" country."``, ``" I'm"``).
-:func:`compute_metrics` is the one entry point that returns every metric of a submission as a
-:class:`SubmissionMetrics`; the smaller functions are public so that other components can compute a single
-measure, and :func:`vocabulary_metrics` aggregates lexical diversity over the concatenated tokens of many
-transcripts (per-learner windows).
+Input is a transcript's words: one at a time as :class:`TimedWord` (``word``, ``start``, ``end`` in seconds), e.g.
+:class:`schemas.events.Word` or faster-whisper's ``word_timestamps=True`` words (``" country."``, ``" I'm"``), or
+as columns (:class:`TimedWords`: ``text``, ``start``, ``end``), e.g. :class:`schemas.events.TranscriptWords`.
 
 Conventions (part of the metric definitions; a change needs a bump of :data:`METRICS_VERSION`):
 
-* **Tokens.** Each ASR word is normalised with :func:`tokenize` (lower case; punctuation removed; apostrophes
-  and hyphens inside a word kept: ``" Don't,"`` -> ``don't``, ``"well-known"`` -> ``well-known``). An ASR word
-  that is only punctuation yields no token and is ignored, timing included; an ASR word that yields several
-  tokens (rare) counts as several words sharing its timing. Every count of "words" is a count of these tokens.
+* **Tokens.** Each ASR word is normalised with :func:`~flows.metrics.tokens.tokenize` (lower case; punctuation
+  removed; apostrophes and hyphens inside a word kept: ``" Don't,"`` -> ``don't``, ``"well-known"`` ->
+  ``well-known``). An ASR word that is only punctuation yields no token and is ignored, timing included; an ASR
+  word that yields several tokens (rare) counts as several words sharing its timing. Every count of "words" is a
+  count of these tokens.
 * **Words, not syllables.** The fluency literature counts syllables (de Jong & Wempe 2009); ASR gives words,
   so all rates here are in words per minute. Filled pauses are counted in the word count and in the runs (the
   measures are *unpruned*); they are reported separately so that pruned figures can be derived, and they are
@@ -32,16 +32,17 @@ Conventions (part of the metric definitions; a change needs a bump of :data:`MET
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from flows.lexicon import (
+import numpy as np
+import numpy.typing as npt
+
+from flows.metrics.lexicon import (
     EMPHATIC_REDUPLICATIONS,
     I_MEAN_BLOCK_NEXT,
     I_MEAN_BLOCK_PREVIOUS,
@@ -53,53 +54,38 @@ from flows.lexicon import (
     YOU_KNOW_BLOCK_PREVIOUS,
     filled_pause_form,
 )
+from flows.metrics.tokens import is_filled_pause, lexical_tokens, lexical_word_tokens, word_tokens
+from flows.metrics.vocabulary import VocabularyMetrics, batch_vocabulary
 
 __all__ = [
     "DEFAULT_PAUSE_THRESHOLD_S",
-    "MATTR_WINDOW",
     "METRICS_VERSION",
-    "MIN_VOCABULARY_TOKENS",
-    "MTLD_THRESHOLD",
+    "ScoredTranscript",
     "SubmissionMetrics",
     "TimedWord",
-    "VocabularyMetrics",
+    "TimedWords",
     "articulation_rate",
     "compute_metrics",
+    "compute_metrics_batch",
     "count_discourse_markers",
     "count_filled_pauses",
     "find_discourse_markers",
     "find_repetitions",
-    "is_filled_pause",
-    "mattr",
     "mean_length_of_run",
-    "mtld",
     "phonation_time",
     "silent_pauses",
     "speech_rate",
-    "tokenize",
     "total_duration",
     "transcript_tokens",
-    "vocabulary_metrics",
-    "lexical_vocabulary",
-    "lexical_tokens",
     "word_count",
 ]
 
 METRICS_VERSION = 1
-"""Version of the metric definitions in this module; every metric row records it. Bump on any change of
+"""Version of the metric definitions of this package; every metric row records it. Bump on any change of
 meaning."""
 
 DEFAULT_PAUSE_THRESHOLD_S = 0.25
 """Silent-pause threshold in seconds (250 ms: Goldman-Eisler 1968; De Jong & Bosker 2013)."""
-
-MATTR_WINDOW = 50
-"""MATTR moving-window size in tokens (Covington & McFall 2010)."""
-
-MTLD_THRESHOLD = 0.72
-"""MTLD factor threshold (McCarthy & Jarvis 2010)."""
-
-MIN_VOCABULARY_TOKENS = 50
-"""Fewer lexical tokens than this: MATTR and MTLD are not reported (``vocabulary_sufficient=False``)."""
 
 # Timestamps are ms-granular; comparisons with the pause threshold tolerate float noise below a microsecond,
 # so that a gap of 0.35 - 0.10 s (= 0.24999999999999997 in binary floating point) counts as a 250 ms pause.
@@ -109,7 +95,7 @@ _TIME_DECIMALS = 6
 
 @runtime_checkable
 class TimedWord(Protocol):
-    """One recognised word with its timing, e.g. faster-whisper's ``Word``.
+    """One recognised word with its timing: :class:`schemas.events.Word`, faster-whisper's ``Word``...
 
     ``word`` is the text as the recogniser emitted it (it may carry a leading space, punctuation and
     capitals); ``start`` and ``end`` are seconds from the beginning of the recording.
@@ -125,53 +111,31 @@ class TimedWord(Protocol):
     def end(self) -> float: ...
 
 
-# ----------------------------------------------------------------------------------------------- tokenisation
+class TimedWords(Protocol):
+    """A transcript's words as columns, e.g. :class:`schemas.events.TranscriptWords`: word ``i`` is ``text[i]``
+    (as the recogniser emitted it) from ``start[i]`` to ``end[i]`` (seconds from the beginning of the recording)."""
 
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'", "`": "'"})
-# Anything but letters, digits, apostrophes and hyphens separates tokens; so do "_" and "--". A period
-# between two letters or digits ("U.S.", "3.5") and a comma between two digits ("1,000") stay in the token.
-_INNER_PUNCTUATION = re.compile(r"(?<=[^\W_])\.(?=[^\W_])|(?<=\d),(?=\d)")
-_PROTECT = {".": "\x00", ",": "\x01"}  # stand-ins that survive the split, restored afterwards
-_RESTORE = str.maketrans({"\x00": ".", "\x01": ","})
-_SEPARATOR = re.compile(r"[^\w'\x00\x01-]+|_+|-{2,}")
-_EDGE_CHARACTERS = "'-"
+    @property
+    def text(self) -> Sequence[str]: ...
 
+    @property
+    def start(self) -> Sequence[float]: ...
 
-def tokenize(text: str) -> list[str]:
-    """Split text into normalised word tokens.
-
-    Definition: the text is lower-cased, typographic apostrophes become ``'``; every character that is not a
-    letter, a digit, an apostrophe or a hyphen separates tokens, except a period between two letters or digits
-    and a comma between two digits; apostrophes and hyphens at the edges of a token are removed. So
-    ``" Country."`` -> ``["country"]``, ``"I'm"`` -> ``["i'm"]``, ``"'cause"`` -> ``["cause"]``,
-    ``"well-known"`` -> ``["well-known"]``, ``"U.S."`` -> ``["u.s"]``, ``"3.5"`` -> ``["3.5"]``, ``"..."`` ->
-    ``[]``. Applying it to its own output changes nothing.
-
-    Unlike lexicalrichness's tokenizer, digits are kept and apostrophes, hyphens and periods inside a word do
-    not split it; for text without digits, apostrophes, hyphens and inner periods both give the same tokens.
-    """
-    return list(_tokenize_cached(text))
+    @property
+    def end(self) -> Sequence[float]: ...
 
 
-@functools.lru_cache(maxsize=65536)
-def _tokenize_cached(text: str) -> tuple[str, ...]:
-    """:func:`tokenize` memoised: transcripts repeat a small vocabulary (the word strings of Whisper)."""
-    text = _INNER_PUNCTUATION.sub(lambda match: _PROTECT[match.group()], text.lower().translate(_APOSTROPHES))
-    tokens: list[str] = []
-    for piece in _SEPARATOR.split(text):
-        token = piece.strip(_EDGE_CHARACTERS)
-        if token:
-            tokens.append(token.translate(_RESTORE))
-    return tuple(tokens)
+class _Columns(NamedTuple):
+    """:class:`TimedWords` of a sequence of :class:`TimedWord` (what :func:`compute_metrics` hands the batch)."""
+
+    text: Sequence[str]
+    start: Sequence[float]
+    end: Sequence[float]
 
 
-def is_filled_pause(token: str) -> bool:
-    """Whether a normalised token is a filled pause (Clark & Fox Tree 2002).
-
-    Whole tokens only: um/umm/uhm, uh/uhh, er/err, erm, hm/hmm, mm/mmm, ah/ahh (see
-    :data:`flows.lexicon.FILLED_PAUSE_FORMS`).
-    """
-    return filled_pause_form(token) is not None
+def _columns(words: Iterable[TimedWord]) -> _Columns:
+    rows = list(words)
+    return _Columns([w.word for w in rows], [w.start for w in rows], [w.end for w in rows])
 
 
 def _check_time(value: object, what: str) -> float:
@@ -193,11 +157,12 @@ def _check_threshold(threshold_s: float) -> float:
 
 
 def transcript_tokens(words: Sequence[TimedWord]) -> list[str]:
-    """The normalised tokens of a transcript, in order (see :func:`tokenize`), filled pauses included.
+    """The normalised tokens of a transcript, in order (see :func:`~flows.metrics.tokens.tokenize`), filled pauses
+    included.
 
     Raises ``ValueError`` on invalid timestamps (like every function that takes timed words).
     """
-    return list(_timing(words, DEFAULT_PAUSE_THRESHOLD_S).tokens)
+    return list(_timing(_columns(words), DEFAULT_PAUSE_THRESHOLD_S).tokens)
 
 
 # -------------------------------------------------------------------------------------------------- timing
@@ -222,51 +187,80 @@ def _seconds(value: float) -> float:
 
 
 _INFINITY = math.inf
+_FLOAT = frozenset({float})
+_Array = npt.NDArray[Any]
 
 
-def _timing(words: Iterable[TimedWord], threshold_s: float) -> _Timing:
-    """Tokens, silent pauses, runs and speech span of a transcript in one pass over its words.
+def _timing(words: TimedWords, threshold_s: float) -> _Timing:
+    """Tokens, silent pauses, runs and speech span of a transcript.
 
-    Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`); a word
-    without tokens is ignored, timing included. A pause is the gap between consecutive words with tokens when
-    it is ``>= threshold_s`` (sub-microsecond tolerance); the span runs from the earliest start to the latest
-    end of those words.
+    Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`; columns of unequal
+    length are a ``ValueError`` too); a word without tokens is ignored, timing included. A pause is the gap between
+    consecutive words with tokens (the next one's start minus the previous one's end) when it is ``>= threshold_s``
+    (sub-microsecond tolerance); the span runs from the earliest start to the latest end of those words.
     """
     threshold_s = _check_threshold(threshold_s)
-    tokens: list[str] = []
-    pauses: list[float] = []
-    run_starts = [0]
-    seen_one = False
-    previous_end = low = high = 0.0
-    for index, word in enumerate(words):
-        # Plain floats in range (every word of a decoded event) skip the general check.
-        start = word.start
-        if type(start) is not float or not 0.0 <= start < _INFINITY:
-            start = _check_time(start, f"words[{index}].start")
-        end = word.end
-        if type(end) is not float or not 0.0 <= end < _INFINITY:
-            end = _check_time(end, f"words[{index}].end")
+    texts, start_list, end_list = words.text, words.start, words.end
+    if not len(texts) == len(start_list) == len(end_list):
+        raise ValueError(f"text, start and end differ in length ({len(texts)}, {len(start_list)}, {len(end_list)})")
+    starts, ends = _checked_times(start_list, end_list)
+    per_word = list(map(word_tokens, texts))
+    counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))
+    spoken = counts > 0
+    if not spoken.all():
+        starts, ends, counts = starts[spoken], ends[spoken], counts[spoken]
+    if counts.size == 0:
+        return _Timing(threshold_s, 0, 0.0, (), frozenset(), ())
+    gaps = starts[1:] - ends[:-1]
+    after_pause = np.flatnonzero(gaps + _TIME_EPSILON_S >= threshold_s) + 1  # the spoken words that begin a run
+    first_token = np.cumsum(counts) - counts  # each spoken word's first token
+    tokens = tuple(chain.from_iterable(per_word))
+    return _Timing(
+        threshold_s,
+        len(tokens),
+        _seconds(float(ends.max()) - float(starts.min())),
+        tuple(_round_to_microseconds(gaps[after_pause - 1]).tolist()),
+        frozenset([0, *first_token[after_pause].tolist()]),
+        tokens,
+    )
+
+
+def _round_to_microseconds(values: _Array) -> _Array:
+    """``[round(x, 6) for x in values]`` (Python's correctly rounded ``round``) as float64, without a Python call per
+    value where that is provably the same double: numpy's ``rint(x * 1e6) / 1e6`` equals it whenever
+    ``|x * 1e6| < 1e12`` and ``x * 1e6`` lies within 0.4 of an integer (the product's error is then far below the
+    distance to a rounding tie, and an exact integer divided by 1e6 is correctly rounded, like Python's
+    decimal-to-double conversion). Any other value (a tie such as 0.0000005) is rounded by Python."""
+    scaled = values * 1e6
+    nearest = np.rint(scaled)
+    rounded: _Array = nearest / 1e6
+    unsafe = ~((np.abs(scaled - nearest) <= 0.4) & (np.abs(nearest) < 1e12))
+    if unsafe.any():
+        where = np.flatnonzero(unsafe)
+        rounded[where] = [round(value, _TIME_DECIMALS) for value in values[where].tolist()]
+    return rounded
+
+
+def _checked_times(starts: Sequence[float], ends: Sequence[float]) -> tuple[_Array, _Array]:
+    """The timestamps as float64 arrays, checked: each finite and non-negative (an ``int`` or another real number is
+    converted, a ``bool`` or anything else is not a number of seconds) and every end at or after its start. Raises
+    ``ValueError`` naming the first bad word."""
+    if _FLOAT >= set(map(type, starts)) | set(map(type, ends)):
+        start_array = np.array(starts, dtype=np.float64)
+        end_array = np.array(ends, dtype=np.float64)
+        # NaN fails every comparison, so the checks below also reject it.
+        if (start_array >= 0.0).all() and (end_array < _INFINITY).all() and (end_array >= start_array).all():
+            return start_array, end_array
+    checked_starts: list[float] = []
+    checked_ends: list[float] = []
+    for index, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        start = _check_time(start, f"words[{index}].start")
+        end = _check_time(end, f"words[{index}].end")
         if end < start:
             raise ValueError(f"words[{index}] ends before it starts ({start} > {end})")
-        word_tokens = _tokenize_cached(word.word)
-        if not word_tokens:
-            continue
-        if seen_one:
-            gap = start - previous_end
-            if gap + _TIME_EPSILON_S >= threshold_s:
-                pauses.append(round(gap, _TIME_DECIMALS))
-                run_starts.append(len(tokens))
-            if start < low:
-                low = start
-            if end > high:
-                high = end
-        else:
-            seen_one, low, high = True, start, end
-        previous_end = end
-        tokens += word_tokens
-    if not seen_one:
-        return _Timing(threshold_s, 0, 0.0, (), frozenset(), ())
-    return _Timing(threshold_s, len(tokens), _seconds(high - low), tuple(pauses), frozenset(run_starts), tuple(tokens))
+        checked_starts.append(start)
+        checked_ends.append(end)
+    return np.array(checked_starts, dtype=np.float64), np.array(checked_ends, dtype=np.float64)
 
 
 def _per_minute(count: float, seconds: float) -> float | None:
@@ -274,7 +268,7 @@ def _per_minute(count: float, seconds: float) -> float | None:
 
 
 def word_count(words: Sequence[TimedWord]) -> int:
-    """Number of word tokens in the transcript (filled pauses included; see :func:`tokenize`).
+    """Number of word tokens in the transcript (filled pauses included; see :func:`~flows.metrics.tokens.tokenize`).
 
     Raises ``ValueError`` on invalid timestamps.
     """
@@ -288,7 +282,7 @@ def total_duration(words: Sequence[TimedWord]) -> float:
     :func:`compute_metrics` separately). 0.0 for a transcript without words. Raises ``ValueError`` on invalid
     timestamps.
     """
-    return _timing(words, DEFAULT_PAUSE_THRESHOLD_S).span_s
+    return _timing(_columns(words), DEFAULT_PAUSE_THRESHOLD_S).span_s
 
 
 def silent_pauses(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S) -> list[float]:
@@ -300,7 +294,7 @@ def silent_pauses(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_PA
     noise). Silence before the first or after the last word is not counted. Raises ``ValueError`` on invalid
     timestamps or a threshold that is not a positive number.
     """
-    return list(_timing(words, threshold_s).pauses_s)
+    return list(_timing(_columns(words), threshold_s).pauses_s)
 
 
 def phonation_time(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S) -> float:
@@ -310,7 +304,7 @@ def phonation_time(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_P
     threshold belong to speaking time. 0.0 for a transcript without words. Raises ``ValueError`` on invalid
     timestamps or threshold.
     """
-    return _timing(words, threshold_s).phonation_s
+    return _timing(_columns(words), threshold_s).phonation_s
 
 
 def speech_rate(words: Sequence[TimedWord]) -> float:
@@ -320,7 +314,7 @@ def speech_rate(words: Sequence[TimedWord]) -> float:
     word version over the speech span. Raises ``ValueError`` when it is undefined (no words, or a span of 0 s)
     or on invalid timestamps.
     """
-    timing = _timing(words, DEFAULT_PAUSE_THRESHOLD_S)
+    timing = _timing(_columns(words), DEFAULT_PAUSE_THRESHOLD_S)
     rate = _per_minute(timing.word_count, timing.span_s)
     if rate is None:
         raise ValueError("speech rate is undefined for a transcript without words or with a speech span of 0 s")
@@ -333,7 +327,7 @@ def articulation_rate(words: Sequence[TimedWord], *, threshold_s: float = DEFAUL
     de Jong & Wempe (2009): syllables over phonation time, i.e. speed of speaking with silent pauses excluded;
     here in words. Raises ``ValueError`` when undefined (no words, or 0 s of phonation) or on invalid input.
     """
-    timing = _timing(words, threshold_s)
+    timing = _timing(_columns(words), threshold_s)
     rate = _per_minute(timing.word_count, timing.phonation_s)
     if rate is None:
         raise ValueError("articulation rate is undefined for a transcript without words or 0 s of phonation time")
@@ -347,7 +341,7 @@ def mean_length_of_run(words: Sequence[TimedWord], *, threshold_s: float = DEFAU
     pauses. Equals word count / (number of silent pauses + 1); filled pauses do not end a run and count as
     words. Raises ``ValueError`` for a transcript without words or on invalid input.
     """
-    timing = _timing(words, threshold_s)
+    timing = _timing(_columns(words), threshold_s)
     if timing.word_count == 0:
         raise ValueError("mean length of run is undefined for a transcript without words")
     return timing.word_count / (len(timing.pauses_s) + 1)
@@ -361,7 +355,7 @@ def count_filled_pauses(tokens: Sequence[str]) -> dict[str, int]:
 
     Clark & Fox Tree (2002): *uh* and *um* (British *er*, *erm*), plus the hesitation vocalisations hmm, mm
     and ah. A token is a filled pause only as a whole token, lengthened spellings included (``umm`` -> ``um``,
-    ``uhh`` -> ``uh``); see :data:`flows.lexicon.FILLED_PAUSE_FORMS`. ``tokens`` are normalised tokens
+    ``uhh`` -> ``uh``); see :data:`flows.metrics.lexicon.FILLED_PAUSE_FORMS`. ``tokens`` are normalised tokens
     (:func:`tokenize`).
     """
     return _count_forms([filled_pause_form(token) for token in tokens])
@@ -400,7 +394,7 @@ def find_discourse_markers(
     *well*, *so*. Multi-word markers are matched as token sequences. Filled pauses are never markers (they are
     counted apart). The rules are conservative — they rather miss a marker than count a verb, a preposition or
     an adverb — and look at the nearest neighbours that are not filled pauses (word lists in
-    :mod:`flows.lexicon`):
+    :mod:`flows.metrics.lexicon`):
 
     * *you know* — not after an auxiliary, modal, complementiser or wh-word ("do you know", "if you know",
       "what you know", "as you know") and not before an object or complement ("you know him", "you know how");
@@ -502,7 +496,7 @@ def find_repetitions(tokens: Sequence[str]) -> list[str]:
     then, left to right, a token equal to the next one is a repetition of that token ("the the" ->
     ``["the"]``, "I I I" -> ``["i", "i"]``), else a 2-gram equal to the next two tokens is a repetition of the
     2-gram ("I think I think" -> ``["i think"]``). Emphatic doublings ("very very", "no no";
-    :data:`flows.lexicon.EMPHATIC_REDUPLICATIONS`) are not counted. Grammatical doublings ("had had", "that
+    :data:`flows.metrics.lexicon.EMPHATIC_REDUPLICATIONS`) are not counted. Grammatical doublings ("had had", "that
     that") cannot be told apart and are counted.
     """
     return _repetitions([token for token in tokens if not is_filled_pause(token)])
@@ -527,131 +521,7 @@ def _repetitions(content: Sequence[str]) -> list[str]:
     return repetitions
 
 
-# ------------------------------------------------------------------------------------------------- vocabulary
-
-
-def mattr(tokens: Sequence[str], *, window_size: int = MATTR_WINDOW) -> float:
-    """Moving-average type-token ratio (Covington & McFall 2010), a ratio in (0, 1].
-
-    The mean of the type-token ratios of every window of ``window_size`` consecutive tokens (tokens 1..w,
-    2..w+1, ...). Computed on the tokens as given (same definition as ``lexicalrichness``'s ``mattr``). Raises
-    ``ValueError`` when ``window_size`` is not a positive integer or exceeds the number of tokens.
-    """
-    if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-        raise ValueError(f"window_size must be a positive integer, got {window_size!r}")
-    if window_size > len(tokens):
-        raise ValueError(f"MATTR needs at least {window_size} tokens, got {len(tokens)}")
-    counts: dict[str, int] = {}
-    for token in tokens[:window_size]:
-        counts[token] = counts.get(token, 0) + 1
-    distinct_sum = len(counts)
-    for leaving, entering in zip(tokens, tokens[window_size:], strict=False):
-        counts[leaving] -= 1
-        if counts[leaving] == 0:
-            del counts[leaving]
-        counts[entering] = counts.get(entering, 0) + 1
-        distinct_sum += len(counts)
-    windows = len(tokens) - window_size + 1
-    return distinct_sum / (window_size * windows)
-
-
-def _mtld_pass(tokens: Iterable[str], threshold: float) -> float:
-    factors = 0.0
-    types: set[str] = set()
-    length = 0
-    ttr = 1.0
-    total = 0
-    for token in tokens:
-        total += 1
-        length += 1
-        types.add(token)
-        ttr = len(types) / length
-        if ttr <= threshold:
-            factors += 1
-            types = set()
-            length = 0
-    if length > 0:
-        factors += (1 - ttr) / (1 - threshold)
-    if factors == 0:  # every token distinct: the TTR never fell, one (whole) factor by convention
-        factors = 1.0
-    return total / factors
-
-
-def mtld(tokens: Sequence[str], *, threshold: float = MTLD_THRESHOLD) -> float:
-    """Measure of textual lexical diversity (McCarthy & Jarvis 2010), in tokens.
-
-    Forward pass: tokens are read in order while the running type-token ratio of the current segment stays
-    above ``threshold`` (0.72); when it falls to or below it, one factor is complete and a new segment starts.
-    The remainder adds a partial factor ``(1 - TTR) / (1 - threshold)``. MTLD = tokens / factors; the result
-    is the mean of the forward and the backward (reversed text) pass. A text whose tokens are all distinct has
-    one factor (MTLD = its length). Same definition as ``lexicalrichness``'s ``mtld``. Raises ``ValueError``
-    on an empty token list or a threshold outside (0, 1).
-    """
-    if not 0 < threshold < 1:
-        raise ValueError(f"MTLD threshold must be in (0, 1), got {threshold!r}")
-    if not tokens:
-        raise ValueError("MTLD is undefined for an empty token list")
-    return (_mtld_pass(tokens, threshold) + _mtld_pass(reversed(tokens), threshold)) / 2
-
-
-@functools.lru_cache(maxsize=65536)
-def _lexical_of_token(token: str) -> tuple[str, ...]:
-    """The lexical tokens :func:`vocabulary_metrics` keeps of one token or ASR word: :func:`tokenize`, filled
-    pauses removed (memoised like the tokenizer: transcripts repeat a small vocabulary)."""
-    return tuple(normalised for normalised in _tokenize_cached(token) if filled_pause_form(normalised) is None)
-
-
-@dataclass(frozen=True, slots=True)
-class VocabularyMetrics:
-    """Lexical diversity of a token stream (one transcript, or a learner's window of transcripts).
-
-    ``token_count`` and ``distinct_words`` count lexical tokens (filled pauses removed). ``mattr`` (ratio,
-    50-token window) and ``mtld`` (tokens) are ``None`` and ``sufficient`` is ``False`` below
-    :data:`MIN_VOCABULARY_TOKENS` tokens: with so little text the indices are not comparable (plain TTR is
-    length-biased, which is why it is not reported at all).
-    """
-
-    token_count: int
-    distinct_words: int
-    mattr: float | None
-    mtld: float | None
-    sufficient: bool
-
-
-def vocabulary_metrics(tokens: Sequence[str]) -> VocabularyMetrics:
-    """Vocabulary measures of a token stream, e.g. the concatenated tokens of a learner's transcripts.
-
-    ``tokens`` are normalised again with :func:`tokenize` (a no-op for tokens from :func:`transcript_tokens`,
-    so raw words are accepted too) and filled pauses are removed. Then: distinct words (number of types),
-    MATTR with a 50-token window (Covington & McFall 2010) and bidirectional MTLD with threshold 0.72
-    (McCarthy & Jarvis 2010); the last two are ``None`` with ``sufficient=False`` below 50 tokens. Never
-    raises on short or empty input.
-    """
-    return lexical_vocabulary([normalised for token in tokens for normalised in _lexical_of_token(token)])
-
-
-def lexical_vocabulary(lexical: Sequence[str]) -> VocabularyMetrics:
-    """:func:`vocabulary_metrics` of tokens that are already normalised lexical tokens (filled pauses removed,
-    e.g. from :func:`flows.metrics.lexical_tokens`): the measures without normalising the tokens again. Never
-    raises on short or empty input."""
-    sufficient = len(lexical) >= MIN_VOCABULARY_TOKENS
-    return VocabularyMetrics(
-        token_count=len(lexical),
-        distinct_words=len(set(lexical)),
-        mattr=mattr(lexical, window_size=MATTR_WINDOW) if sufficient else None,
-        mtld=mtld(lexical, threshold=MTLD_THRESHOLD) if sufficient else None,
-        sufficient=sufficient,
-    )
-
-
-def lexical_tokens(words: Iterable[str]) -> tuple[str, ...]:
-    """The tokens :func:`vocabulary_metrics` counts, from raw ASR words: each word normalised with
-    :func:`tokenize`, filled pauses removed (done once per submission by the dataflow, so that windows do not redo
-    it for every window a submission is in; :func:`lexical_vocabulary` takes them)."""
-    return tuple(chain.from_iterable(map(_lexical_of_token, words)))
-
-
-# ------------------------------------------------------------------------------------------------ entry point
+# ------------------------------------------------------------------------------------------------ entry points
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +565,16 @@ class SubmissionMetrics:
     vocabulary_sufficient: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredTranscript:
+    """What :func:`compute_metrics_batch` returns for one transcript: its :class:`SubmissionMetrics` and its
+    lexical tokens (:func:`flows.metrics.lexical_tokens` of its words: what the learner windows measure vocabulary
+    over)."""
+
+    metrics: SubmissionMetrics
+    lexical_tokens: tuple[str, ...]
+
+
 def compute_metrics(
     words: Sequence[TimedWord],
     *,
@@ -710,43 +590,116 @@ def compute_metrics(
       a count, per minute of speech span, mean length and list; :func:`mean_length_of_run` (Kormos & Dénes
       2004; Tavakoli & Skehan 2005); filled pauses (Clark & Fox Tree 2002), discourse markers and immediate
       repetitions, each counted apart;
-    * vocabulary: :func:`vocabulary_metrics` of the transcript's tokens.
+    * vocabulary: :func:`~flows.metrics.vocabulary.vocabulary_metrics` of the transcript's tokens.
 
-    Empty or degenerate input does not raise: with no words every count is 0, durations are 0.0 and rates,
-    means, MATTR and MTLD are ``None`` (``vocabulary_sufficient=False``). Raises ``ValueError`` on invalid
-    timestamps (negative, non-finite, ``end < start``), a threshold that is not a positive number of seconds,
-    or a negative or non-finite ``recording_duration_s``.
+    A batch of one of :func:`compute_metrics_batch`. Empty or degenerate input does not raise: with no words every
+    count is 0, durations are 0.0 and rates, means, MATTR and MTLD are ``None`` (``vocabulary_sufficient=False``).
+    Raises ``ValueError`` on invalid timestamps (negative, non-finite, ``end < start``), a threshold that is not a
+    positive number of seconds, or a negative or non-finite ``recording_duration_s``.
     """
-    timing = _timing(words, pause_threshold_s)
+    (result,) = compute_metrics_batch(
+        [_columns(words)], recording_durations_s=[recording_duration_s], pause_threshold_s=pause_threshold_s
+    )
+    if isinstance(result, ValueError):
+        raise result
+    return result.metrics
+
+
+class _Measured(NamedTuple):
+    """The metrics of one transcript but its vocabulary (:func:`_measure`)."""
+
+    timing: _Timing
+    recording_s: float | None
+    filled: dict[str, int]
+    markers: dict[str, int]
+    repetitions: tuple[str, ...]
+    vocabulary_tokens: tuple[str, ...]  # vocabulary_metrics(tokens)'s tokens: re-normalised, no filled pauses
+    lexical_tokens: tuple[str, ...]  # lexical_tokens(words), for the windows
+
+
+def compute_metrics_batch(
+    transcripts: Sequence[TimedWords],
+    *,
+    recording_durations_s: Sequence[float | None] | None = None,
+    pause_threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S,
+) -> list[ScoredTranscript | ValueError]:
+    """:func:`compute_metrics` and :func:`flows.metrics.lexical_tokens` of many transcripts: the implementation.
+
+    ``transcripts``: each transcript's words as columns (:class:`TimedWords`: texts as the ASR emitted them, start
+    and end times in seconds); ``recording_durations_s``: the recordings' durations in seconds (``None``: unknown;
+    the argument ``None``: all unknown); ``pause_threshold_s``: the silent-pause threshold in seconds.
+
+    Returns one item per transcript, in order: a :class:`ScoredTranscript`, or the ``ValueError`` that makes the
+    transcript's metrics undefined (invalid timestamps, columns of unequal length, an invalid recording duration),
+    so that one bad transcript does not affect the others. Raises ``ValueError`` for the whole batch on an invalid
+    threshold or when ``recording_durations_s`` is not as long as ``transcripts``. The vocabulary of all transcripts
+    is computed in one call of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`), the rest
+    transcript by transcript.
+    """
+    threshold = _check_threshold(pause_threshold_s)
+    recordings = [None] * len(transcripts) if recording_durations_s is None else list(recording_durations_s)
+    if len(recordings) != len(transcripts):
+        raise ValueError(f"{len(recordings)} recording durations for {len(transcripts)} transcripts")
+    measured: list[_Measured | ValueError] = []
+    for words, recording in zip(transcripts, recordings, strict=True):
+        try:
+            measured.append(_measure(words, recording, threshold))
+        except ValueError as error:
+            measured.append(error)
+    good = [item for item in measured if not isinstance(item, ValueError)]
+    vocabularies = iter(batch_vocabulary([[item.vocabulary_tokens] for item in good]))
+    return [
+        item
+        if isinstance(item, ValueError)
+        else ScoredTranscript(_metrics(item, next(vocabularies)), item.lexical_tokens)
+        for item in measured
+    ]
+
+
+def _measure(words: TimedWords, recording_duration_s: float | None, threshold_s: float) -> _Measured:
+    """Timing and disfluencies of one transcript (``ValueError`` on invalid input, see :func:`compute_metrics`)."""
+    timing = _timing(words, threshold_s)
     recording = None if recording_duration_s is None else _check_time(recording_duration_s, "recording_duration_s")
-    pauses = timing.pauses_s
     tokens = timing.tokens
     forms = list(map(filled_pause_form, tokens))  # the same tokens' forms serve every disfluency measure
-    filled = _count_forms(forms)
-    markers = _count_markers(_find_markers(tokens, forms, timing.run_starts))
-    repetitions = tuple(_repetitions([token for token, form in zip(tokens, forms, strict=True) if form is None]))
-    vocabulary = vocabulary_metrics(tokens)
+    return _Measured(
+        timing,
+        recording,
+        _count_forms(forms),
+        _count_markers(_find_markers(tokens, forms, timing.run_starts)),
+        tuple(_repetitions([token for token, form in zip(tokens, forms, strict=True) if form is None])),
+        tuple(chain.from_iterable(map(lexical_word_tokens, tokens))),
+        lexical_tokens(words.text),
+    )
+
+
+def _metrics(measured: _Measured, vocabulary: VocabularyMetrics) -> SubmissionMetrics:
+    timing = measured.timing
+    words = timing.word_count
+    pauses = timing.pauses_s
+    total_pauses = sum(pauses)
+    phonation = timing.phonation_s
     return SubmissionMetrics(
         metrics_version=METRICS_VERSION,
         pause_threshold_s=timing.threshold_s,
-        word_count=timing.word_count,
+        word_count=words,
         total_duration_s=timing.span_s,
-        recording_duration_s=recording,
-        phonation_time_s=timing.phonation_s,
-        speech_rate_wpm=_per_minute(timing.word_count, timing.span_s) if timing.word_count else None,
-        articulation_rate_wpm=_per_minute(timing.word_count, timing.phonation_s) if timing.word_count else None,
+        recording_duration_s=measured.recording_s,
+        phonation_time_s=phonation,
+        speech_rate_wpm=_per_minute(words, timing.span_s) if words else None,
+        articulation_rate_wpm=_per_minute(words, phonation) if words else None,
         silent_pause_count=len(pauses),
-        silent_pauses_per_minute=_per_minute(len(pauses), timing.span_s) if timing.word_count else None,
-        mean_silent_pause_s=_seconds(sum(pauses) / len(pauses)) if pauses else None,
-        silent_pause_total_s=_seconds(sum(pauses)),
+        silent_pauses_per_minute=_per_minute(len(pauses), timing.span_s) if words else None,
+        mean_silent_pause_s=_seconds(total_pauses / len(pauses)) if pauses else None,
+        silent_pause_total_s=_seconds(total_pauses),
         silent_pauses_s=pauses,
-        mean_length_of_run=timing.word_count / (len(pauses) + 1) if timing.word_count else None,
-        filled_pause_count=sum(filled.values()),
-        filled_pauses=filled,
-        discourse_marker_count=sum(markers.values()),
-        discourse_markers=markers,
-        repetition_count=len(repetitions),
-        repetitions=repetitions,
+        mean_length_of_run=words / (len(pauses) + 1) if words else None,
+        filled_pause_count=sum(measured.filled.values()),
+        filled_pauses=measured.filled,
+        discourse_marker_count=sum(measured.markers.values()),
+        discourse_markers=measured.markers,
+        repetition_count=len(measured.repetitions),
+        repetitions=measured.repetitions,
         vocabulary_token_count=vocabulary.token_count,
         distinct_words=vocabulary.distinct_words,
         mattr=vocabulary.mattr,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -422,6 +423,8 @@ _MARKER_FIRST_TOKENS = frozenset({sequence[0] for sequence in MULTIWORD_DISCOURS
 def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Collection[int]) -> list[tuple[int, str]]:
     """:func:`find_discourse_markers` given the tokens' filled-pause forms and the run starts."""
     found: list[tuple[int, str]] = []
+    if _MARKER_FIRST_TOKENS.isdisjoint(tokens):  # no token can begin a marker
+        return found
     at_run_start = False  # only filled pauses and markers since the start of the run
     after_disfluency = False  # the previous token was a filled pause or ended a marker
     index = 0
@@ -505,6 +508,9 @@ def find_repetitions(tokens: Sequence[str]) -> list[str]:
 def _repetitions(content: Sequence[str]) -> list[str]:
     """:func:`find_repetitions` of the tokens without filled pauses."""
     repetitions: list[str] = []
+    # Every repetition needs a token equal to the next one or to the one after it.
+    if not (any(map(operator.eq, content, content[1:])) or any(map(operator.eq, content, content[2:]))):
+        return repetitions
     index = 0
     count = len(content)
     while index + 1 < count:

@@ -45,11 +45,30 @@ from grafana_foundation_sdk.models.dashboard import (
 
 from grafana.clickhouse_query import PLUGIN_ID, ClickHouseQuery
 
-__all__ = ["DASHBOARDS", "DASHBOARDS_DIR", "build_all", "export_dashboards", "render", "stale_dashboards"]
+__all__ = ["DASHBOARDS", "DASHBOARDS_DIR", "build_all", "export_dashboards", "render", "sql_string", "stale_dashboards"]
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 DS = DataSourceRef(type_val=PLUGIN_ID, uid="${datasource}")
 TAGS = ["speech-coach"]
+
+
+def sql_string(variable: str) -> str:
+    """The SQL expression for the value of the single-valued template variable ``variable``, safe against any value.
+
+    Grafana puts a variable's value into the SQL text before ClickHouse sees it, and anyone who can open a dashboard
+    can choose the value (``?var-learner=...`` in the URL), so the value is never pasted between quotes. Grafana's
+    ``sqlstring`` format is not enough for ClickHouse: it only doubles ``'``, while ClickHouse string literals also
+    read backslash escapes, so the value ``\\' OR 1=1 --`` ends the literal. Instead the value goes through
+    Grafana's ``percentencode`` format (RFC 3986 strict: only ``A-Z a-z 0-9 - _ . ~`` and ``%XX`` remain) and
+    ClickHouse decodes it back (``decodeURLComponent``, UTF-8), so the literal can hold nothing but those
+    characters. Returns e.g. ``decodeURLComponent('${learner:percentencode}')``.
+    """
+    return f"decodeURLComponent('${{{variable}:percentencode}}')"
+
+
+_LEARNER = sql_string("learner")
+_COHORT = sql_string("cohort")
+_WINDOW_KIND = sql_string("window_kind")
 
 
 class _Ids:
@@ -184,9 +203,9 @@ def _window_kind_variable() -> db.CustomVariable:
 
 
 # One learner's windows of the chosen kind, newest metric definition per window.
-_LEARNER_WINDOWS = """
+_LEARNER_WINDOWS = f"""
 FROM learner_metrics_windows FINAL
-WHERE user_id = '${learner}' AND window_kind = '${window_kind}' AND $__timeFilter(window_start)
+WHERE user_id = {_LEARNER} AND window_kind = {_WINDOW_KIND} AND $__timeFilter(window_start)
 ORDER BY time, metrics_version DESC
 LIMIT 1 BY time, timezone
 """
@@ -201,13 +220,13 @@ def learner_progress() -> db.Dashboard:
             ids, title, f"SELECT window_start AS time, {columns}{_LEARNER_WINDOWS}", unit, desc=desc, w=w
         )
 
-    latest_submissions = """
+    latest_submissions = f"""
 SELECT occurred_at AS time, word_count AS words, round(speech_rate_wpm, 1) AS "speech rate (wpm)",
        round(articulation_rate_wpm, 1) AS "articulation rate (wpm)",
        round(silent_pauses_per_minute, 1) AS "pauses / min", round(filled_pauses_per_100_words, 1) AS "fillers / 100 w",
        round(mattr, 3) AS mattr, asr_model, metrics_version
 FROM submission_metrics FINAL
-WHERE user_id = '${learner}' AND $__timeFilter(occurred_at)
+WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)
 ORDER BY time DESC, metrics_version DESC
 LIMIT 1 BY submission_id
 LIMIT 50
@@ -226,7 +245,7 @@ LIMIT 50
                 ids,
                 "Submissions",
                 "SELECT uniqExact(submission_id) AS submissions FROM submission_metrics FINAL"
-                " WHERE user_id = '${learner}' AND $__timeFilter(occurred_at)",
+                f" WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)",
                 "none",
             )
         )
@@ -235,7 +254,7 @@ LIMIT 50
                 ids,
                 "Speaking time",
                 "SELECT sum(phonation_time_s) AS speaking_time FROM (SELECT phonation_time_s FROM submission_metrics"
-                " FINAL WHERE user_id = '${learner}' AND $__timeFilter(occurred_at)"
+                f" FINAL WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)"
                 " ORDER BY metrics_version DESC LIMIT 1 BY submission_id)",
                 "s",
                 desc="Phonation time: the span of speech minus silent pauses, summed over submissions",
@@ -246,7 +265,7 @@ LIMIT 50
                 ids,
                 "Words spoken",
                 "SELECT sum(word_count) AS words FROM (SELECT word_count FROM submission_metrics FINAL"
-                " WHERE user_id = '${learner}' AND $__timeFilter(occurred_at)"
+                f" WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)"
                 " ORDER BY metrics_version DESC LIMIT 1 BY submission_id)",
                 "none",
             )
@@ -256,7 +275,7 @@ LIMIT 50
                 ids,
                 "Median speech rate",
                 "SELECT quantile(0.5)(speech_rate_wpm) AS speech_rate FROM submission_metrics FINAL"
-                " WHERE user_id = '${learner}' AND $__timeFilter(occurred_at)",
+                f" WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)",
                 "none",
                 desc="Words per minute over the whole response, median over the submissions in range",
             )
@@ -311,10 +330,10 @@ LIMIT 50
 
 
 # Windows of the cohort's learners (newest metric definition per window).
-_COHORT_WINDOWS = """(
+_COHORT_WINDOWS = f"""(
     SELECT * FROM learner_metrics_windows FINAL
-    WHERE window_kind = '${window_kind}' AND $__timeFilter(window_start)
-      AND user_id IN (SELECT user_id FROM learner_profiles FINAL WHERE deleted = 0 AND cohort = '${cohort}')
+    WHERE window_kind = {_WINDOW_KIND} AND $__timeFilter(window_start)
+      AND user_id IN (SELECT user_id FROM learner_profiles FINAL WHERE deleted = 0 AND cohort = {_COHORT})
     ORDER BY metrics_version DESC
     LIMIT 1 BY user_id, window_start, timezone
 )"""
@@ -356,7 +375,7 @@ ORDER BY learner
             _stat(
                 ids,
                 "Learners",
-                "SELECT count() AS learners FROM learner_profiles FINAL WHERE deleted = 0 AND cohort = '${cohort}'",
+                f"SELECT count() AS learners FROM learner_profiles FINAL WHERE deleted = 0 AND cohort = {_COHORT}",
                 "none",
             )
         )

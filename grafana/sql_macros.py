@@ -4,7 +4,11 @@ queries can be run (and tested) outside Grafana.
 Two steps, in Grafana's order:
 
 1. Grafana's template variables: ``${name}`` and ``$name`` are replaced by the variable's value (single-valued
-   variables, interpolated raw; the SQL quotes them itself).
+   variables; the ClickHouse plugin's default format pastes the value raw). ``${name:format}`` applies one of
+   Grafana's formats (``public/app/features/templating/formatRegistry.ts``): ``raw``, ``percentencode``
+   (``encodeURIComponent`` plus ``!'()*``), ``sqlstring`` (quoted, ``'`` doubled), ``singlequote`` and
+   ``doublequote`` (quoted, the quote backslash-escaped). The dashboards use ``percentencode`` (see
+   :func:`grafana.dashboards.sql_string`).
 2. The plugin's macros (grafana-clickhouse-datasource ``pkg/macros``): ``$__timeFilter(col)`` →
    ``col >= toDateTime(<from s>) AND col <= toDateTime(<to s>)``; ``$__timeFilter_ms(col)`` with
    ``fromUnixTimestamp64Milli(<ms>)``; ``$__fromTime``/``$__toTime`` → ``toDateTime(<s>)``;
@@ -16,13 +20,26 @@ Two steps, in Grafana's order:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
-__all__ = ["UnknownMacro", "expand"]
+__all__ = ["FORMATS", "VARIABLE", "UnknownMacro", "expand"]
 
 _MACRO = re.compile(r"\$__(\w+)(?:\(([^()]*)\))?")
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(?!__)(\w+)")
+VARIABLE = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\$(?!__)(\w+)")
+"""A template variable reference: group 1 the name and group 2 the format of ``${name:format}``, group 3 the name
+of ``$name`` (macros ``$__…`` excluded)."""
+
+FORMATS: dict[str, Callable[[str], str]] = {
+    "raw": lambda value: value,
+    # encodeURIComponentStrict: RFC 3986 unreserved characters stay, everything else is %XX of its UTF-8 bytes
+    "percentencode": lambda value: urllib.parse.quote(value, safe="", encoding="utf-8"),
+    "sqlstring": lambda value: "'" + value.replace("'", "''") + "'",
+    "singlequote": lambda value: "'" + value.replace("'", "\\'") + "'",
+    "doublequote": lambda value: '"' + value.replace('"', '\\"') + '"',
+}
+"""Grafana's variable formats for a single value, as the Grafana front end applies them."""
 
 
 class UnknownMacro(ValueError):
@@ -34,12 +51,15 @@ def expand(sql: str, start: datetime, end: datetime, variables: Mapping[str, str
     panel interval ``interval_s``. Raises :class:`UnknownMacro`."""
 
     def variable(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
+        name = match.group(1) or match.group(3)
         if name not in variables:
             raise UnknownMacro(f"undefined variable ${name}")
-        return variables[name]
+        fmt = match.group(2) or "raw"
+        if fmt not in FORMATS:
+            raise UnknownMacro(f"unknown variable format {fmt!r} in {match.group(0)}")
+        return FORMATS[fmt](variables[name])
 
-    sql = _VARIABLE.sub(variable, sql)
+    sql = VARIABLE.sub(variable, sql)
     seconds = {"from": int(start.timestamp()), "to": int(end.timestamp())}
     millis = {"from": int(start.timestamp() * 1000), "to": int(end.timestamp() * 1000)}
     interval = max(int(interval_s), 1)

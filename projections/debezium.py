@@ -26,6 +26,16 @@ Choices (connector reference: https://debezium.io/documentation/reference/stable
   like the event topics (they are small). ``tombstones.on.delete=false``: the topics are not compacted, so a
   tombstone would only be noise for consumers; a delete is the ``op: "d"`` event.
 * ``snapshot.mode=initial``: on first start every existing row is emitted (``op: "r"``), then streaming begins.
+* No password in the configuration: Kafka Connect returns a connector's configuration to anyone who can reach its
+  REST API (``GET /connectors/<name>/config``). When the role has a password (``COACH_DEBEZIUM_DATABASE_PASSWORD``,
+  else the one in ``COACH_PG_DSN``) or a secrets file is named (``COACH_DEBEZIUM_SECRETS_FILE``),
+  ``database.password`` is the reference ``${file:<secrets file>:password}``, which the worker's FileConfigProvider
+  (``config.providers=file``, set by ``coach stack`` and docker-compose.yml) resolves when it starts the connector
+  and its task, and Connect stores and returns unresolved (KIP-297,
+  https://kafka.apache.org/documentation/#connect_configproviders). The file is a Java properties file with the key
+  ``password``. By default it is the local stack's ``<COACH_HOME>/connect/secrets.properties``, which
+  :func:`register_connector` writes (mode 0600) before registering; a named file belongs to the worker's machine
+  (docker-compose.yml mounts it into the Connect container) and is not written.
 
 Delivery is at least once: after a Connect crash, events produced after its last offset flush are produced again.
 Consumers deduplicate by ``(source.lsn, table, primary key)`` (:mod:`projections.cdc_dedup`).
@@ -33,11 +43,14 @@ Consumers deduplicate by ``(source.lsn, table, primary key)`` (:mod:`projections
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -51,14 +64,19 @@ __all__ = [
     "ConnectorError",
     "DebeziumSettings",
     "HEARTBEAT_TABLE",
+    "LOCAL_SECRETS_FILE",
     "PUBLICATION_NAME",
+    "SECRETS_KEY",
     "SLOT_NAME",
     "cdc_status",
     "cdc_topic",
     "connector_config",
+    "connector_password",
+    "connector_secrets_file",
     "connector_status",
     "register_connector",
     "replication_slot_lag_bytes",
+    "write_secrets_file",
 ]
 
 CONNECTOR_NAME = "coach-postgres-cdc"
@@ -80,6 +98,13 @@ CAPTURED_TABLES: tuple[str, ...] = (
 """Tables in ``public`` whose changes go to ``cdc.public.<table>``."""
 
 POSTGRES_CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
+LOCAL_SECRETS_FILE = Path("connect") / "secrets.properties"
+"""The local stack's secrets file, relative to COACH_HOME: the one its Connect worker's FileConfigProvider may read
+(``stack.connect.SECRETS_FILE_NAME`` under ``<home>/connect``; a test keeps the two equal)."""
+SECRETS_KEY = "password"
+"""Key of the password in the secrets file."""
+CONFIG_PROVIDER = "file"
+"""Alias of Kafka's FileConfigProvider in the worker's ``config.providers``."""
 HEARTBEAT_QUERY = (
     f"INSERT INTO {HEARTBEAT_TABLE} (id, ts) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET ts = EXCLUDED.ts"
 )
@@ -112,7 +137,16 @@ class DebeziumSettings(BaseSettings):
         default=None, description="Role with REPLICATION (or superuser); default COACH_PG_USER"
     )
     database_password: SecretStr = Field(
-        default=SecretStr(""), description="Password of that role; empty for trust authentication (the local stack)"
+        default=SecretStr(""),
+        description="Password of that role (default: the one in COACH_PG_DSN; none for trust authentication, the "
+        "local stack). Kafka Connect gets it through a file, never in the connector's configuration",
+    )
+    secrets_file: str | None = Field(
+        default=None,
+        description="Java properties file holding the role's password (key `password`), as the Kafka Connect worker "
+        "sees it; the connector's database.password is a ${file:<it>:password} reference. Default: "
+        "<COACH_HOME>/connect/secrets.properties of the local stack, written on registration; a named file is the "
+        "worker's to provide",
     )
     database_dbname: str | None = Field(default=None, description="Database; default COACH_PG_DATABASE")
     heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Heartbeat period, ms (0 disables it)")
@@ -129,10 +163,77 @@ def cdc_topic(table: str, schema: str = "public") -> str:
     return f"{CDC_TOPIC_PREFIX}.{schema}.{table}"
 
 
+def connector_password(settings: PlatformSettings, debezium: DebeziumSettings) -> str:
+    """The PostgreSQL password Debezium logs in with: ``COACH_DEBEZIUM_DATABASE_PASSWORD``, else the password of
+    ``COACH_PG_DSN`` (URI or keyword form), else ``""`` (trust authentication)."""
+    password = debezium.database_password.get_secret_value()
+    if password:
+        return password
+    if settings.pg_dsn:
+        try:
+            return str(conninfo_to_dict(settings.pg_dsn).get("password") or "")
+        except psycopg.ProgrammingError:  # not a DSN psycopg can parse: connecting would fail and say so
+            return ""
+    return ""
+
+
+def connector_secrets_file(settings: PlatformSettings, debezium: DebeziumSettings) -> tuple[str, bool]:
+    """``(path, local)``: the secrets file as the Connect worker sees it, and whether it is the local stack's
+    ``<COACH_HOME>/connect/secrets.properties`` (which :func:`register_connector` writes) rather than a file named
+    by ``COACH_DEBEZIUM_SECRETS_FILE``. The local path has its symbolic links resolved, as ``coach stack`` resolves
+    COACH_HOME for the worker's ``allowed.paths``."""
+    if debezium.secrets_file:
+        return debezium.secrets_file, False
+    return str(Path(os.path.realpath(settings.home)) / LOCAL_SECRETS_FILE), True
+
+
+def _properties_value(value: str) -> str:
+    """``value`` escaped for the value side of a Java properties line (``java.util.Properties.load``)."""
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    escaped = escaped.replace("\f", "\\f")
+    return "\\" + escaped if escaped.startswith(" ") else escaped  # a leading blank would be skipped
+
+
+def write_secrets_file(path: Path, password: str) -> None:
+    """Write the secrets file ``path`` (``password=<escaped password>``, UTF-8) atomically with mode 0600, creating
+    its directory (mode 0700) when missing. Unchanged content is not rewritten.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    text = (
+        "# Written by `coach migrate` (projections.debezium.register_connector); read by Kafka Connect's\n"
+        "# FileConfigProvider for the Debezium connector's database.password.\n"
+        f"{SECRETS_KEY}={_properties_value(password)}\n"
+    )
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            os.chmod(path, 0o600)
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def connector_config(
     settings: PlatformSettings | None = None, debezium: DebeziumSettings | None = None
 ) -> dict[str, str]:
-    """The connector's configuration (every value a string, as Kafka Connect's REST API returns them)."""
+    """The connector's configuration (every value a string, as Kafka Connect's REST API returns them).
+
+    It never holds the password: ``database.password`` is ``${file:<secrets file>:password}`` when a password is
+    configured or a secrets file is named (:func:`connector_password`, :func:`connector_secrets_file`), and absent
+    otherwise (trust authentication).
+    """
     settings = settings or PlatformSettings()
     debezium = debezium or DebeziumSettings()
     config = {
@@ -161,9 +262,9 @@ def connector_config(
         "topic.creation.default.cleanup.policy": "delete",
         "topic.creation.default.retention.ms": "-1",
     }
-    password = debezium.database_password.get_secret_value()
-    if password:
-        config["database.password"] = password
+    secrets_file, local = connector_secrets_file(settings, debezium)
+    if connector_password(settings, debezium) or not local:
+        config["database.password"] = f"${{{CONFIG_PROVIDER}:{secrets_file}:{SECRETS_KEY}}}"
     return config
 
 
@@ -207,19 +308,29 @@ def register_connector(
     settings: PlatformSettings | None = None, debezium: DebeziumSettings | None = None
 ) -> dict[str, Any]:
     """Create or update the connector (``PUT /connectors/<name>/config``, idempotent) and wait until the connector
-    and its task are RUNNING. A FAILED connector or task is restarted once (``POST …/restart?includeTasks=true&
-    onlyFailed=true``, e.g. after PostgreSQL was down longer than Debezium retries).
+    and its task are RUNNING. With a password and the local stack's secrets file, that file is written first
+    (:func:`write_secrets_file`), so the configuration Connect validates and stores refers to it. A FAILED
+    connector or task is restarted once (``POST …/restart?includeTasks=true&onlyFailed=true``, e.g. after
+    PostgreSQL was down longer than Debezium retries).
 
     Returns the final status (see :func:`connector_status`).
 
     Raises:
-        ConnectorError: Connect refused the configuration (its message), the connector or task FAILED again (with
-            the task's stack trace), or not RUNNING within ``register_timeout_s`` (with the last status).
+        ConnectorError: the secrets file could not be written, Connect refused the configuration (its message), the
+            connector or task FAILED again (with the task's stack trace), or not RUNNING within
+            ``register_timeout_s`` (with the last status).
         httpx.HTTPError: Kafka Connect unreachable.
     """
     settings = settings or PlatformSettings()
     debezium = debezium or DebeziumSettings()
     config = connector_config(settings, debezium)
+    password = connector_password(settings, debezium)
+    secrets_file, local = connector_secrets_file(settings, debezium)
+    if password and local:
+        try:
+            write_secrets_file(Path(secrets_file), password)
+        except OSError as exc:
+            raise ConnectorError(f"could not write the connector's secrets file {secrets_file}: {exc}") from exc
     with _client(settings, debezium) as client:
         response = client.put(f"/connectors/{CONNECTOR_NAME}/config", json=config)
         if response.status_code >= 400:

@@ -8,11 +8,15 @@ success; 1 when an engine fails to start or stop, or (``status``) when any engin
 under ``COACH_HOME``, so later ``up``/``status``/``down`` need no flag. The platform then needs
 ``COACH_KAFKA_BOOTSTRAP`` (printed by ``up``) and ``COACH_KAFKA_REPLICATION=3``. ``broker kill N`` SIGKILLs node N
 (a crash, like ``kill -9``) and ``broker start N`` brings it back alone (fault drills).
+
+``compose-env`` writes the ``.env`` of ``docker-compose.yml`` (random passwords, mode 0600, never overwritten; see
+:mod:`stack.compose_env`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +26,7 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
+from stack.compose_env import DEFAULT_ENV_PATH, write_compose_env
 from stack.engine import Engine, EngineStatus, State
 from stack.errors import StackError
 from stack.settings import MAX_BROKERS, StackSettings
@@ -213,3 +218,27 @@ def broker_start(node: Annotated[int, _NODE]) -> None:
         raise _fail(exc) from None
     how = "already running" if result.already_running else f"started in {result.seconds:.1f} s"
     console.print(Text("✓ ", style="green") + Text(f"{result.label}: {how} (pid {result.pid})"))
+
+
+@app.command("compose-env")
+def compose_env(
+    path: Annotated[
+        Path,
+        typer.Option("--path", help="The dotenv file Docker Compose reads (default: .env next to docker-compose.yml)."),
+    ] = DEFAULT_ENV_PATH,
+) -> None:
+    """Write the passwords docker-compose.yml requires into a .env (random, mode 0600); existing values are kept.
+
+    Exit code 1 when the file cannot be written.
+    """
+    try:
+        result = write_compose_env(path)
+    except OSError as exc:
+        raise _fail(StackError(f"could not write {path}: {exc}")) from None
+    if result.created:
+        how = f"created with {len(result.added)} random passwords"
+    elif result.added:
+        how = f"kept {', '.join(result.kept) or 'nothing'}; added {', '.join(result.added)}"
+    else:
+        how = "already complete, left unchanged"
+    console.print(Text("✓ ", style="green") + Text(f"{result.path}: {how} (mode 0600)"))

@@ -8,8 +8,13 @@
   https://debezium.io/documentation/reference/stable/connectors/postgresql.html#setting-up-postgresql).
 * Running as root: PostgreSQL refuses to run as root, so ``initdb``/``pg_ctl`` run through ``runuser -u <user>`` as an
   unprivileged OS user (``COACH_PG_OS_USER``; default ``postgres`` when it exists, else a ``coach`` system user
-  created with ``useradd``) that owns ``<home>/postgres`` and the log file. That user must be able to reach
-  ``<home>`` (every parent directory searchable): a home under ``/root`` is not; choose another ``COACH_HOME``.
+  created with ``useradd``) that owns ``<home>/postgres`` and the log file. When that user cannot reach
+  ``<home>/postgres`` (a parent directory it may not search, e.g. a clone under ``/root`` or another 0700 home), the
+  data directory and the socket go to a directory of that user under :data:`RELOCATION_ROOTS` instead
+  (``/var/lib/coach-postgres/<hash of COACH_HOME>``, else the same under the temporary directory), recorded in
+  ``<home>/stack.json`` (:data:`STATE_KEY`) so that ``status`` and ``down`` find it, and shown in ``status``/``up``.
+  The server log stays ``<home>/logs/postgres.log`` (opened by us and handed to the server). A home that already
+  holds a cluster the user cannot reach is not moved: that is an error naming the directory.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import pwd
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -30,6 +36,7 @@ from psycopg.rows import TupleRow
 
 from stack.engine import Engine, PortClaim
 from stack.errors import StackError
+from stack.kafka import read_state, write_state
 from stack.process import (
     cmdline_contains,
     failure,
@@ -50,6 +57,15 @@ DEFAULT_OS_USER = "coach"
 MAX_SOCKET_PATH = 107
 #: Seconds a psycopg readiness probe may take.
 PROBE_TIMEOUT_S = 3
+#: Where the cluster goes, in this order, when we run as root and the OS user cannot reach ``<home>/postgres``:
+#: ``<root>/<hash of COACH_HOME>`` (see :func:`relocated_dir_for`). A root is used only when it is a real directory
+#: owned by root that only root may write to (the temporary directory is shared with every local user).
+RELOCATION_ROOTS: tuple[Path, ...] = (
+    Path("/var/lib/coach-postgres"),
+    Path(tempfile.gettempdir()) / "coach-postgres",
+)
+#: Key of ``<home>/stack.json`` holding the relocated cluster directory (absent: ``<home>/postgres``).
+STATE_KEY = "postgres_dir"
 
 
 def find_pg_bin_dir(configured: Path | None) -> Path:
@@ -96,16 +112,55 @@ def socket_dir_for(home: Path, port: int) -> Path:
     return Path(tempfile.gettempdir()) / f"coach-pg-{digest}"
 
 
+def relocated_dir_for(root: Path, home: Path) -> Path:
+    """``<root>/<first 16 hex digits of sha256(home)>``: the directory of ``home``'s cluster under a relocation
+    root (one per COACH_HOME, the same on every start)."""
+    return root / hashlib.sha256(str(home).encode()).hexdigest()[:16]
+
+
+def _safe_root(root: Path) -> bool:
+    """Create ``root`` (mode 0755) if missing; whether it is a directory (not a link) owned by root that neither
+    group nor others may write to, so no other user can swap what lies inside."""
+    try:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        info = root.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 class PostgresCluster(Engine):
-    """The PostgreSQL cluster in ``<home>/postgres/data``, managed with ``pg_ctl``."""
+    """The PostgreSQL cluster in ``<home>/postgres/data`` (or a relocated directory, see the module docs), managed
+    with ``pg_ctl``. ``base_dir`` holds ``data/`` (``data_dir``); ``relocated`` is the relocated ``base_dir`` or
+    ``None``."""
 
     name = "postgres"
     label = "PostgreSQL"
 
     def __init__(self, settings: StackSettings) -> None:
         super().__init__(settings)
-        self.data_dir = settings.pg_data_dir
-        self.socket_dir = socket_dir_for(settings.home, settings.pg_port)
+        self._use(self._remembered_relocation())
+
+    def _use(self, relocated: Path | None) -> None:
+        s = self.settings
+        self.relocated = relocated
+        self.base_dir = s.postgres_dir if relocated is None else relocated
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = socket_dir_for(s.home, s.pg_port) if relocated is None else relocated / "run"
+
+    def _remembered_relocation(self) -> Path | None:
+        """The relocated directory of this home: the one in ``stack.json``, else (state lost) an existing cluster
+        under a relocation root, when ``<home>/postgres`` holds none."""
+        recorded = read_state(self.settings).get(STATE_KEY)
+        if isinstance(recorded, str) and recorded:
+            return Path(recorded)
+        if (self.settings.pg_data_dir / "PG_VERSION").exists():
+            return None
+        for root in RELOCATION_ROOTS:
+            candidate = relocated_dir_for(root, self.settings.home)
+            if (candidate / "data" / "PG_VERSION").exists():
+                return candidate
+        return None
 
     @property
     def port(self) -> int:
@@ -163,6 +218,65 @@ class PostgresCluster(Engine):
         if pw is not None:
             os.chown(path, pw.pw_uid, pw.pw_gid)
 
+    def _reachable(self, path: Path, pw: pwd.struct_passwd) -> bool:
+        """Whether OS user ``pw`` may enter and write ``path`` (every parent searchable), asked as that user."""
+        probe = subprocess.run(
+            self._as_user(["test", "-x", str(path), "-a", "-w", str(path)]), cwd="/", capture_output=True, check=False
+        )
+        return probe.returncode == 0
+
+    def _choose_location(self, pw: pwd.struct_passwd | None) -> None:
+        """Where the cluster lives (root only: ``<home>/postgres`` if the OS user can reach it, else relocated,
+        recorded in ``stack.json``).
+
+        Raises:
+            StackError: the home already holds a cluster the OS user cannot reach, or no relocation root works.
+        """
+        if pw is None:
+            return
+        s = self.settings
+        if self.relocated is not None:
+            self.relocated.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._chown(self.relocated, pw)
+            if self._reachable(self.relocated, pw):
+                return
+            raise StackError(f"PostgreSQL's OS user {pw.pw_name!r} cannot reach its data directory {self.relocated}")
+        s.postgres_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(s.postgres_dir, pw)
+        if self._reachable(s.postgres_dir, pw):
+            return
+        cannot = f"PostgreSQL runs as OS user {pw.pw_name!r} (root may not run it), who cannot reach {s.postgres_dir}"
+        if (s.pg_data_dir / "PG_VERSION").exists():
+            raise StackError(
+                f"{cannot}, which already holds a cluster: make every parent directory searchable (chmod o+x) or "
+                "set COACH_HOME to another directory"
+            )
+        tried = []
+        for root in RELOCATION_ROOTS:
+            candidate = relocated_dir_for(root, s.home)
+            if not _safe_root(root):
+                tried.append(f"{root} (not a root-owned directory only root may write)")
+                continue
+            try:
+                candidate.mkdir(mode=0o700, exist_ok=True)
+                if candidate.is_symlink() or not candidate.is_dir():
+                    raise OSError(f"{candidate} is not a directory")
+                self._chown(candidate, pw)
+                os.chmod(candidate, 0o700)
+            except OSError as exc:
+                tried.append(f"{candidate} ({exc})")
+                continue
+            if self._reachable(candidate, pw):
+                self._use(candidate)
+                write_state(s, **{STATE_KEY: str(candidate)})
+                log_header(self.log_path, f"{cannot}: data directory and socket in {candidate}")
+                return
+            tried.append(f"{candidate} (not reachable either)")
+        raise StackError(
+            f"{cannot}, and no other place worked ({'; '.join(tried)}): make every parent directory searchable "
+            "(chmod o+x) or set COACH_HOME to a directory outside /root"
+        )
+
     # --- probes -------------------------------------------------------------------------------------------------
 
     def pid(self) -> int | None:
@@ -207,7 +321,7 @@ class PostgresCluster(Engine):
         with self.log_path.open("ab") as log:
             result = subprocess.run(
                 self._as_user(argv),
-                cwd=self.settings.postgres_dir,  # the OS user may not be able to read our current directory
+                cwd=self.base_dir,  # the OS user may not be able to read our current directory
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -220,24 +334,15 @@ class PostgresCluster(Engine):
 
     def _prepare_dirs(self, pw: pwd.struct_passwd | None) -> None:
         s = self.settings
-        s.postgres_dir.mkdir(parents=True, exist_ok=True)
-        self._chown(s.postgres_dir, pw)
+        self._choose_location(pw)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.base_dir, pw)
         self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._chown(self.socket_dir, pw)
         # pg_ctl (as the OS user) appends to the log: create it and hand it over.
         s.logs_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.touch(exist_ok=True)
         self._chown(self.log_path, pw)
-        if pw is not None:
-            probe = subprocess.run(
-                self._as_user(["test", "-w", str(s.postgres_dir)]), cwd="/", capture_output=True, check=False
-            )
-            if probe.returncode != 0:
-                raise StackError(
-                    f"PostgreSQL runs as OS user {pw.pw_name!r} (root may not run it), who cannot reach "
-                    f"{s.postgres_dir}: make every parent directory searchable (chmod o+x) or set COACH_HOME to a "
-                    "directory outside /root"
-                )
 
     def _initdb_if_needed(self, bin_dir: Path, pw: pwd.struct_passwd | None) -> None:
         version_file = self.data_dir / "PG_VERSION"
@@ -303,8 +408,8 @@ class PostgresCluster(Engine):
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.settings.pg_database)))
 
     def start(self) -> int:
-        """initdb on first start, write ``coach.conf``, ``pg_ctl start -w``, create the database. Returns the
-        postmaster's pid."""
+        """Choose where the cluster lives (relocated when root's OS user cannot reach COACH_HOME), initdb on first
+        start, write ``coach.conf``, ``pg_ctl start -w``, create the database. Returns the postmaster's pid."""
         s = self.settings
         bin_dir = find_pg_bin_dir(s.pg_bin_dir)
         user = self.os_user()
@@ -321,8 +426,9 @@ class PostgresCluster(Engine):
                 "start",
                 "-D",
                 str(self.data_dir),
-                "-l",
-                str(self.log_path),
+                # Relocated: the OS user cannot open the log under COACH_HOME; without -l the server writes to
+                # pg_ctl's stdout, which _run opened on that same log.
+                *([] if self.relocated is not None else ["-l", str(self.log_path)]),
                 "-w",
                 "-t",
                 str(int(s.start_timeout_s)),
@@ -384,5 +490,10 @@ class PostgresCluster(Engine):
         return True
 
     def detail(self) -> str:
-        """DSN."""
-        return self.settings.pg_dsn
+        """DSN, and where the data is when it is not under COACH_HOME."""
+        if self.relocated is None:
+            return self.settings.pg_dsn
+        return (
+            f"{self.settings.pg_dsn}; data in {self.data_dir} (OS user {self.os_user() or '?'!r} cannot reach "
+            f"{self.settings.postgres_dir})"
+        )

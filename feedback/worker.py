@@ -148,7 +148,7 @@ class FeedbackWorker:
     def handle(self, event: TranscriptCreated) -> PoisonMessage | None:
         """Give feedback on one transcript (produced and acknowledged, or already published: skipped); returns the
         reason it never can get any (no words, invalid timestamps, every provider failed) as a poison, else None."""
-        known = {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
+        known = event.ids()
         try:
             metrics = compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s)
         except ValueError as exc:

@@ -192,23 +192,18 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
             log.exception("batched metrics failed; scoring this batch of %d message(s) one by one", len(messages))
             return [result for one in messages for result in score_batch([one], pause_threshold_s=pause_threshold_s)]
         for index, event in decoded:
-            results[index] = dead_letter(messages[index], exc, **_known(event))
+            results[index] = dead_letter(messages[index], exc, **event.ids())
         return results  # type: ignore[return-value]  # every None was replaced
     for (index, event), outcome in zip(decoded, computed, strict=True):
         message = messages[index]
         if isinstance(outcome, ValueError):
-            results[index] = dead_letter(message, outcome, **_known(event))
+            results[index] = dead_letter(message, outcome, **event.ids())
             continue
         try:
             results[index] = _scored(message, event, outcome.metrics, outcome.lexical_tokens)
         except Exception as exc:  # noqa: BLE001 - a value the row cannot hold: this message only
-            results[index] = dead_letter(message, exc, **_known(event))
+            results[index] = dead_letter(message, exc, **event.ids())
     return results  # type: ignore[return-value]  # every None was replaced above
-
-
-def _known(event: TranscriptCreated) -> dict[str, object]:
-    """What a dead letter of a decoded transcript names."""
-    return {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}
 
 
 def _scored(

@@ -322,7 +322,11 @@ class Projector:
                         outcomes.append((topic, "skipped_malformed"))
                         continue
                     assert self._loop is not None
-                    poison = PoisonMessage.of(exc, "PostgreSQL refused the event", **_known_of(item))
+                    poison = PoisonMessage.of(
+                        exc,
+                        "PostgreSQL refused the event",
+                        **({} if isinstance(item, DeadLetterRecord) else item.ids()),
+                    )
                     self._loop.dead_letter(msg, poison)  # acknowledged before the transaction commits
                     outcomes.append((topic, "dead_lettered"))
             store_positions(conn, self.settings.group_id, positions)
@@ -395,12 +399,6 @@ class Projector:
             self._loop = None
             self._drop_connection()
             log.info("projector: stopped")
-
-
-def _known_of(item: Event | DeadLetterRecord) -> dict[str, Any]:
-    if isinstance(item, DeadLetterRecord):
-        return {}
-    return {"user_id": item.user_id, "submission_id": item.submission_id, "event_id": item.event_id}
 
 
 def run_projector(

@@ -72,6 +72,10 @@ class EventEnvelope(FrozenModel):
     correlation_id: UUID = Field(description="Id of the first event of this causal chain")
     causation_id: UUID | None = Field(default=None, description="Id of the event that caused this one")
 
+    def ids(self) -> dict[str, Any]:
+        """``user_id``, ``submission_id`` and ``event_id``: what a dead letter of this event names."""
+        return {"user_id": self.user_id, "submission_id": self.submission_id, "event_id": self.event_id}
+
     def caused(self, **fields: Any) -> dict[str, Any]:
         """Envelope fields for an event caused by this one: same user, submission and correlation;
         ``causation_id`` = this event's id. Returns a dict to splat into the new event's constructor."""

@@ -142,9 +142,7 @@ def decode_expected(value: bytes | None, expected: type[E], *, topic: str) -> E:
         raise PoisonMessage(
             "UnexpectedEvent",
             f"{event.event_type} does not belong on {topic} (expected {expected.EVENT_TYPE})",
-            user_id=event.user_id,
-            submission_id=event.submission_id,
-            event_id=event.event_id,
+            **event.ids(),
         )
     return event
 

@@ -180,7 +180,7 @@ class TranscriptionWorker:
         for (index, p), outcome in zip(pending, results, strict=True):
             if isinstance(outcome, TranscriptionFailure):
                 error_class = "NoSpeech" if "speech" in outcome.reason else "TranscriptionFailed"
-                outcomes[index] = PoisonMessage(error_class, outcome.reason, **_known(p.event))
+                outcomes[index] = PoisonMessage(error_class, outcome.reason, **p.event.ids())
                 m.DEAD_LETTERS.labels(error_class).inc()
                 continue
             self.producer.send(TRANSCRIPTS.name, self._transcript_event(p, outcome, batch_started_at, len(pending)))
@@ -197,7 +197,7 @@ class TranscriptionWorker:
 
     def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
         """Fetch and decode the audio of one submission, or say why it never can be."""
-        known = _known(event)
+        known = event.ids()
         t0 = time.perf_counter()
         try:
             data = self.blobs.get(event.payload.blob.uri)
@@ -292,7 +292,3 @@ class TranscriptionWorker:
                 m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker
             log.debug("lag measurement failed: %s", exc)
-
-
-def _known(event: SubmissionReceived) -> dict[str, Any]:
-    return {"user_id": event.user_id, "submission_id": event.submission_id, "event_id": event.event_id}

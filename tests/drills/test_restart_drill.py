@@ -269,7 +269,7 @@ def test_ten_restarts_lose_nothing(migrated_stack: PlatformSettings, tmp_path: P
     )
     metrics = {sid: int(n) for sid, n in metrics_rows}
     topic_copies = Counter(
-        r["submission_id"] for r in tail.records if r.get("submission_id") in set(accepted) and "payload" in r
+        r["submission_id"] for r in tail.records if str(r.get("submission_id")) in set(accepted) and "payload" in r
     )
     print(
         f"accepted {len(accepted)}; transcripts {len(transcripts)}; feedback {len(feedback)}; metrics rows "

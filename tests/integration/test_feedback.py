@@ -117,9 +117,9 @@ def feedback_for(*submission_ids: uuid.UUID, timeout_s: float = 120) -> list[dic
     wanted = {str(s) for s in submission_ids}
 
     def done(seen: list[dict[str, Any]]) -> bool:
-        return wanted <= {s.get("submission_id") for s in seen}
+        return wanted <= {str(s.get("submission_id")) for s in seen}
 
-    return [s for s in read_until(FEEDBACK.name, done, timeout_s=timeout_s) if s.get("submission_id") in wanted]
+    return [s for s in read_until(FEEDBACK.name, done, timeout_s=timeout_s) if str(s.get("submission_id")) in wanted]
 
 
 def user() -> str:

@@ -10,15 +10,20 @@ resampler instead of an error.
 
 No FFmpeg binary is needed: PyAV's wheels ship the FFmpeg libraries, so WAV, FLAC, MP3, Ogg/Vorbis,
 Ogg/Opus, M4A/AAC and WebM/Matroska (Opus or Vorbis) all decode out of the box.
+
+The input is opened by :func:`runtime.audio_container.open_audio`, the same rule ingestion's probe
+uses: the container is sniffed from its magic bytes, opened with an explicit demuxer from the
+allow-list and no protocol, so a concat script or playlist is refused (:class:`RefusedContainer`)
+instead of making FFmpeg open other files. With ``max_duration_s`` (the duration ingestion accepted)
+decoding stops once the decoded audio runs past :func:`runtime.audio_container.decode_limit_s` of it
+(:class:`AudioTooLong`), so memory per message is bounded by that duration.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import av
@@ -30,11 +35,15 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
+from runtime.audio_container import UnsupportedContainer, decode_limit_s, open_audio
+
 __all__ = [
     "TARGET_SAMPLE_RATE",
     "AudioError",
     "UndecodableAudio",
     "EmptyAudio",
+    "RefusedContainer",
+    "AudioTooLong",
     "DecodedAudio",
     "decode_audio",
 ]
@@ -62,6 +71,20 @@ class EmptyAudio(AudioError):
     """The input decoded cleanly but contains zero audio samples."""
 
 
+class RefusedContainer(UndecodableAudio):
+    """The container is not on the allow-list of :mod:`runtime.audio_container` (concat script,
+    playlist, AIFF, text …) or a demuxer tried to open another resource; nothing was decoded."""
+
+
+class AudioTooLong(AudioError):
+    """The stream holds more audio than the duration it was accepted with (plus the tolerance);
+    decoding stopped there. ``limit_s`` is the decode limit in seconds."""
+
+    def __init__(self, reason: str, limit_s: float) -> None:
+        super().__init__(reason)
+        self.limit_s = limit_s
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedAudio:
     """Decoded, resampled audio and what the container said about the original stream.
@@ -87,90 +110,108 @@ class DecodedAudio:
     source_channels: int | None
 
 
-def _open_input(source: AudioSource) -> str | BinaryIO:
-    if isinstance(source, bytes | bytearray | memoryview):
-        return io.BytesIO(bytes(source))
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"audio file not found: {path}")
-        return str(path)
-    return source
-
-
-def decode_audio(source: AudioSource, *, sample_rate: int = TARGET_SAMPLE_RATE) -> DecodedAudio:
-    """Decode the first audio stream of any container to mono float32 at ``sample_rate`` Hz.
+def decode_audio(
+    source: AudioSource, *, sample_rate: int = TARGET_SAMPLE_RATE, max_duration_s: float | None = None
+) -> DecodedAudio:
+    """Decode the first audio stream of an allowed container to mono float32 at ``sample_rate`` Hz.
 
     Args:
-        source: container bytes (``bytes``/``bytearray``/``memoryview``), a path, or a readable binary
-            file object. The container is probed by FFmpeg; the file name extension is not used.
+        source: container bytes (``bytes``/``bytearray``/``memoryview``), a path, or a readable, seekable
+            binary file object. The container is sniffed from its magic bytes and must be on the
+            allow-list of :mod:`runtime.audio_container`; the file name extension is not used.
         sample_rate: output rate in Hz (default 16 000, what Whisper and Silero VAD expect).
+        max_duration_s: the duration (seconds) the submission was accepted with (``SubmissionReceived``
+            ``payload.duration_s``). Decoding stops with :class:`AudioTooLong` as soon as the decoded
+            source samples pass :func:`runtime.audio_container.decode_limit_s` of it, so the memory held
+            is at most about ``4 * sample_rate * decode_limit_s(max_duration_s)`` bytes of output.
+            ``None``: no limit (trusted local files only).
 
     Returns:
         :class:`DecodedAudio` with ``samples`` of shape ``(n_samples,)``, dtype float32, channels
         averaged to mono (FFmpeg's downmix) and ``duration_s = n_samples / sample_rate``.
 
     Raises:
-        UndecodableAudio: FFmpeg cannot recognise the container, there is no audio stream, or every
+        RefusedContainer: the container is not on the allow-list, or is an indirect input.
+        UndecodableAudio: FFmpeg cannot read the sniffed container, there is no audio stream, or every
             packet failed to decode.
+        AudioTooLong: more audio than ``max_duration_s`` plus the tolerance.
         EmptyAudio: the stream decoded without errors but holds zero samples.
         FileNotFoundError: ``source`` is a path that does not exist.
 
     Source: faster-whisper ``audio.decode_audio`` (PyAV resampling loop, invalid-frame skipping).
     """
-    handle = _open_input(source)
+    limit_s = None if max_duration_s is None else decode_limit_s(max_duration_s)
     try:
-        container = av.open(handle, mode="r", metadata_errors="ignore")
+        with open_audio(source) as (container, allowed):
+            return _decode(container, allowed.ffmpeg_name, sample_rate, max_duration_s, limit_s)
+    except UnsupportedContainer as exc:
+        raise RefusedContainer(exc.reason) from exc
     except av.error.FFmpegError as exc:
-        raise UndecodableAudio(f"not a recognised audio container ({_ffmpeg_message(exc)})") from exc
+        raise UndecodableAudio(f"not a readable audio container ({_ffmpeg_message(exc)})") from exc
 
-    with container:
-        if not container.streams.audio:
-            raise UndecodableAudio(f"container '{container.format.name}' has no audio stream")
-        stream = container.streams.audio[0]
-        codec_ctx = stream.codec_context
-        codec = codec_ctx.name if codec_ctx is not None else None
-        source_rate = int(stream.sample_rate) if stream.sample_rate else None
-        source_channels = int(stream.channels) if stream.channels else None
 
-        pieces: list[npt.NDArray[np.float32]] = []
-        invalid_packets = 0
-        decoded_frames = 0
-        resampler: av.audio.resampler.AudioResampler | None = None
-        signature: tuple[str, str, int] | None = None
-        try:
-            for frame in _frames_skipping_invalid(container, stream):
-                if isinstance(frame, _InvalidFrame):
-                    invalid_packets += 1
-                    continue
-                decoded_frames += 1
-                frame_signature = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if resampler is None or frame_signature != signature:
-                    if resampler is not None:  # format change mid-stream: flush, start over
-                        pieces.extend(_to_arrays(resampler.resample(None)))
-                    # Keep the channel layout and average channels in numpy: FFmpeg's own float
-                    # downmix sums channels at -3 dB each (stereo peaks reach 1.41) while its int16
-                    # downmix normalises; a plain mean is what Whisper's reference loader does.
-                    resampler = av.audio.resampler.AudioResampler(format="fltp", layout=frame.layout, rate=sample_rate)
-                    signature = frame_signature
-                frame.pts = None  # ignore timestamp gaps/overlaps, as faster-whisper does
-                pieces.extend(_to_arrays(resampler.resample(frame)))
-            if resampler is not None:
-                pieces.extend(_to_arrays(resampler.resample(None)))
-        except av.error.FFmpegError as exc:
-            raise UndecodableAudio(f"decoding failed ({_ffmpeg_message(exc)})") from exc
+def _decode(
+    container: av.container.InputContainer,
+    container_name: str,
+    sample_rate: int,
+    max_duration_s: float | None,
+    limit_s: float | None,
+) -> DecodedAudio:
+    if not container.streams.audio:
+        raise UndecodableAudio(f"container '{container_name}' has no audio stream")
+    stream = container.streams.audio[0]
+    codec_ctx = stream.codec_context
+    codec = codec_ctx.name if codec_ctx is not None else None
+    source_rate = int(stream.sample_rate) if stream.sample_rate else None
+    source_channels = int(stream.channels) if stream.channels else None
+
+    pieces: list[npt.NDArray[np.float32]] = []
+    invalid_packets = 0
+    decoded_frames = 0
+    decoded_s = 0.0  # seconds of source audio decoded so far
+    resampler: av.audio.resampler.AudioResampler | None = None
+    signature: tuple[str, str, int] | None = None
+    try:
+        for frame in _frames_skipping_invalid(container, stream):
+            if isinstance(frame, _InvalidFrame):
+                invalid_packets += 1
+                continue
+            decoded_frames += 1
+            if frame.sample_rate:
+                decoded_s += frame.samples / frame.sample_rate
+            if limit_s is not None and decoded_s > limit_s:
+                raise AudioTooLong(
+                    f"the {codec} stream in {container_name} holds more than {limit_s:.1f} s of audio, but it was "
+                    f"accepted as {max_duration_s:.2f} s; decoding stopped",
+                    limit_s,
+                )
+            frame_signature = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if resampler is None or frame_signature != signature:
+                if resampler is not None:  # format change mid-stream: flush, start over
+                    pieces.extend(_to_arrays(resampler.resample(None)))
+                # Keep the channel layout and average channels in numpy: FFmpeg's own float
+                # downmix sums channels at -3 dB each (stereo peaks reach 1.41) while its int16
+                # downmix normalises; a plain mean is what Whisper's reference loader does.
+                resampler = av.audio.resampler.AudioResampler(format="fltp", layout=frame.layout, rate=sample_rate)
+                signature = frame_signature
+            frame.pts = None  # ignore timestamp gaps/overlaps, as faster-whisper does
+            pieces.extend(_to_arrays(resampler.resample(frame)))
+        if resampler is not None:
+            pieces.extend(_to_arrays(resampler.resample(None)))
+    except av.error.FFmpegError as exc:
+        raise UndecodableAudio(f"decoding failed ({_ffmpeg_message(exc)})") from exc
 
     if decoded_frames == 0 and invalid_packets > 0:
         raise UndecodableAudio(f"all {invalid_packets} audio packets were invalid ({codec})")
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     if samples.size == 0:
-        raise EmptyAudio(f"the audio stream ({codec} in {container.format.name}) has no samples")
+        raise EmptyAudio(f"the audio stream ({codec} in {container_name}) has no samples")
     np.clip(samples, -1.0, 1.0, out=samples)
     return DecodedAudio(
         samples=samples,
         sample_rate=sample_rate,
         duration_s=samples.shape[0] / sample_rate,
-        container=container.format.name,
+        container=container_name,
         codec=codec,
         source_sample_rate=source_rate,
         source_channels=source_channels,

@@ -209,7 +209,7 @@ class TranscriptionWorker:
             return PoisonMessage.of(exc, "blob fetch failed", **known)
         t1 = time.perf_counter()
         try:
-            decoded = decode_audio(data)
+            decoded = decode_audio(data, max_duration_s=event.payload.duration_s)
         except AudioError as exc:
             return PoisonMessage(type(exc).__name__, str(exc), **known)
         except Exception as exc:  # noqa: BLE001 - whatever the demuxer/decoder raises on this file: poison

@@ -55,7 +55,7 @@ from api.models import (
     WindowKind,
     WindowPoint,
 )
-from api.page import render_progress_page
+from api.page import PageCache, PageQueueFull, RenderedPage, render_page_parts
 from api.progress import HEADLINE_METRICS, summarize
 from api.progress_cache import ProgressCache, WindowsChangeFeed
 from api.progress_fastpath import FastPathAPI, ProgressFastPath
@@ -75,6 +75,7 @@ from api.settings import ApiSettings
 from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
+from runtime.http_server import LimitsMiddleware, granian_limits, serve_uvicorn
 from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 
@@ -389,6 +390,14 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             {"cohort": cohort, "window": window, "from": range_from, "to": range_to, "learners": out, "series": points}
         )
 
+    page_cache = PageCache(
+        max_entries=settings.page_cache_max_entries,
+        ttl_s=settings.page_cache_ttl_s,
+        threads=settings.page_render_threads,
+        queue=settings.page_render_queue,
+    )
+    app.state.page_cache = page_cache
+
     @app.get(
         "/progress/{user_id}",
         response_class=HTMLResponse,
@@ -396,22 +405,42 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         summary="The learner's progress page (HTML with inline SVG charts)",
         tags=["pages"],
     )
-    def progress_page(
+    async def progress_page(
         request: Request,
         user_id: PageReadableUser,
         reader: ClickHouse,
         window: Annotated[WindowKind, Query(description="Window kind of the charts")] = "weekly",
         start: FromQuery = None,
         end: ToQuery = None,
-    ) -> HTMLResponse:
+    ) -> Response:
         """Charts of speech rate, articulation rate, pauses, fillers and vocabulary over time. Token by
         ``Authorization: Bearer`` or ``?token=`` (which then appears in server logs and browser history:
-        prefer the header where the client can set it)."""
+        prefer the header where the client can set it).
+
+        Cached per learner, window kind and range while the learner's progress-cache entry is unchanged (at most
+        ``COACH_API_PAGE_CACHE_TTL_S``); a miss reads and renders in the page executor (:mod:`api.page`), not the
+        shared thread pool; 503 with ``Retry-After`` when too many pages wait to be rendered."""
         range_from, range_to = resolve_range(start, end, settings)
-        windows = fetch_windows(reader, [user_id], (window,), range_from, range_to, all_weekly=True).get(user_id, {})
-        series = _in_range(windows.get(window, []), range_from, range_to)
-        summary = summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks)
-        html = render_progress_page(user_id, window, series, summary, token_in_query=request.query_params.get("token"))
+        cache: ProgressCache = request.app.state.progress_cache
+        entry = cache.get(user_id) if cache.enabled else None
+        if entry is None and cache.enabled:
+            entry = await run_in_threadpool(cache.load, user_id)
+
+        def render() -> RenderedPage:
+            windows = fetch_windows(reader, [user_id], (window,), range_from, range_to, all_weekly=True).get(
+                user_id, {}
+            )
+            series = _in_range(windows.get(window, []), range_from, range_to)
+            summary = summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks)
+            return render_page_parts(user_id, window, series, summary)
+
+        # 'to' absent: the range ends now; such a page drifts by at most COACH_API_PAGE_CACHE_TTL_S
+        key = (user_id, window, start, end)
+        try:
+            page = await page_cache.get(key, entry.serial if entry is not None else None, render)
+        except PageQueueFull as exc:
+            return error_response(503, "unavailable", f"{exc}; retry", {"Retry-After": "1"})
+        html = page.html(token_in_query=request.query_params.get("token"))
         return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     @app.get("/healthz", summary="Liveness", tags=["operations"])
@@ -444,24 +473,16 @@ def serve_api(
 ) -> None:
     """Serve ``app`` (default :func:`create_app` of ``settings``) on ``COACH_API_HOST:COACH_API_PORT`` with
     ``COACH_API_SERVER`` (granian or uvicorn) until ``stop`` is set (or, with no ``stop``, until the process is
-    interrupted). What ``coach serve api``, ``coach run`` and ``bench/api.py`` call. Raises ``OSError`` when the
-    address cannot be bound (granian)."""
+    interrupted). What ``coach serve api``, ``coach run`` and ``bench/api.py`` call. The server is built by
+    :mod:`runtime.http_server` with :meth:`ApiSettings.http_limits` (connections, requests in flight, header and
+    body deadlines, header size). Raises ``OSError`` when the address cannot be bound (granian)."""
     settings = settings or ApiSettings()
     app = app if app is not None else create_app(settings=settings)
     if settings.server == "granian":
         _serve_granian(app, settings, stop)
         return
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
-    if stop is not None:
-
-        def watch() -> None:
-            stop.wait()
-            server.should_exit = True
-
-        threading.Thread(target=watch, name="api-stop-watcher", daemon=True).start()
-    server.run()  # uvicorn installs its signal handlers only in the main thread
+    # uvicorn installs its signal handlers only in the main thread; limits: COACH_API_* (runtime.http_server)
+    serve_uvicorn(app, settings.host, settings.port, settings.http_limits(), stop=stop)
 
 
 def _serve_granian(app: FastAPI, settings: ApiSettings, stop: threading.Event | None) -> None:
@@ -470,7 +491,8 @@ def _serve_granian(app: FastAPI, settings: ApiSettings, stop: threading.Event | 
     process, as the local mode requires (chDB opens its data directory in one process only). Granian's Rust
     runtime parses HTTP and writes responses outside the Python thread. Granian marks the embedded server
     experimental; ``COACH_API_SERVER=uvicorn`` is the fallback. ``stop`` (or, in the main thread, SIGINT/SIGTERM)
-    ends it gracefully."""
+    ends it gracefully. Limits: granian's own header deadline and backpressure plus the ASGI body deadline and
+    in-flight limit (:func:`runtime.http_server.granian_limits`, :class:`~runtime.http_server.LimitsMiddleware`)."""
     import asyncio
     import signal
 
@@ -483,7 +505,15 @@ def _serve_granian(app: FastAPI, settings: ApiSettings, stop: threading.Event | 
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works the same, slower
         loop = asyncio.new_event_loop()
-    server = Server(app, address=settings.host, port=settings.port, interface=Interfaces.ASGI, log_enabled=False)
+    limits = settings.http_limits()
+    server = Server(
+        LimitsMiddleware(app, limits),
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        log_enabled=False,
+        **granian_limits(limits),
+    )
     asyncio.set_event_loop(loop)
     if stop is not None:
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from runtime.http_server import HttpServerSettings
 
 __all__ = ["ApiSettings"]
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(HttpServerSettings):
     """Binding, pools, paging and progress defaults of the progress API."""
 
     model_config = SettingsConfigDict(env_prefix="COACH_API_", frozen=True, extra="ignore")
@@ -109,4 +111,36 @@ class ApiSettings(BaseSettings):
         le=12,
         description="COACH_API_BASELINE_WEEKS: the learner's first weekly windows that form the baseline of the "
         "progress summary (compared with the same number of most recent weeks)",
+    )
+    max_requests_in_flight: int = Field(
+        default=512,
+        ge=1,
+        description="requests answered at once; more get 503 with Retry-After: 1 (/healthz, /readyz, /metrics exempt)",
+    )
+    page_cache_max_entries: int = Field(
+        default=2048,
+        ge=0,
+        description="COACH_API_PAGE_CACHE_MAX_ENTRIES: rendered progress pages kept (per learner, window kind and "
+        "range; least recently used first; 0 renders every request); an entry lives as long as the learner's "
+        "progress-cache entry it was built from (new windows invalidate both) and at most "
+        "COACH_API_PAGE_CACHE_TTL_S",
+    )
+    page_cache_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="COACH_API_PAGE_CACHE_TTL_S: longest life of a rendered page, seconds (bounds the drift of a "
+        "page without 'to', whose range ends now)",
+    )
+    page_render_threads: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="COACH_API_PAGE_RENDER_THREADS: threads of the dedicated executor rendering page charts "
+        "(matplotlib), apart from the shared request thread pool",
+    )
+    page_render_queue: int = Field(
+        default=16,
+        ge=1,
+        description="COACH_API_PAGE_RENDER_QUEUE: distinct pages waiting to be rendered at most; more get 503 with "
+        "Retry-After (identical concurrent requests share one rendering)",
     )

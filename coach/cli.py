@@ -188,14 +188,14 @@ serve_app.command("api")(serve_api_command)
 
 @serve_app.command("ingestion")
 def serve_ingestion() -> None:
-    """The ingestion API (POST /v1/submissions) on COACH_INGESTION_HOST:COACH_INGESTION_PORT."""
-    import uvicorn
-
+    """The ingestion API (POST /v1/submissions) on COACH_INGESTION_HOST:COACH_INGESTION_PORT, with the connection,
+    request, header and body limits of COACH_INGESTION_* (runtime.http_server); Ctrl-C or SIGTERM stops it."""
     from ingestion.app import create_app
     from ingestion.settings import IngestionSettings
+    from runtime.http_server import serve_uvicorn
 
     settings = IngestionSettings()
-    uvicorn.run(create_app(), host=settings.host, port=settings.port)
+    serve_uvicorn(create_app(settings=settings), settings.host, settings.port, settings.http_limits())
 
 
 @app.command()

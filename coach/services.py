@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import uvicorn
-
+from runtime.http_server import HttpLimits, serve_uvicorn
 from runtime.service_states import READY, states
 
 __all__ = ["Service", "ServiceSet", "failure_line", "local_services"]
@@ -43,15 +42,16 @@ class Service:
     error: BaseException | None = None
 
 
-def http_service(name: str, app_factory: Callable[[], object], host: str, port: int) -> Service:
-    """A uvicorn server as a :class:`Service` (``should_exit`` is set when ``stop`` is)."""
+def http_service(
+    name: str, app_factory: Callable[[], object], host: str, port: int, limits: HttpLimits | None = None
+) -> Service:
+    """A uvicorn server as a :class:`Service`, built by :func:`runtime.http_server.serve_uvicorn` with ``limits``
+    (default: the app's ``app.state.http_limits``, which the ingestion app sets from its settings; else
+    :class:`~runtime.http_server.HttpLimits`' defaults); ``should_exit`` is set when ``stop`` is. Raises
+    ``RuntimeError`` when the server ends before ``stop`` (e.g. the port is in use)."""
 
     def run(stop: threading.Event) -> None:
-        server = uvicorn.Server(uvicorn.Config(app_factory(), host=host, port=port, log_level="warning"))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the main thread owns signals
-        watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)), daemon=True)
-        watcher.start()
-        server.run()
+        serve_uvicorn(app_factory(), host, port, limits, stop=stop, signals=False)  # the main thread owns signals
         if not stop.is_set():
             raise RuntimeError(f"{name} stopped unexpectedly (port {port} in use?)")
 

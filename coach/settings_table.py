@@ -21,6 +21,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "stack.settings:StackSettings",
     "runtime.blobstore:BlobSettings",
     "runtime.logs:LogSettings",
+    "runtime.principals:AuthSettings",
     "ingestion.settings:IngestionSettings",
     "transcription.settings:TranscriptionSettings",
     "transcription.worker:WorkerSettings",

@@ -1,32 +1,44 @@
 """The ingestion API (FastAPI): ``POST /v1/submissions``, ``/healthz``, ``/readyz``, ``/metrics``.
 
-Flow of an upload: authenticate (bearer token → user) → rate limit → Idempotency-Key replay check →
-stream the body to a temp file with a size cap → probe the container and header duration (PyAV, with a
-timeout) → store the audio in the blob store (content-addressed) → produce ``SubmissionReceived`` with
-the idempotent producer and answer 202 only after the broker acknowledged it.
+Flow of an upload: authenticate (bearer token → user) → rate limit (per user, and global) →
+Idempotency-Key check (a known key completes its reservation, :mod:`ingestion.idempotency`) → stream the
+body to a temp file with a size cap → validate every field (``recorded_at``, ``prompt_id``, control
+characters) → probe the container and header duration (PyAV, with a timeout) → store the audio in the
+blob store (content-addressed) → reserve the key with the event → produce ``SubmissionReceived`` with the
+idempotent producer → confirm the key; answer 202 only after the broker acknowledged it.
+
+Every 4xx is decided before the blob is written, and the spool file is deleted on every path, so a refused
+upload leaves nothing behind. A full disk (spool or blob store) is 503 with ``Retry-After``, not a 4xx. A
+503 after a reservation keeps it: the client's retry with the same key produces the same event (same
+``event_id`` and ``submission_id``), so a late acknowledgement of the first attempt never makes a second
+submission.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import psycopg
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field
 
+from ingestion import idempotency
 from ingestion.metrics import REJECTS, REQUEST_LATENCY, UPLOAD_BYTES, UPLOADS
 from ingestion.probe import probe_audio
-from ingestion.rate_limit import TokenBucketLimiter
+from ingestion.rate_limit import UploadLimiter
 from ingestion.rejection import Rejected
 from ingestion.settings import IngestionSettings
-from ingestion.upload import receive_upload
+from ingestion.upload import SPOOL_RETRY_AFTER_S, receive_upload
 from runtime.blobstore import BlobStore, open_blob_store
 from runtime.http_auth import CurrentPrincipal
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
@@ -47,6 +59,10 @@ PRODUCER_NAME = "ingestion"
 SEND_TIMEOUT_S = 10.0
 #: ``Retry-After`` (seconds) of a 503 answered when the broker did not acknowledge the event.
 UNAVAILABLE_RETRY_AFTER_S = 5
+#: Seconds past ``probe_timeout_s`` after which the request stops waiting for a probe that did not stop itself.
+PROBE_BACKSTOP_S = 2.0
+_KEY = re.compile(r"[\x20-\x7e]{1,256}")
+_T = TypeVar("_T")
 
 
 class SubmissionAccepted(BaseModel):
@@ -62,9 +78,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid bearer token",
         413: "Body larger than COACH_INGESTION_MAX_UPLOAD_BYTES",
         415: "Not audio, or a container outside the allow-list",
-        422: "Empty, truncated, corrupt, too short or too long audio; missing 'audio' field",
-        429: "Per-user rate limit; see Retry-After",
-        503: "Broker did not acknowledge the event within SEND_TIMEOUT_S; retry after Retry-After seconds",
+        408: "Request headers or body not received in time",
+        422: "Empty, truncated, corrupt, too short or too long audio; missing 'audio' field; invalid recorded_at, "
+        "prompt_id or Idempotency-Key; control characters in a text field",
+        429: "Per-user or global upload rate limit, or too many failed token lookups from this address; see "
+        "Retry-After",
+        503: "Broker did not acknowledge the event within SEND_TIMEOUT_S, the disk is full, PostgreSQL is "
+        "unavailable, or too many requests in flight; retry after Retry-After seconds (with the same "
+        "Idempotency-Key)",
     }.items()
 }
 
@@ -110,7 +131,12 @@ def create_app(
             platform, client_id="ingestion", **{"message.timeout.ms": int(SEND_TIMEOUT_S * 1000)}
         )
         app.state.blobs = blob_store or open_blob_store(platform)
-        app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        app.state.limiter = UploadLimiter(
+            settings.rate_limit_per_minute,
+            settings.rate_limit_burst,
+            settings.global_rate_limit_per_minute,
+            settings.global_rate_limit_burst,
+        )
         try:
             yield
         finally:
@@ -124,6 +150,7 @@ def create_app(
         lifespan=lifespan,
         description="Upload learners' recordings. Every accepted upload becomes a SubmissionReceived event.",
     )
+    app.state.http_limits = settings.http_limits()  # what runtime.http_server builds the server with
     install_error_handlers(app)
     app.mount("/metrics", make_asgi_app())
 
@@ -175,19 +202,25 @@ async def _accept(
     settings: IngestionSettings,
     platform: PlatformSettings,
 ) -> JSONResponse:
+    """Rate limit → Idempotency-Key (a known key: complete its reservation, no body read) → spool and validate
+    every field → probe → blob → reserve the key with the event → produce → confirm. Everything that can refuse
+    with a 4xx runs before the blob is written; the spool file is deleted on every path."""
     state = request.app.state
-    wait = state.limiter.acquire(user_id)
-    if wait > 0:
+    refused = state.limiter.acquire(user_id)
+    if refused is not None:
+        scope, wait = refused
+        what = "upload rate limit" if scope == "user" else "upload rate limit of the service"
         raise Rejected(
             429,
-            "rate_limited",
-            f"upload rate limit reached; retry in {wait:.1f} s",
+            "rate_limited" if scope == "user" else "rate_limited_global",
+            f"{what} reached; retry in {wait:.1f} s",
             {"Retry-After": str(int(wait) + 1)},
         )
-    if idempotency_key:
-        existing = await asyncio.to_thread(_find_idempotent, state.pg_pool, user_id, idempotency_key)
-        if existing is not None:
-            return _accepted(existing, replayed=True)
+    key = _idempotency_key(idempotency_key)
+    if key is not None:
+        owner = await _store(idempotency.find, state.pg_pool, user_id, key)
+        if owner is not None:
+            return await _complete(state, user_id, key, owner, replayed=True)
 
     upload = await receive_upload(
         request.headers.get("content-type"),
@@ -197,33 +230,43 @@ async def _accept(
         spool_dir=platform.home_dir / "spool",
     )
     try:
+        recorded_at = _recorded_at(upload.fields.get("recorded_at"), settings)
+        prompt_id = upload.fields.get("prompt_id") or None
+        if prompt_id is not None and len(prompt_id) > 128:
+            raise Rejected(422, "invalid", "prompt_id is longer than 128 characters")
         try:
+            # The probe stops itself at its deadline (checked per packet and inside FFmpeg's reads, 422
+            # probe_timeout); the outer wait is only a backstop for a read FFmpeg does not interrupt.
             probe = await asyncio.wait_for(
                 asyncio.to_thread(
                     probe_audio,
                     upload.path,  # type: ignore[arg-type]
                     min_duration_s=settings.min_duration_s,
                     max_duration_s=settings.max_duration_s,
+                    timeout_s=settings.probe_timeout_s,
                 ),
-                timeout=settings.probe_timeout_s,
+                timeout=settings.probe_timeout_s + PROBE_BACKSTOP_S,
             )
         except TimeoutError as exc:
             raise Rejected(422, "probe_timeout", f"probing the file took over {settings.probe_timeout_s:g} s") from exc
-        uri = await asyncio.to_thread(state.blobs.put_file, upload.path, upload.sha256)
+        try:
+            uri = await asyncio.to_thread(state.blobs.put_file, upload.path, upload.sha256)
+        except OSError as exc:  # the blob store's disk or mount, not the client's upload
+            raise Rejected(
+                503,
+                "storage_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "storage_unavailable",
+                f"the audio could not be stored ({exc.strerror or exc}); retry later",
+                {"Retry-After": str(SPOOL_RETRY_AFTER_S)},
+            ) from exc
     finally:
         upload.discard()
 
     event_id = new_event_id()
-    submission_id = new_event_id()
-    recorded_at = _recorded_at(upload.fields.get("recorded_at"), settings)
-    prompt_id = upload.fields.get("prompt_id") or None
-    if prompt_id is not None and len(prompt_id) > 128:
-        raise Rejected(422, "invalid", "prompt_id is longer than 128 characters")
     event = SubmissionReceived(
         event_id=event_id,
         correlation_id=event_id,
         user_id=user_id,
-        submission_id=submission_id,
+        submission_id=new_event_id(),
         producer=PRODUCER_NAME,
         payload=SubmissionReceivedPayload(
             blob=BlobRef(uri=uri, sha256=upload.sha256, size_bytes=upload.size, content_type=probe.content_type),
@@ -235,29 +278,71 @@ async def _accept(
             prompt_id=prompt_id,
             recorded_at=recorded_at,
             filename=(upload.filename or None) and upload.filename[:512],
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
         ),
     )
-    if idempotency_key:
-        winner = await asyncio.to_thread(_reserve_idempotent, state.pg_pool, user_id, idempotency_key, submission_id)
-        if winner != submission_id:
-            return _accepted(winner, replayed=True)
+    if key is not None:
+        owner = await _store(idempotency.reserve, state.pg_pool, user_id, key, event)
+        mine = owner.submission_id == event.submission_id
+        response = await _complete(state, user_id, key, owner, replayed=not mine)
+    else:
+        await _produce(state, event)
+        response = _accepted(event.submission_id, replayed=False)
+    UPLOADS.inc()
+    UPLOAD_BYTES.inc(upload.size)
+    return response
+
+
+async def _complete(
+    state: Any, user_id: str, key: str, owner: idempotency.Reservation, *, replayed: bool
+) -> JSONResponse:
+    """Answer for the submission that owns ``key``: produce its stored event first unless the broker confirmed it
+    already (a 503 before, a crash between reserve and produce), then mark it confirmed."""
+    if not owner.confirmed:
+        assert owner.event is not None  # rows without an event are confirmed
+        await _produce(state, owner.event)
+        await _store(idempotency.confirm, state.pg_pool, user_id, key, owner.submission_id)
+    return _accepted(owner.submission_id, replayed=replayed)
+
+
+async def _produce(state: Any, event: SubmissionReceived) -> None:
+    """Produce ``event`` and wait for the acknowledgement; 503 with ``Retry-After`` when none comes. A reservation
+    is kept on failure: the retry produces the same event (the first attempt may still land on the topic)."""
     try:
         # The delivery report (success or librdkafka's message timeout) arrives within SEND_TIMEOUT_S; the extra
         # seconds keep send's own flush deadline from firing first and leaving the message queued behind a 503.
         await asyncio.to_thread(state.producer.send, SUBMISSIONS.name, event, timeout_s=SEND_TIMEOUT_S + 5)
     except DeliveryFailed as exc:
-        if idempotency_key:
-            await asyncio.to_thread(_release_idempotent, state.pg_pool, user_id, idempotency_key, submission_id)
         raise Rejected(
             503,
             "unavailable",
-            f"the event could not be stored; retry later ({exc})",
+            f"the event could not be stored; retry later with the same Idempotency-Key ({exc})",
             {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
         ) from exc
-    UPLOADS.inc()
-    UPLOAD_BYTES.inc(upload.size)
-    return _accepted(submission_id, replayed=False)
+
+
+async def _store(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run an idempotency-store call in a thread; PostgreSQL being unreachable is a 503, not a 500."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise Rejected(
+            503,
+            "unavailable",
+            f"PostgreSQL is unavailable ({type(exc).__name__}); retry later",
+            {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+        ) from exc
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header: None when absent; 1-256 visible ASCII characters or spaces, else 422."""
+    if value is None:
+        return None
+    if not _KEY.fullmatch(value):
+        raise Rejected(
+            422, "invalid", "Idempotency-Key must be 1-256 printable ASCII characters (no control characters)"
+        )
+    return value
 
 
 def _recorded_at(value: str | None, settings: IngestionSettings) -> datetime | None:
@@ -284,35 +369,3 @@ def _accepted(submission_id: uuid.UUID, *, replayed: bool) -> JSONResponse:
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(body, status_code=202, headers=headers)
-
-
-def _find_idempotent(pool: ConnectionPool, user_id: str, key: str) -> uuid.UUID | None:
-    with pool.connection() as conn:
-        row = conn.execute(
-            "SELECT submission_id FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s",
-            (user_id, key),
-        ).fetchone()
-    return row[0] if row else None
-
-
-def _reserve_idempotent(pool: ConnectionPool, user_id: str, key: str, submission_id: uuid.UUID) -> uuid.UUID:
-    """Insert the key; returns the submission id that owns it (ours, or a concurrent winner's)."""
-    with pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO idempotency_keys (user_id, idempotency_key, submission_id) VALUES (%s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
-            (user_id, key, submission_id),
-        )
-        row = conn.execute(
-            "SELECT submission_id FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s",
-            (user_id, key),
-        ).fetchone()
-    return row[0]  # type: ignore[no-any-return, index]
-
-
-def _release_idempotent(pool: ConnectionPool, user_id: str, key: str, submission_id: uuid.UUID) -> None:
-    with pool.connection() as conn:
-        conn.execute(
-            "DELETE FROM idempotency_keys WHERE user_id = %s AND idempotency_key = %s AND submission_id = %s",
-            (user_id, key, submission_id),
-        )

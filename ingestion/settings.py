@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from runtime.http_server import HttpServerSettings
 
 __all__ = ["IngestionSettings"]
 
 
-class IngestionSettings(BaseSettings):
+class IngestionSettings(HttpServerSettings):
     """Limits and binding of ``POST /v1/submissions``."""
 
     model_config = SettingsConfigDict(env_prefix="COACH_INGESTION_", frozen=True, extra="ignore")
@@ -43,4 +45,22 @@ class IngestionSettings(BaseSettings):
         default=20,
         ge=1,
         description="COACH_INGESTION_RATE_LIMIT_BURST: uploads a user may send at once before the rate applies",
+    )
+    global_rate_limit_per_minute: float = Field(
+        default=600.0,
+        gt=0,
+        description="COACH_INGESTION_GLOBAL_RATE_LIMIT_PER_MINUTE: uploads of all users together per replica "
+        "(429 'rate_limited_global' with Retry-After past it and the burst), beside the per-user limit",
+    )
+    global_rate_limit_burst: int = Field(
+        default=100,
+        ge=1,
+        description="COACH_INGESTION_GLOBAL_RATE_LIMIT_BURST: uploads of all users together at once before the "
+        "global rate applies",
+    )
+    max_requests_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="uploads answered at once (each may hold a probe thread); more get 503 with Retry-After: 1 "
+        "(/healthz, /readyz, /metrics exempt)",
     )

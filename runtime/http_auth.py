@@ -2,7 +2,9 @@
 
 ``CurrentPrincipal`` is a typed ``Annotated`` dependency (the FastAPI full-stack template's pattern):
 the user comes from the token, never from the request body. Unknown, malformed or revoked tokens
-give 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3).
+give 401 with ``WWW-Authenticate: Bearer`` (RFC 6750 §3); a client address that caused too many failed
+lookups gets 429 with ``Retry-After`` (:func:`runtime.principals.lookup_principal`), and a token that just
+failed is answered from the negative cache without a PostgreSQL query.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from runtime.principals import Principal, lookup_principal
+from runtime.principals import (
+    TOKEN_PREFIX,
+    Principal,
+    client_address,
+    failed_lookups,
+    hash_token,
+    lookup_principal,
+)
 
 __all__ = ["CurrentPrincipal", "get_pg_pool", "require_principal"]
 
@@ -27,16 +36,24 @@ def get_pg_pool(request: Request) -> ConnectionPool:
 
 
 def require_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     pool: Annotated[ConnectionPool, Depends(get_pg_pool)],
 ) -> Principal:
-    """Resolve the bearer token to a :class:`Principal`. Raises 401 when absent or invalid."""
+    """Resolve the bearer token to a :class:`Principal`. Raises 401 when absent or invalid, 429
+    (:class:`~runtime.principals.LookupsRateLimited`) when the client's address is out of failed lookups."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
-    with pool.connection() as conn:
-        principal = lookup_principal(conn, credentials.credentials)
+    token = credentials.credentials
+    address = request.client.host if request.client else client_address.get()
+    failed = failed_lookups()
+    principal: Principal | None = None
+    if token.startswith(TOKEN_PREFIX) and not failed.known_bad(hash_token(token)):
+        failed.check(address)  # before a pooled connection is taken
+        with pool.connection() as conn:
+            principal = lookup_principal(conn, token, address=address, failed=failed)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -3,22 +3,44 @@
 A token is ``sc_`` + 32 random bytes (URL-safe base64), so a plain SHA-256 digest is a sufficient
 at-rest hash (no password-stretching needed for high-entropy secrets; see OWASP's guidance on API
 keys). The user id comes from the token, never from the request.
+
+Failed lookups are the shared lookup's business (:func:`lookup_principal`, used by both APIs): a token that
+PostgreSQL did not know is remembered for ``COACH_AUTH_NEGATIVE_TTL_S`` seconds (its retries cost no query), and
+each client address may cause at most ``COACH_AUTH_FAILURES_PER_MINUTE`` failed lookups (burst
+``COACH_AUTH_FAILURE_BURST``); past that, lookups from that address are refused with 429 and ``Retry-After``
+before any query (:class:`FailedLookups`). The address comes from :data:`client_address`, set per request by the
+HTTP layer (:mod:`runtime.http_server`'s middleware, :mod:`runtime.http_auth`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
+import math
 import secrets
+import threading
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException
+
 __all__ = [
+    "AuthSettings",
+    "FailedLookups",
+    "LookupsRateLimited",
     "Principal",
     "Role",
     "ROLES",
     "active_principals",
+    "client_address",
     "create_api_key",
+    "failed_lookups",
     "hash_token",
     "lookup_principal",
     "revoke_api_key",
@@ -66,15 +88,182 @@ def revoke_api_key(conn: Any, key_id: uuid.UUID) -> bool:
     return bool(cur.rowcount)
 
 
-def lookup_principal(conn: Any, token: str) -> Principal | None:
-    """The principal of an active key, or None for an unknown, malformed or revoked token."""
+class AuthSettings(BaseSettings):
+    """Failed bearer-token lookups of both APIs (environment variables ``COACH_AUTH_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="COACH_AUTH_", frozen=True, extra="ignore")
+
+    negative_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="COACH_AUTH_NEGATIVE_TTL_S: how long a token PostgreSQL did not know (unknown or revoked) is "
+        "answered 401 without a query, seconds (0: no negative cache)",
+    )
+    negative_max_entries: int = Field(
+        default=50_000, ge=1, description="COACH_AUTH_NEGATIVE_MAX_ENTRIES: failed tokens remembered at most (LRU)"
+    )
+    failures_per_minute: float = Field(
+        default=30.0,
+        gt=0,
+        description="COACH_AUTH_FAILURES_PER_MINUTE: failed token lookups per client address and minute; past that "
+        "(and the burst) the address gets 429 with Retry-After, without a PostgreSQL query, until its bucket refills",
+    )
+    failure_burst: int = Field(
+        default=30, ge=1, description="COACH_AUTH_FAILURE_BURST: failed lookups a client address may cause at once"
+    )
+
+
+client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)
+"""The address of the HTTP client of the current request (None outside a request, or when the server did not
+say): the key of the per-address failure limit. Set by :class:`runtime.http_server.LimitsMiddleware` and
+:func:`runtime.http_auth.require_principal`."""
+
+
+class LookupsRateLimited(HTTPException):
+    """429: too many failed token lookups from this client address; ``Retry-After`` (whole seconds) attached.
+    An ``HTTPException``, so both APIs render it as their JSON error without a handler of their own."""
+
+    def __init__(self, address: str, retry_after_s: float) -> None:
+        super().__init__(
+            429,
+            f"too many failed token lookups from {address}; retry in {retry_after_s:.0f} s",
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+        )
+        self.address, self.retry_after_s = address, retry_after_s
+
+
+class FailedLookups:
+    """The negative cache of failed token lookups and the per-address limit on causing them (thread-safe).
+
+    ``negative_ttl_s`` (0 disables the cache) and ``max_entries`` (LRU) bound the cache of token digests (never the
+    tokens); ``failures_per_minute`` and ``burst`` are a token bucket per client address (at most
+    ``max_addresses``, least recently failed dropped first). ``timer``: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        negative_ttl_s: float = 30.0,
+        max_entries: int = 50_000,
+        failures_per_minute: float = 30.0,
+        burst: int = 30,
+        max_addresses: int = 100_000,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.negative_ttl_s = negative_ttl_s
+        self.max_entries = max_entries
+        self.rate = failures_per_minute / 60.0
+        self.burst = float(burst)
+        self.max_addresses = max_addresses
+        self._timer = timer
+        self._negative: OrderedDict[str, float] = OrderedDict()  # digest -> when it failed
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # address -> (tokens, updated)
+        self._lock = threading.Lock()
+        self.queries_saved = 0
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings | None = None) -> FailedLookups:
+        """An instance configured by :class:`AuthSettings` (the environment by default)."""
+        settings = settings or AuthSettings()
+        return cls(
+            negative_ttl_s=settings.negative_ttl_s,
+            max_entries=settings.negative_max_entries,
+            failures_per_minute=settings.failures_per_minute,
+            burst=settings.failure_burst,
+        )
+
+    def known_bad(self, digest: str) -> bool:
+        """Whether ``digest`` (:func:`hash_token`) failed less than ``negative_ttl_s`` ago (then a saved query)."""
+        if self.negative_ttl_s <= 0:
+            return False
+        now = self._timer()
+        with self._lock:
+            failed = self._negative.get(digest)
+            if failed is None:
+                return False
+            if now - failed >= self.negative_ttl_s:
+                del self._negative[digest]
+                return False
+            self.queries_saved += 1
+            return True
+
+    def _tokens(self, address: str, now: float) -> float:
+        tokens, updated = self._buckets.get(address, (self.burst, now))
+        return min(self.burst, tokens + (now - updated) * self.rate)
+
+    def check(self, address: str | None) -> None:
+        """Raise :class:`LookupsRateLimited` when ``address`` has no failure left in its bucket (None: no limit)."""
+        if address is None:
+            return
+        now = self._timer()
+        with self._lock:
+            if address in self._buckets and self._tokens(address, now) < 1.0:
+                self.queries_saved += 1
+                raise LookupsRateLimited(address, (1.0 - self._tokens(address, now)) / self.rate)
+
+    def record(self, digest: str, address: str | None) -> None:
+        """A lookup of ``digest`` from ``address`` found no active key: remember it and take one failure from the
+        address's bucket."""
+        now = self._timer()
+        with self._lock:
+            if self.negative_ttl_s > 0:
+                self._negative[digest] = now
+                self._negative.move_to_end(digest)
+                while len(self._negative) > self.max_entries:
+                    self._negative.popitem(last=False)
+            if address is not None:
+                tokens = self._tokens(address, now)
+                self._buckets[address] = (max(0.0, tokens - 1.0), now)
+                self._buckets.move_to_end(address)
+                while len(self._buckets) > self.max_addresses:
+                    self._buckets.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every failed token and address (tests, or after bulk key creation)."""
+        with self._lock:
+            self._negative.clear()
+            self._buckets.clear()
+
+
+_failed: FailedLookups | None = None
+_failed_lock = threading.Lock()
+
+
+def failed_lookups() -> FailedLookups:
+    """The process's :class:`FailedLookups`, built from :class:`AuthSettings` on first use (one for every API of
+    the process: ``coach run`` serves both from one)."""
+    global _failed
+    with _failed_lock:
+        if _failed is None:
+            _failed = FailedLookups.from_settings()
+        return _failed
+
+
+def lookup_principal(
+    conn: Any, token: str, *, address: str | None = None, failed: FailedLookups | None = None
+) -> Principal | None:
+    """The principal of an active key, or None for an unknown, malformed or revoked token.
+
+    ``address``: the client's address (default :data:`client_address` of the current request); ``failed``: the
+    failure bookkeeping (default :func:`failed_lookups`). A malformed token is None without a query; a token that
+    failed within ``COACH_AUTH_NEGATIVE_TTL_S`` is None without a query; an address out of failed lookups raises
+    :class:`LookupsRateLimited` (429) without a query; a query finding no active key is recorded against the token
+    and the address. PostgreSQL errors propagate.
+    """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
+    failed = failed if failed is not None else failed_lookups()
+    address = address if address is not None else client_address.get()
+    digest = hash_token(token)
+    if failed.known_bad(digest):
+        return None
+    failed.check(address)
     row = conn.execute(
         "SELECT user_id, role, key_id FROM api_keys WHERE token_sha256 = %s AND revoked_at IS NULL",
-        (hash_token(token),),
+        (digest,),
     ).fetchone()
     if row is None:
+        failed.record(digest, address)
         return None
     return Principal(user_id=row[0], role=row[1], key_id=row[2])
 

@@ -37,6 +37,17 @@ _SESSION_CHDB = tempfile.mkdtemp(prefix="coach-test-chdb-")
 os.environ.setdefault("COACH_CLICKHOUSE_URL", f"chdb://{_SESSION_CHDB}")
 
 
+@pytest.fixture(autouse=True)
+def _forget_failed_token_lookups() -> Iterator[None]:
+    """Tests reuse fixed tokens (``sc_ana-token``) that one test revokes and the next one creates again: the
+    process-wide negative cache of failed lookups (:func:`runtime.principals.failed_lookups`) starts empty in each."""
+    from runtime.principals import failed_lookups
+
+    failed_lookups().clear()
+    yield
+    failed_lookups().clear()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove this session's chDB directory."""
     shutil.rmtree(_SESSION_CHDB, ignore_errors=True)

@@ -40,6 +40,7 @@ from feedback.providers import (
     ProviderUnavailable,
     metric_value,
     metrics_for_prompt,
+    says_only_what_was_measured,
 )
 from feedback.settings import FeedbackSettings, LLMEndpoint
 from schemas.events import FeedbackPoint, TokenUsage
@@ -70,6 +71,8 @@ $metrics_json
 
 Reference ranges: a comfortable pace is $rate_min-$rate_max words per minute; filled pauses (um, uh) should stay
 under $filled_max_per_100 per 100 words; silent pauses should average under $long_pause_s s.
+The speech recogniser leaves most filled pauses out, so filled_pause_count is a lower bound: mention filled pauses
+only when the count is above the reference, and never praise a low count.
 
 Transcript (automatic speech recognition; it may contain recognition errors):
 \"\"\"
@@ -150,12 +153,13 @@ def parse_completion_text(content: str | None, request: FeedbackRequest) -> tupl
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "answer"
         raise MalformedCompletion(f"completion does not match the feedback schema at {where}: {first['msg']}") from exc
-    points = tuple(
+    made = (
         FeedbackPoint(
             kind=p.kind, metric=p.metric, value=_rounded(metric_value(request.metrics, p.metric)), message=p.message
         )
         for p in answer.points
     )
+    points = tuple(point for point in made if says_only_what_was_measured(point))
     return answer.summary.strip(), points
 
 

@@ -26,8 +26,10 @@ __all__ = [
     "ProviderError",
     "ProviderResult",
     "ProviderUnavailable",
+    "NOT_PRAISED",
     "metric_value",
     "metrics_for_prompt",
+    "says_only_what_was_measured",
 ]
 
 RULES_PROVIDER = "rules"
@@ -125,6 +127,21 @@ class CircuitOpen(ProviderError):
     """The provider's circuit breaker is open: the call was not attempted."""
 
     retryable = False
+
+
+NOT_PRAISED: frozenset[str] = frozenset({"filled_pause_count"})
+"""Metrics whose low value is not evidence of good speech, so no ``went_well`` point may name them.
+
+Filled pauses: Whisper leaves most "um"/"uh" out of its transcripts (faster-whisper issues #319 and #901), so a count
+of zero or a few means "not heard", not "not said"; a high count is still real (the fillers were transcribed) and is
+reported with its rate. Praise needs a hesitation detector measuring them from the audio."""
+
+
+def says_only_what_was_measured(point: FeedbackPoint) -> bool:
+    """Whether ``point`` claims no more than was measured: ``False`` for a ``went_well`` point about a metric in
+    :data:`NOT_PRAISED`. The one rule both providers follow (the rules provider never makes such a point; points
+    of an LLM's answer that break it are dropped)."""
+    return not (point.kind == "went_well" and point.metric in NOT_PRAISED)
 
 
 def metric_value(metrics: SubmissionMetrics, name: str) -> float | None:

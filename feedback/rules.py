@@ -15,9 +15,10 @@ filled pauses          ``filled_pause_count``          more than 4 per 100 words
 vocabulary             ``mattr``                       MATTR below the learner's CEFR level's minimum
 =====================  ==============================  ===============================================
 
-A rule whose metric is within range yields a ``went_well`` point instead. Pace and pause rules need at least
-``min_words_for_pace`` words (rates over a few words are noise); the vocabulary rule needs 50 lexical tokens
-(``vocabulary_sufficient``: below that MATTR is not defined).
+A rule whose metric is within range yields a ``went_well`` point instead, except the filled-pause rule: the speech
+recogniser leaves most fillers out, so a low count is never praised (:data:`feedback.providers.NOT_PRAISED`). Pace
+and pause rules need at least ``min_words_for_pace`` words (rates over a few words are noise); the vocabulary rule
+needs 50 lexical tokens (``vocabulary_sufficient``: below that MATTR is not defined).
 """
 
 from __future__ import annotations
@@ -118,26 +119,19 @@ class RulesProvider:
             yield _went_well("silent_pauses_per_minute", per_minute, f"Your speech flowed well, with {detail}.")
 
     def _filled_pauses(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
+        """A ``work_on`` point naming the measured rate when fillers pass the threshold; never praise (a low count
+        is not evidence: :data:`feedback.providers.NOT_PRAISED`)."""
         if m.word_count < self.settings.min_words_for_pace:
             return
         count = m.filled_pause_count
         ratio = count / m.word_count
-        per_100 = 100 * ratio
         if ratio > self.settings.filled_pause_max_ratio:
             forms = ", ".join(sorted(m.filled_pauses, key=lambda form: (-m.filled_pauses[form], form)))
             yield _work_on(
                 "filled_pause_count",
                 float(count),
-                f"You used {count} filled pauses ({forms}) in {m.word_count} words, {per_100:.1f} per 100 words: "
+                f"You used {count} filled pauses ({forms}) in {m.word_count} words, {100 * ratio:.1f} per 100 words: "
                 "when you need time to think, pause silently instead.",
-            )
-        elif count == 0:
-            yield _went_well("filled_pause_count", 0.0, "You used no filled pauses such as 'um' or 'uh'.")
-        else:
-            yield _went_well(
-                "filled_pause_count",
-                float(count),
-                f"You used few filled pauses such as 'um' or 'uh' ({count} in {m.word_count} words).",
             )
 
     def _vocabulary(self, m: SubmissionMetrics, level: str) -> Iterator[FeedbackPoint]:

@@ -341,3 +341,17 @@ def test_build_chain_from_settings(primary: FakeOpenAI, secondary: FakeOpenAI) -
         chain.close()
     assert (outcome.result.provider, outcome.result.model) == ("local-vllm", "llama")
     assert secondary.requests[0].body["model"] == "llama"
+
+
+def test_praise_of_a_low_filler_count_is_dropped_from_an_llm_answer() -> None:
+    """The recogniser omits most fillers: a model's went_well point about them is not kept (its work_on point is)."""
+    answer = {
+        "summary": "Good answer.",
+        "points": [
+            {"kind": "went_well", "metric": "filled_pause_count", "message": "You used no fillers at all!"},
+            {"kind": "work_on", "metric": "filled_pause_count", "message": "Fewer fillers, please."},
+            {"kind": "went_well", "metric": "speech_rate_wpm", "message": "Nice pace."},
+        ],
+    }
+    _, points = parse_completion_text(json.dumps(answer), REQUEST)
+    assert [(p.kind, p.metric) for p in points] == [("work_on", "filled_pause_count"), ("went_well", "speech_rate_wpm")]

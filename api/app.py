@@ -32,10 +32,8 @@ from api.access import (
     ClickHouse,
     PageReadableUser,
     Postgres,
-    PrincipalCache,
     ReadableCohort,
     ReadableUser,
-    ReadableUserAsync,
 )
 from api.access import can_read_user as _can_read_user
 from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
@@ -76,6 +74,7 @@ from runtime.garbage_collector import freeze_startup_objects, raise_young_thresh
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
 from runtime.http_server import LimitsMiddleware, granian_limits, serve_uvicorn
+from runtime.principals import PrincipalCache
 from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 
@@ -265,7 +264,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
     )
     async def get_progress(
         request: Request,
-        user_id: ReadableUserAsync,
+        user_id: ReadableUser,
         window: Annotated[
             list[WindowKind] | None, Query(description="Window kinds to return (repeatable); default all three")
         ] = None,

@@ -4,7 +4,8 @@ Measured on the 2-core machine of ``bench/api.py``: with the progress cache warm
 solving and middleware stack cost more CPU per request than rendering the cached body. So a request that needs
 no I/O at all is answered before FastAPI (:class:`FastPathAPI` offers every request to :class:`ProgressFastPath`
 first, outside even FastAPI's telemetry, body-limit and error middleware): the token is in the principal cache
-(:meth:`PrincipalCache.peek`), the rule needs no PostgreSQL (a learner reading itself, an admin), the query holds
+(:meth:`runtime.principals.PrincipalCache.peek`), the read rule decides without PostgreSQL
+(:func:`api.access.read_decision` is ``True``: a learner reading itself, an admin), the query holds
 only ``window``/``from``/``to`` values that parse cleanly (``from``/``to`` with pydantic, as FastAPI does; the parse
 of a raw query string is remembered), and the learner is in the progress cache. **Anything else falls through to
 the FastAPI route unchanged** (which then answers 401/403/404/422, reads PostgreSQL or ClickHouse, and fills the
@@ -28,12 +29,13 @@ from fastapi import FastAPI, HTTPException
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from api.access import ID_PATTERN, PrincipalCache
+from api.access import ID_PATTERN, read_decision
 from api.encoding import accepts_gzip, progress_headers
 from api.metrics import REQUEST_LATENCY
 from api.models import WINDOW_KINDS, WindowKind
 from api.progress_cache import ProgressCache
 from api.settings import ApiSettings
+from runtime.principals import PrincipalCache, parse_bearer
 
 __all__ = ["FastPathAPI", "ProgressFastPath"]
 
@@ -106,11 +108,9 @@ class ProgressFastPath:
                 accept_encoding.append(value)
         if len(authorization) != 1:
             return None
-        scheme, _, token = authorization[0].decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token or " " in token:
-            return None
-        caller = principals.peek(token)
-        if caller is None or (caller.role != "admin" and caller.user_id != user_id):
+        token = parse_bearer(authorization[0].decode("latin-1"))
+        caller = principals.peek(token) if token is not None else None
+        if caller is None or read_decision(caller, user_id) is not True:
             return None
         raw: bytes = scope["query_string"]
         params = self._queries.get(raw, _UNSEEN)

@@ -15,16 +15,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from runtime.principals import (
-    TOKEN_PREFIX,
-    Principal,
-    client_address,
-    failed_lookups,
-    hash_token,
-    lookup_principal,
-)
+from runtime.principals import Principal, PrincipalCache, client_address, parse_bearer
 
-__all__ = ["CurrentPrincipal", "get_pg_pool", "require_principal"]
+__all__ = ["CurrentPrincipal", "authenticate", "bearer_token", "get_pg_pool", "require_principal"]
 
 _bearer = HTTPBearer(auto_error=False, description="A key from `coach keys create`")
 
@@ -35,25 +28,21 @@ def get_pg_pool(request: Request) -> ConnectionPool:
     return pool
 
 
-def require_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    pool: Annotated[ConnectionPool, Depends(get_pg_pool)],
-) -> Principal:
-    """Resolve the bearer token to a :class:`Principal`. Raises 401 when absent or invalid, 429
-    (:class:`~runtime.principals.LookupsRateLimited`) when the client's address is out of failed lookups."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
+def authenticate(request: Request, token: str | None) -> Principal:
+    """The principal of ``token`` for this request, through the app's :class:`~runtime.principals.PrincipalCache`
+    (``app.state.principals``; an app without one looks every token up) and ``app.state.pg_pool``. The one
+    authentication of both APIs and their routes.
+
+    Raises ``HTTPException`` 401 (``WWW-Authenticate: Bearer``, RFC 6750 §3) when ``token`` is None, unknown,
+    malformed or revoked, and :class:`~runtime.principals.LookupsRateLimited` (429) when the client's address is
+    out of failed lookups. PostgreSQL errors propagate."""
+    if not token:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
-    token = credentials.credentials
+    cache: PrincipalCache = getattr(request.app.state, "principals", None) or _UNCACHED
     address = request.client.host if request.client else client_address.get()
-    failed = failed_lookups()
-    principal: Principal | None = None
-    if token.startswith(TOKEN_PREFIX) and not failed.known_bad(hash_token(token)):
-        failed.check(address)  # before a pooled connection is taken
-        with pool.connection() as conn:
-            principal = lookup_principal(conn, token, address=address, failed=failed)
+    principal = cache.resolve(token, request.app.state.pg_pool, address)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -61,6 +50,23 @@ def require_principal(
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return principal
+
+
+_UNCACHED = PrincipalCache(0.0)
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The token of FastAPI's parsed ``Authorization`` header (:func:`runtime.principals.parse_bearer` rules)."""
+    if credentials is None:
+        return None
+    return parse_bearer(f"{credentials.scheme} {credentials.credentials}")
+
+
+def require_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The caller from ``Authorization: Bearer`` (:func:`authenticate`). Raises 401 or 429."""
+    return authenticate(request, bearer_token(credentials))
 
 
 CurrentPrincipal = Annotated[Principal, Depends(require_principal)]

@@ -106,3 +106,27 @@ def test_the_progress_api_shares_the_negative_cache(migrated_stack: PlatformSett
         second = client.get("/v1/users/someone/progress", headers={"Authorization": f"Bearer {token}"})
     assert first.status_code == second.status_code == 401
     assert failed_lookups().queries_saved == saved + 1, "the progress API looked the failed token up again"
+
+
+@pytest.mark.unit
+def test_one_bearer_parser() -> None:
+    from runtime.principals import parse_bearer
+
+    assert parse_bearer("Bearer sc_abc") == parse_bearer("bearer  sc_abc ") == "sc_abc"
+    assert [parse_bearer(v) for v in (None, "", "Basic sc_abc", "Bearer", "Bearer a b")] == [None] * 5
+
+
+@pytest.mark.unit
+def test_one_read_rule_for_a_learner() -> None:
+    import uuid as _uuid
+
+    from api.access import read_decision
+    from runtime.principals import Principal
+
+    def who(role: str, user: str = "ana") -> Principal:
+        return Principal(user_id=user, role=role, key_id=_uuid.uuid4())  # type: ignore[arg-type]
+
+    assert read_decision(who("learner"), "ana") is True
+    assert read_decision(who("learner"), "bo") is False
+    assert read_decision(who("admin", "root"), "bo") is True
+    assert read_decision(who("coach", "cora"), "bo") is None  # PostgreSQL decides (can_read_user)

@@ -50,7 +50,7 @@ from schemas import (
     decode_expected,
     utc_now,
 )
-from transcription import metrics as m
+from transcription import telemetry
 from transcription.audio import AudioError, decode_audio
 from transcription.engine import AudioItem, BatchTranscriber, TranscriptionFailure, TranscriptionResult
 from transcription.settings import TranscriptionSettings
@@ -165,14 +165,14 @@ class TranscriptionWorker:
         """
         started = time.perf_counter()
         batch_started_at = utc_now()
-        m.BATCH_SIZE.observe(len(batch))
+        telemetry.BATCH_SIZE.observe(len(batch))
         outcomes: list[PoisonMessage | None] = [None] * len(batch)
         pending: list[tuple[int, _Pending]] = []
         for index, received in enumerate(batch):
             prepared = self._prepare(received.msg, received.value)
             if isinstance(prepared, PoisonMessage):
                 outcomes[index] = prepared
-                m.DEAD_LETTERS.labels(prepared.error_class).inc()
+                telemetry.DEAD_LETTERS.labels(prepared.error_class).inc()
             else:
                 pending.append((index, prepared))
         results = self._transcribe([p.item for _, p in pending])
@@ -181,18 +181,18 @@ class TranscriptionWorker:
             if isinstance(outcome, TranscriptionFailure):
                 error_class = "NoSpeech" if "speech" in outcome.reason else "TranscriptionFailed"
                 outcomes[index] = PoisonMessage(error_class, outcome.reason, **p.event.ids())
-                m.DEAD_LETTERS.labels(error_class).inc()
+                telemetry.DEAD_LETTERS.labels(error_class).inc()
                 continue
             self.producer.send(TRANSCRIPTS.name, self._transcript_event(p, outcome, batch_started_at, len(pending)))
-            m.TRANSCRIPTS.inc()
+            telemetry.TRANSCRIPTS.inc()
             audio_seconds += outcome.duration_s
             for stage, ms in (("fetch", p.fetch_ms), ("decode", p.decode_ms), ("vad", outcome.timings.vad_ms),
                               ("inference", outcome.timings.inference_ms)):  # fmt: skip
-                m.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+                telemetry.STAGE_SECONDS.labels(stage).observe(ms / 1000)
         wall = time.perf_counter() - started
-        m.AUDIO_SECONDS.inc(audio_seconds)
+        telemetry.AUDIO_SECONDS.inc(audio_seconds)
         if audio_seconds and wall > 0:
-            m.RTFX.observe(audio_seconds / wall)
+            telemetry.RTFX.observe(audio_seconds / wall)
         return outcomes
 
     def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
@@ -289,6 +289,6 @@ class TranscriptionWorker:
                 if high < 0:
                     continue
                 position = tp.offset if tp.offset >= 0 else high
-                m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+                telemetry.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker
             log.debug("lag measurement failed: %s", exc)

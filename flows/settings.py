@@ -87,8 +87,8 @@ class FlowSettings(BaseSettings):
         default=200_000,
         ge=0,
         description="COACH_FLOWS_GC_YOUNG_THRESHOLD: allocations between young collections of Python's garbage "
-        "collector in a process running a dataflow (CPython's default 700 made the collector 35 % of a replay); "
-        "0 keeps the interpreter's setting",
+        "collector in a process running a dataflow (CPython's default is 700; its cost in a replay: "
+        "bench/RESULTS.md, Flows); 0 keeps the interpreter's setting",
     )
     idle_poll_s: float = Field(
         default=0.1,

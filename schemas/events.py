@@ -97,7 +97,7 @@ class TranscriptWords(FrozenModel):
 
     Word ``i`` is ``(text[i], start[i], end[i], probability[i])``; times are seconds from the start of the
     recording. Column-oriented because a transcript holds hundreds of words and every reader (metrics, feedback)
-    scans them by attribute: decoding four arrays is several times cheaper than one object per word (the v1
+    scans them by attribute: decoding four arrays is cheaper than one object per word (the v1
     layout; measured in ``bench/RESULTS.md``, Flows). Raises ``pydantic.ValidationError`` when the arrays differ
     in length, a time is negative, a probability is outside [0, 1], or a word ends before it starts.
     """

@@ -31,9 +31,9 @@ class TranscriptionSettings(BaseSettings):
 
     * ``beam_size=1`` (greedy). Decoder work grows with the beam, and in the batched engine the
       decoder batch is chunks x beam, so beam 5 makes each generate call five times wider on GPU.
-      On CPU the 30 s encoder pass dominates short clips, so greedy saves less there (about 10-15 %
-      on the JFK clip with tiny.en). Quality: the JFK clip gives the same words with beam 1 and 5
-      (only punctuation differs). The benchmark baseline must use the same value, which
+      On CPU the 30 s encoder pass dominates short clips, so greedy saves less there
+      (``bench/RESULTS.md``, "Moved from docstrings"). Quality: the JFK clip gives the same words with
+      beam 1 and 5 (only punctuation differs). The benchmark baseline must use the same value, which
       :meth:`transcribe_kwargs` guarantees.
     * ``temperature=0.0`` and no fallback: the batched decoder (like faster-whisper's
       ``BatchedInferencePipeline``) decodes every chunk once, so the baseline does too.
@@ -100,7 +100,7 @@ class TranscriptionSettings(BaseSettings):
     snap_words_to_silence: bool = Field(
         default=True,
         description="Refine word boundaries at pauses from the audio's energy (transcription.word_timing): Whisper's "
-        "alignment is often 100-200 ms off, which biases pause lengths",
+        "alignment is often off at word boundaries, which biases pause lengths",
     )
     no_speech_threshold: float | None = Field(
         default=0.6,

@@ -1,7 +1,8 @@
 """Refinement of Whisper word timestamps at pauses, from the audio's short-time energy.
 
 Whisper's word timestamps come from cross-attention alignment (dynamic time warping over 20 ms frames)
-and are often 100–200 ms off at word boundaries, which biases silent-pause lengths. Runs of low-energy
+and are often off at word boundaries (by how much: ``bench/RESULTS.md``, "Moved from docstrings"), which biases
+silent-pause lengths. Runs of low-energy
 frames in the audio are the pauses: word boundaries that fall into one are moved onto its edges; words
 elsewhere keep Whisper's timestamps. This is the energy-based endpoint idea of Rabiner
 & Sambur (1975, "An algorithm for determining the endpoints of isolated utterances"), applied the way

@@ -65,27 +65,24 @@ PRODUCER_NAME = "transcription"
 class WorkerSettings(BaseSettings):
     """Process-level knobs of a transcription worker (``COACH_TRANSCRIPTION_WORKER_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_TRANSCRIPTION_WORKER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_TRANSCRIPTION_WORKER_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    processes: int = Field(default=1, ge=1, description="COACH_TRANSCRIPTION_WORKER_PROCESSES: worker processes")
-    metrics_port: int = Field(
-        default=9101, ge=0, description="COACH_TRANSCRIPTION_WORKER_METRICS_PORT: first /metrics port (0 = off)"
-    )
-    retry_max_wait_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="Longest backoff between retries of a batch while the blob store or the broker is unreachable, "
-        "seconds (retried until it succeeds or the worker is stopped)",
-    )
-    lag_every_s: float = Field(default=5.0, gt=0, description="How often consumer lag is measured, seconds")
-    group_instance_id: str = Field(
-        default="",
-        description="COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID: static group membership (KIP-345): a worker "
-        "restarted with the same id gets its partitions back at once instead of after session.timeout.ms (45 s); "
-        "unique per worker and stable across restarts (with --processes N each gets '<id>-<index>'). A stopped "
-        "static member does not leave the group: its partitions wait for it until the session times out. Empty: "
-        "dynamic membership",
-    )
+    processes: int = Field(default=1, ge=1)
+    """worker processes"""
+    metrics_port: int = Field(default=9101, ge=0)
+    """first /metrics port (0 = off)"""
+    retry_max_wait_s: float = Field(default=10.0, gt=0)
+    """Longest backoff between retries of a batch while the blob store or the broker is unreachable, seconds (retried
+    until it succeeds or the worker is stopped)"""
+    lag_every_s: float = Field(default=5.0, gt=0)
+    """How often consumer lag is measured, seconds"""
+    group_instance_id: str = ""
+    """static group membership (KIP-345): a worker restarted with the same id gets its partitions back at once instead
+    of after session.timeout.ms (45 s); unique per worker and stable across restarts (with --processes N each gets
+    '<id>-<index>'). A stopped static member does not leave the group: its partitions wait for it until the session
+    times out. Empty: dynamic membership"""
 
 
 @dataclass

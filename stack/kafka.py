@@ -32,7 +32,6 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from stack.engine import Engine, PortClaim, require_jars, require_java
-from stack.errors import StackError
 from stack.process import (
     cmdline_contains,
     failure,
@@ -42,8 +41,6 @@ from stack.process import (
     port_open,
     read_pid,
     spawn,
-    terminate_group,
-    wait_until,
     write_pid,
 )
 from stack.settings import BROKER_PORT_STRIDE, LOOPBACK, MAX_BROKERS, StackSettings
@@ -360,13 +357,7 @@ class KafkaBroker(Engine):
         Raises:
             StackError: it exited or was not ready in time (with the tail of its log).
         """
-        wait_until(
-            self.is_ready,
-            timeout_s=self.settings.start_timeout_s,
-            what=f"{self.label} on {self.address}",
-            log_path=self.log_path,
-            alive=lambda: pid_alive(pid),
-        )
+        self.wait_ready(pid, f"{self.label} on {self.address}")
 
     def start(self) -> int:
         """:meth:`launch` and :meth:`await_ready` (for a cluster node: the quorum's other voters must be up)."""
@@ -376,16 +367,7 @@ class KafkaBroker(Engine):
 
     def stop(self) -> bool:
         """SIGTERM the node's process group (controlled shutdown), SIGKILL after ``stop_timeout_s``."""
-        pid = self.pid()
-        if pid is None:
-            self.clear_pid_file()
-            return False
-        try:
-            terminate_group(pid, timeout_s=self.settings.stop_timeout_s)
-        except StackError as exc:
-            raise StackError(f"could not stop {self.label} (pid {pid}): {exc}") from exc
-        self.clear_pid_file()
-        return True
+        return self.stop_group()
 
     def kill(self) -> int | None:
         """SIGKILL the node's process group, as a crash would (no controlled shutdown); the pid file is left

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from fastapi.testclient import TestClient
 
 from runtime.settings import PlatformSettings
@@ -40,6 +40,7 @@ __all__ = [
     "coach_cli",
     "coach_env",
     "committed_offsets",
+    "consume_for",
     "free_ports",
     "kill_group",
     "logs_tail",
@@ -298,6 +299,16 @@ def assert_gone(*procs: subprocess.Popen[bytes]) -> None:
         assert group_members(proc.pid) == [], f"processes left in the group of {proc.pid}"
 
 
+def consume_for(consumer: Consumer, seconds: float, poll_s: float = 0.05) -> Iterator[Message]:
+    """The messages ``consumer`` receives within ``seconds`` (polled every ``poll_s`` at most), error events
+    left out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        msg = consumer.poll(poll_s)
+        if msg is not None and msg.error() is None:
+            yield msg
+
+
 class TopicTail:
     """Follows topics from their current ends (only records produced after construction), JSON values parsed."""
 
@@ -321,11 +332,7 @@ class TopicTail:
 
     def poll(self, seconds: float) -> None:
         """Collect what arrives within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.05)
-            if msg is None or msg.error() is not None:
-                continue
+        for msg in consume_for(self.consumer, seconds):
             try:
                 value = json.loads(msg.value())
             except (ValueError, TypeError, RecursionError):

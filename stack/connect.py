@@ -21,10 +21,7 @@ import urllib.request
 from stack.engine import Engine, PortClaim, require_jars, require_java
 from stack.kafka import jvm_options, log4j2_properties
 from stack.process import (
-    cmdline_contains,
     log_header,
-    pid_alive,
-    read_pid,
     spawn,
     write_pid,
 )
@@ -145,10 +142,7 @@ class ConnectWorker(Engine):
 
     def pid(self) -> int | None:
         """Pid of our worker (its command line names our config file), or ``None``."""
-        pid = read_pid(self.pid_path)
-        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, CONNECT_MAIN, str(self.config_path)):
-            return None
-        return pid
+        return self.pid_running(CONNECT_MAIN, str(self.config_path))
 
     def is_ready(self) -> bool:
         """``GET /connector-plugins`` lists the Debezium PostgreSQL connector and ``GET /connectors`` answers 200

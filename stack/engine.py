@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from stack.errors import PortInUseError, StackError
-from stack.process import pid_alive, port_in_use, remove_file, terminate_group, wait_until
+from stack.process import cmdline_contains, pid_alive, port_in_use, read_pid, remove_file, terminate_group, wait_until
 from stack.settings import StackSettings
 
 
@@ -137,6 +137,14 @@ class Engine(ABC):
     def clear_pid_file(self) -> None:
         """Remove the pid file (after a stop, or when it is stale)."""
         remove_file(self.pid_path)
+
+    def pid_running(self, *cmdline: str) -> int | None:
+        """The pid in the pid file when that process is alive and its command line contains every one of
+        ``cmdline`` (so a recycled pid is never taken for ours), else ``None``."""
+        pid = read_pid(self.pid_path)
+        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, *cmdline):
+            return None
+        return pid
 
     def wait_ready(self, pid: int, what: str, check: Callable[[], bool] | None = None) -> None:
         """Wait up to ``start_timeout_s`` until ``check`` (default: :meth:`is_ready`) holds for the engine's process

@@ -33,13 +33,10 @@ from confluent_kafka.admin import AdminClient
 
 from stack.engine import Engine, PortClaim, require_jars, require_java
 from stack.process import (
-    cmdline_contains,
     failure,
     kill_group,
     log_header,
-    pid_alive,
     port_open,
-    read_pid,
     spawn,
     write_pid,
 )
@@ -254,10 +251,7 @@ class KafkaBroker(Engine):
 
     def pid(self) -> int | None:
         """Pid of our node (its command line names our config file), or ``None``."""
-        pid = read_pid(self.pid_path)
-        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, KAFKA_MAIN, str(self.config_path)):
-            return None
-        return pid
+        return self.pid_running(KAFKA_MAIN, str(self.config_path))
 
     def is_ready(self) -> bool:
         """The node answers a metadata request and lists itself (so it is registered and unfenced)."""

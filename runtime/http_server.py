@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pydantic import Field
@@ -107,15 +107,8 @@ class HttpServerSettings(BaseSettings):
     """request line and headers at most, bytes (431 and close)"""
 
     def http_limits(self) -> HttpLimits:
-        """The :class:`HttpLimits` of these settings."""
-        return HttpLimits(
-            max_connections=self.max_connections,
-            max_requests_in_flight=self.max_requests_in_flight,
-            header_timeout_s=self.header_timeout_s,
-            body_timeout_s=self.body_timeout_s,
-            keep_alive_timeout_s=self.keep_alive_timeout_s,
-            max_header_bytes=self.max_header_bytes,
-        )
+        """The :class:`HttpLimits` of these settings (every field of it has a field of the same name here)."""
+        return HttpLimits(**{limit.name: getattr(self, limit.name) for limit in fields(HttpLimits)})
 
 
 class _BodyTimeout(Exception):

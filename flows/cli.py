@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +28,7 @@ from rich.table import Table
 __all__ = ["app", "flows_app", "replay_app"]
 
 console = Console()
+T = TypeVar("T")
 
 replay_app = typer.Typer(
     no_args_is_help=True,
@@ -93,23 +95,31 @@ def replay_metrics_command(
         console.print(f"verified; not swapped (tables {', '.join(report.tables.all())})")
 
 
-@replay_app.command("drop-old")
-def drop_old_command(
-    version: Annotated[int, typer.Option("--version", min=1, help="The version whose replaced tables to drop")],
-    database: Annotated[str | None, typer.Option(help="ClickHouse database")] = None,
-) -> None:
-    """Drop the <table>_before_vN tables kept when version N was swapped in (completes an interrupted drop-old)."""
-    from flows.replay import ReplayError, drop_old_tables
+def _on_clickhouse(operation: str, database: str | None, run: Callable[[Any, str], T]) -> T:
+    """``run(client, database)`` with a ClickHouse client of ``database`` (default: the platform's); a
+    :class:`flows.replay.ReplayError` is printed as ``<operation> failed`` and exits 2 (``typer.Exit``)."""
+    from flows.replay import ReplayError
     from runtime.clickhouse import get_clickhouse_client
     from runtime.settings import PlatformSettings
 
     platform = PlatformSettings()
     database = database or platform.clickhouse_database
     try:
-        dropped = drop_old_tables(get_clickhouse_client(platform, database=database), database, version)
+        return run(get_clickhouse_client(platform, database=database), database)
     except ReplayError as exc:
-        console.print(f"[red]drop-old failed[/red]: {exc}")
+        console.print(f"[red]{operation} failed[/red]: {exc}")
         raise typer.Exit(2) from exc
+
+
+@replay_app.command("drop-old")
+def drop_old_command(
+    version: Annotated[int, typer.Option("--version", min=1, help="The version whose replaced tables to drop")],
+    database: Annotated[str | None, typer.Option(help="ClickHouse database")] = None,
+) -> None:
+    """Drop the <table>_before_vN tables kept when version N was swapped in (completes an interrupted drop-old)."""
+    from flows.replay import drop_old_tables
+
+    dropped = _on_clickhouse("drop-old", database, lambda client, db: drop_old_tables(client, db, version))
     console.print(f"dropped {', '.join(dropped) if dropped else 'nothing (no tables kept for that version)'}")
 
 
@@ -121,17 +131,9 @@ def rollback_command(
     """Swap back the tables that were live before version N (running it twice undoes the rollback).
 
     After an interrupted swap of version N it reverts that swap; after an interrupted rollback it completes it."""
-    from flows.replay import ReplayError, rollback
-    from runtime.clickhouse import get_clickhouse_client
-    from runtime.settings import PlatformSettings
+    from flows.replay import rollback
 
-    platform = PlatformSettings()
-    database = database or platform.clickhouse_database
-    try:
-        done = rollback(get_clickhouse_client(platform, database=database), database, version)
-    except ReplayError as exc:
-        console.print(f"[red]rollback failed[/red]: {exc}")
-        raise typer.Exit(2) from exc
+    done = _on_clickhouse("rollback", database, lambda client, db: rollback(client, db, version))
     console.print(f"rolled back version {version}: {done}")
 
 
@@ -143,17 +145,9 @@ def recover_command(
 
     An interrupted swap is reverted (the previous tables are live again), an interrupted rollback completed; an
     interrupted drop-old is reported (rerun `coach replay drop-old --version N`). Exit 2 when it cannot."""
-    from flows.replay import ReplayError, recover
-    from runtime.clickhouse import get_clickhouse_client
-    from runtime.settings import PlatformSettings
+    from flows.replay import recover
 
-    platform = PlatformSettings()
-    database = database or platform.clickhouse_database
-    try:
-        actions = recover(get_clickhouse_client(platform, database=database), database)
-    except ReplayError as exc:
-        console.print(f"[red]recover failed[/red]: {exc}")
-        raise typer.Exit(2) from exc
+    actions = _on_clickhouse("recover", database, recover)
     for line in actions or ["nothing was interrupted"]:
         console.print(line)
 

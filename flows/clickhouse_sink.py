@@ -15,8 +15,9 @@ last snapshot.
 
 A batch is handed to clickhouse-connect column-oriented, with ``DateTime64`` columns as their integer ticks
 (:func:`datetime64_ticks`, the value clickhouse-connect would compute and write for a ``datetime``): its
-per-value conversion of datetimes was ~40 % of the Python time of an insert of window rows, and the values
-repeat within a batch (the batch's ``computed_at``, the windows' bounds), so each distinct one is converted once.
+per-value conversion of datetimes is a large share of the Python time of an insert of window rows (measured in
+``bench/RESULTS.md``, Flows, session 4), and the values repeat within a batch (the batch's ``computed_at``, the
+windows' bounds), so each distinct one is converted once.
 """
 
 from __future__ import annotations

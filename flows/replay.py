@@ -387,6 +387,23 @@ def _require_uuids(uuids: dict[str, UUID], database: str) -> None:
         )
 
 
+def _make_live(
+    journal: _Journal, version: int, kind: str, uuids: dict[str, UUID], target: Callable[[str, int], str]
+) -> None:
+    """Make the table named ``target(live, version)`` live in place of every live metric table, as one journaled
+    operation ``kind`` (swap or rollback): planned, driven (:func:`_drive`), marked done. ``uuids``: table name ->
+    UUID of every table involved. Raises :class:`ReplayError` as :func:`_require_uuids` and :func:`_drive` do."""
+    _require_uuids(uuids, journal.database)
+    op = journal.plan(
+        version,
+        kind,
+        {live: uuids[live] for live in METRIC_TABLES},
+        {live: uuids[target(live, version)] for live in METRIC_TABLES},
+    )
+    _drive(journal, version, op)
+    journal.done(op)
+
+
 def _drive(journal: _Journal, version: int, op: SwapOperation) -> None:
     """Bring every live table of ``op`` to its target UUID, from wherever it stands (idempotent, resumable).
 
@@ -516,16 +533,7 @@ def swap_in(client: Client, database: str, version: int, *, after_statement: Sta
             )
         if versioned(live, version) not in uuids:
             raise ReplayError(f"{database}.{versioned(live, version)} does not exist: nothing to swap in")
-    _require_uuids(uuids, database)
-    journal = _Journal(client, database, after_statement)
-    op = journal.plan(
-        version,
-        _SWAP,
-        {live: uuids[live] for live in METRIC_TABLES},
-        {live: uuids[versioned(live, version)] for live in METRIC_TABLES},
-    )
-    _drive(journal, version, op)
-    journal.done(op)
+    _make_live(_Journal(client, database, after_statement), version, _SWAP, uuids, versioned)
     return ["exchange" for _ in METRIC_TABLES]
 
 
@@ -552,16 +560,7 @@ def rollback(client: Client, database: str, version: int, *, after_statement: St
             raise ReplayError(f"{database}.{before_version(live, version)} does not exist (dropped, or never swapped)")
         if live not in uuids:
             raise ReplayError(f"{database}.{live} does not exist: run `coach migrate` first")
-    _require_uuids(uuids, database)
-    journal = _Journal(client, database, after_statement)
-    op = journal.plan(
-        version,
-        _ROLLBACK,
-        {live: uuids[live] for live in METRIC_TABLES},
-        {live: uuids[before_version(live, version)] for live in METRIC_TABLES},
-    )
-    _drive(journal, version, op)
-    journal.done(op)
+    _make_live(_Journal(client, database, after_statement), version, _ROLLBACK, uuids, before_version)
     return "; ".join([*actions, f"exchanged the live tables with <table>_before_v{version}"])
 
 

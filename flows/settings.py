@@ -21,101 +21,51 @@ __all__ = ["FlowSettings"]
 class FlowSettings(BaseSettings):
     """Knobs of the metric dataflows (``flows.dataflow``) and of replays (``flows.replay``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_FLOWS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_FLOWS_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    transcripts_topic: str = Field(
-        default=TRANSCRIPTS_TOPIC,
-        description="COACH_FLOWS_TRANSCRIPTS_TOPIC: topic of TranscriptCreated events; its dead letters go to "
-        "<topic>.dlq",
-    )
-    learners_topic: str = Field(
-        default=LEARNERS_CDC_TOPIC,
-        description="COACH_FLOWS_LEARNERS_TOPIC: Debezium change events of the learners table (timezones)",
-    )
-    allowed_lateness_s: float = Field(
-        default=2 * 3600.0,
-        ge=0,
-        description="COACH_FLOWS_ALLOWED_LATENESS_S: how far (seconds of event time) a learner's submission may "
-        "trail the latest one seen for that learner and still land in its windows; older ones go to "
-        "late_events. The watermark is (latest occurred_at seen) - lateness, advancing with system time in the "
-        "live flow. At least 1 h so that the repeated hour of a DST fall-back is not mistaken for late data "
-        "(windows are computed on local wall-clock time).",
-    )
-    pause_threshold_s: float = Field(
-        default=0.25,
-        gt=0,
-        description="COACH_FLOWS_PAUSE_THRESHOLD_S: silent-pause threshold passed to compute_metrics, seconds",
-    )
-    workers: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="COACH_FLOWS_WORKERS: Bytewax worker threads in this process (one GIL: more than 1 helps "
-        "only while waiting on I/O; scale out with more processes on a ClickHouse server)",
-    )
-    epoch_interval_s: float = Field(
-        default=5.0,
-        gt=0,
-        description="COACH_FLOWS_EPOCH_INTERVAL_S: seconds between recovery snapshots; the ClickHouse sinks "
-        "flush at every snapshot, so this is also the longest a row waits in a sink buffer",
-    )
-    replay_epoch_interval_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="COACH_FLOWS_REPLAY_EPOCH_INTERVAL_S: epoch length during a replay (fewer snapshots of a "
-        "large window state)",
-    )
-    sink_batch_rows: int = Field(
-        default=5000,
-        ge=1,
-        description="COACH_FLOWS_SINK_BATCH_ROWS: a ClickHouse sink inserts as soon as it buffers this many rows "
-        "(and at every epoch boundary)",
-    )
-    insert_retries: int = Field(
-        default=5,
-        ge=1,
-        description="COACH_FLOWS_INSERT_RETRIES: attempts of one ClickHouse insert (same deduplication token) "
-        "before the dataflow fails and restarts from its last snapshot",
-    )
-    source_batch_size: int = Field(
-        default=1000,
-        ge=1,
-        description="COACH_FLOWS_SOURCE_BATCH_SIZE: most Kafka messages one source partition hands to the "
-        "dataflow at a time",
-    )
-    gc_young_threshold: int = Field(
-        default=200_000,
-        ge=0,
-        description="COACH_FLOWS_GC_YOUNG_THRESHOLD: allocations between young collections of Python's garbage "
-        "collector in a process running a dataflow (CPython's default 700 made the collector 35 % of a replay); "
-        "0 keeps the interpreter's setting",
-    )
-    idle_poll_s: float = Field(
-        default=0.1,
-        gt=0,
-        description="COACH_FLOWS_IDLE_POLL_S: how long an idle Kafka source partition waits before polling again",
-    )
-    recovery_dir: Path | None = Field(
-        default=None,
-        description="COACH_FLOWS_RECOVERY_DIR: Bytewax recovery database of the live flow; default "
-        "<COACH_HOME>/flows/recovery/metrics-v<METRICS_VERSION>-s<STATE_VERSION> (a new metric version or "
-        "state layout starts from a fresh state)",
-    )
-    recovery_partitions: int = Field(
-        default=1,
-        ge=1,
-        description="COACH_FLOWS_RECOVERY_PARTITIONS: partitions of a new recovery database",
-    )
-    week_start: int = Field(
-        default=0,
-        ge=0,
-        le=6,
-        description="COACH_FLOWS_WEEK_START: first day of weekly windows, 0 = Monday (ISO 8601) … 6 = Sunday",
-    )
-    default_timezone: str = Field(
-        default="UTC",
-        description="COACH_FLOWS_DEFAULT_TIMEZONE: IANA zone of a learner whose timezone is unknown or invalid",
-    )
+    transcripts_topic: str = TRANSCRIPTS_TOPIC
+    """topic of TranscriptCreated events; its dead letters go to <topic>.dlq"""
+    learners_topic: str = LEARNERS_CDC_TOPIC
+    """Debezium change events of the learners table (timezones)"""
+    allowed_lateness_s: float = Field(default=2 * 3600.0, ge=0)
+    """how far (seconds of event time) a learner's submission may trail the latest one seen for that learner and still
+    land in its windows; older ones go to late_events. The watermark is (latest occurred_at seen) - lateness, advancing
+    with system time in the live flow. At least 1 h so that the repeated hour of a DST fall-back is not mistaken for
+    late data (windows are computed on local wall-clock time)."""
+    pause_threshold_s: float = Field(default=0.25, gt=0)
+    """silent-pause threshold passed to compute_metrics, seconds"""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Bytewax worker threads in this process (one GIL: more than 1 helps only while waiting on I/O; scale out with more
+    processes on a ClickHouse server)"""
+    epoch_interval_s: float = Field(default=5.0, gt=0)
+    """seconds between recovery snapshots; the ClickHouse sinks flush at every snapshot, so this is also the longest a
+    row waits in a sink buffer"""
+    replay_epoch_interval_s: float = Field(default=30.0, gt=0)
+    """epoch length during a replay (fewer snapshots of a large window state)"""
+    sink_batch_rows: int = Field(default=5000, ge=1)
+    """a ClickHouse sink inserts as soon as it buffers this many rows (and at every epoch boundary)"""
+    insert_retries: int = Field(default=5, ge=1)
+    """attempts of one ClickHouse insert (same deduplication token) before the dataflow fails and restarts from its last
+    snapshot"""
+    source_batch_size: int = Field(default=1000, ge=1)
+    """most Kafka messages one source partition hands to the dataflow at a time"""
+    gc_young_threshold: int = Field(default=200_000, ge=0)
+    """allocations between young collections of Python's garbage collector in a process running a dataflow (CPython's
+    default is 700; its cost in a replay: bench/RESULTS.md, Flows); 0 keeps the interpreter's setting"""
+    idle_poll_s: float = Field(default=0.1, gt=0)
+    """how long an idle Kafka source partition waits before polling again"""
+    recovery_dir: Path | None = None
+    """Bytewax recovery database of the live flow; default
+    <COACH_HOME>/flows/recovery/metrics-v<METRICS_VERSION>-s<STATE_VERSION> (a new metric version or state layout starts
+    from a fresh state)"""
+    recovery_partitions: int = Field(default=1, ge=1)
+    """partitions of a new recovery database"""
+    week_start: int = Field(default=0, ge=0, le=6)
+    """first day of weekly windows, 0 = Monday (ISO 8601) … 6 = Sunday"""
+    default_timezone: str = "UTC"
+    """IANA zone of a learner whose timezone is unknown or invalid"""
 
     @field_validator("recovery_dir")
     @classmethod

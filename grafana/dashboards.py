@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from grafana_foundation_sdk.builders import barchart, common, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as db
@@ -87,19 +88,18 @@ def _query(sql: str, *, as_table: bool = False, ref: str = "A") -> ClickHouseQue
     return q.table() if as_table else q
 
 
+def _placed(panel: Any, ids: _Ids, title: str, desc: str, target: ClickHouseQuery, w: int, h: int) -> Any:
+    """``panel`` (a panel builder) with what every panel here has: the next id of ``ids``, ``title``, ``desc``, the
+    ClickHouse datasource, the one query ``target``, ``w`` of the 24 grid columns and ``h`` grid rows."""
+    return panel.id(ids()).title(title).description(desc).datasource(DS).with_target(target).span(w).height(h)
+
+
 def _timeseries(
     ids: _Ids, title: str, sql: str, unit: str, *, w: int = 12, h: int = 8, desc: str = ""
 ) -> Builder[Panel]:
     return (
-        timeseries.Panel()
-        .id(ids())
-        .title(title)
-        .description(desc)
-        .datasource(DS)
-        .with_target(_query(sql))
+        _placed(timeseries.Panel(), ids, title, desc, _query(sql), w, h)
         .unit(unit)
-        .span(w)
-        .height(h)
         .line_width(2)
         .point_size(4)
         .span_nulls(True)
@@ -120,15 +120,8 @@ def _legend() -> common.VizLegendOptions:
 
 def _stat(ids: _Ids, title: str, sql: str, unit: str, *, w: int = 6, h: int = 4, desc: str = "") -> Builder[Panel]:
     return (
-        stat.Panel()
-        .id(ids())
-        .title(title)
-        .description(desc)
-        .datasource(DS)
-        .with_target(_query(sql, as_table=True))
+        _placed(stat.Panel(), ids, title, desc, _query(sql, as_table=True), w, h)
         .unit(unit)
-        .span(w)
-        .height(h)
         .graph_mode(BigValueGraphMode.NONE)
         .color_mode(BigValueColorMode.VALUE)
     )
@@ -136,14 +129,7 @@ def _stat(ids: _Ids, title: str, sql: str, unit: str, *, w: int = 6, h: int = 4,
 
 def _table(ids: _Ids, title: str, sql: str, *, w: int = 24, h: int = 9, desc: str = "") -> Builder[Panel]:
     return (
-        table.Panel()
-        .id(ids())
-        .title(title)
-        .description(desc)
-        .datasource(DS)
-        .with_target(_query(sql, as_table=True))
-        .span(w)
-        .height(h)
+        _placed(table.Panel(), ids, title, desc, _query(sql, as_table=True), w, h)
         .show_header(True)
         .cell_height(TableCellHeight.SM)
     )
@@ -151,15 +137,8 @@ def _table(ids: _Ids, title: str, sql: str, *, w: int = 24, h: int = 9, desc: st
 
 def _bars(ids: _Ids, title: str, sql: str, unit: str, *, w: int = 12, h: int = 8, desc: str = "") -> Builder[Panel]:
     return (
-        barchart.Panel()
-        .id(ids())
-        .title(title)
-        .description(desc)
-        .datasource(DS)
-        .with_target(_query(sql, as_table=True))
+        _placed(barchart.Panel(), ids, title, desc, _query(sql, as_table=True), w, h)
         .unit(unit)
-        .span(w)
-        .height(h)
         .orientation(VizOrientation.VERTICAL)
         .legend(_legend())
         .tooltip(common.VizTooltipOptions().mode(TooltipDisplayMode.SINGLE))

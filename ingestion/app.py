@@ -33,11 +33,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field
 
 from ingestion import idempotency
-from ingestion.metrics import REJECTS, REQUEST_LATENCY, UPLOAD_BYTES, UPLOADS
 from ingestion.probe import probe_audio
 from ingestion.rate_limit import UploadLimiter
 from ingestion.rejection import Rejected
 from ingestion.settings import IngestionSettings
+from ingestion.telemetry import REJECTS, REQUEST_LATENCY, UPLOAD_BYTES, UPLOADS
 from ingestion.upload import SPOOL_RETRY_AFTER_S, receive_upload
 from runtime.blobstore import BlobStore, open_blob_store
 from runtime.http_auth import CurrentPrincipal

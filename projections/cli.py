@@ -11,8 +11,6 @@ Exit codes: 0 on success, 1 when an engine is unreachable or the operation faile
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -126,14 +124,9 @@ def cdc_status_command() -> None:
 
 def projector() -> None:
     """Run the projector (events → PostgreSQL read models) in the foreground; Ctrl-C/SIGTERM stop it cleanly."""
-    from projections.projector import run_projector
-    from runtime.logs import configure_logging
+    from projections.projector import main
 
-    configure_logging("projector")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_projector(stop)
+    main()
 
 
 def asyncapi(

@@ -125,37 +125,35 @@ class DebeziumSettings(BaseSettings):
     fields override ``PlatformSettings``' ``pg_host``/``pg_port``/``pg_user``/``pg_database``.
     """
 
-    model_config = SettingsConfigDict(env_prefix="COACH_DEBEZIUM_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_DEBEZIUM_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    database_hostname: str | None = Field(
-        default=None, description="PostgreSQL host as Kafka Connect sees it; default COACH_PG_HOST"
-    )
-    database_port: int | None = Field(
-        default=None, description="PostgreSQL port as Connect sees it; default COACH_PG_PORT"
-    )
-    database_user: str | None = Field(
-        default=None, description="Role with REPLICATION (or superuser); default COACH_PG_USER"
-    )
-    database_password: SecretStr = Field(
-        default=SecretStr(""),
-        description="Password of that role (default: the one in COACH_PG_DSN; none for trust authentication, the "
-        "local stack). Kafka Connect gets it through a file, never in the connector's configuration",
-    )
-    secrets_file: str | None = Field(
-        default=None,
-        description="Java properties file holding the role's password (key `password`), as the Kafka Connect worker "
-        "sees it; the connector's database.password is a ${file:<it>:password} reference. Default: "
-        "<COACH_HOME>/connect/secrets.properties of the local stack, written on registration; a named file is the "
-        "worker's to provide",
-    )
-    database_dbname: str | None = Field(default=None, description="Database; default COACH_PG_DATABASE")
-    heartbeat_interval_ms: int = Field(default=10_000, ge=0, description="Heartbeat period, ms (0 disables it)")
-    topic_partitions: int = Field(default=6, ge=1, description="Partitions of the cdc.public.<table> topics")
-    snapshot_mode: str = Field(default="initial", description="Debezium snapshot.mode")
-    register_timeout_s: float = Field(
-        default=120.0, gt=0, description="How long register_connector waits for connector and task to be RUNNING, s"
-    )
-    request_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one Kafka Connect REST call, s")
+    database_hostname: str | None = None
+    """PostgreSQL host as Kafka Connect sees it; default COACH_PG_HOST"""
+    database_port: int | None = None
+    """PostgreSQL port as Connect sees it; default COACH_PG_PORT"""
+    database_user: str | None = None
+    """Role with REPLICATION (or superuser); default COACH_PG_USER"""
+    database_password: SecretStr = SecretStr("")
+    """Password of that role (default: the one in COACH_PG_DSN; none for trust authentication, the local stack). Kafka
+    Connect gets it through a file, never in the connector's configuration"""
+    secrets_file: str | None = None
+    """Java properties file holding the role's password (key `password`), as the Kafka Connect worker sees it; the
+    connector's database.password is a ${file:<it>:password} reference. Default: <COACH_HOME>/connect/secrets.properties
+    of the local stack, written on registration; a named file is the worker's to provide"""
+    database_dbname: str | None = None
+    """Database; default COACH_PG_DATABASE"""
+    heartbeat_interval_ms: int = Field(default=10_000, ge=0)
+    """Heartbeat period, ms (0 disables it)"""
+    topic_partitions: int = Field(default=6, ge=1)
+    """Partitions of the cdc.public.<table> topics"""
+    snapshot_mode: str = "initial"
+    """Debezium snapshot.mode"""
+    register_timeout_s: float = Field(default=120.0, gt=0)
+    """How long register_connector waits for connector and task to be RUNNING, s"""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one Kafka Connect REST call, s"""
 
 
 def cdc_topic(table: str, schema: str = "public") -> str:

@@ -125,36 +125,30 @@ BATCH_SECONDS = Histogram(
 class ProjectorSettings(BaseSettings):
     """Knobs of the projector (``COACH_PROJECTOR_*``); where Kafka and PostgreSQL are comes from PlatformSettings."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_PROJECTOR_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_PROJECTOR_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    batch_max_messages: int = Field(
-        default=500, ge=1, le=100_000, description="Most messages projected in one PostgreSQL transaction"
-    )
-    batch_max_wait_ms: int = Field(
-        default=200, ge=1, le=60_000, description="Longest wait for a batch to fill, milliseconds"
-    )
-    retry_initial_backoff_s: float = Field(
-        default=0.2, gt=0, description="First wait before retrying a batch after a PostgreSQL/Kafka error, seconds"
-    )
-    retry_max_backoff_s: float = Field(default=5.0, gt=0, description="Longest wait between retries of a batch, s")
-    group_id: str = Field(
-        default=ConsumerGroups.PROJECTOR,
-        description="Kafka consumer group, also the key of the stored positions; change it only to build a second, "
-        "independent projection (e.g. into another database)",
-    )
-    client_id: str = Field(default="projector", description="Kafka client.id of the consumer and the DLQ producer")
-    session_timeout_ms: int = Field(
-        default=10_000, ge=1_000, description="Kafka consumer session.timeout.ms (how fast a dead member is noticed)"
-    )
-    dedup_horizon_days: float = Field(
-        default=30.0,
-        ge=0,
-        description="How long an event id stays in processed_events (the dedup ledger), days; duplicates arrive "
-        "within minutes (producer retries, a crashed worker's replayed batch). 0 keeps every id forever",
-    )
-    prune_every_s: float = Field(
-        default=600.0, gt=0, description="How often ids older than the dedup horizon are deleted, seconds"
-    )
+    batch_max_messages: int = Field(default=500, ge=1, le=100_000)
+    """Most messages projected in one PostgreSQL transaction"""
+    batch_max_wait_ms: int = Field(default=200, ge=1, le=60_000)
+    """Longest wait for a batch to fill, milliseconds"""
+    retry_initial_backoff_s: float = Field(default=0.2, gt=0)
+    """First wait before retrying a batch after a PostgreSQL/Kafka error, seconds"""
+    retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    """Longest wait between retries of a batch, s"""
+    group_id: str = ConsumerGroups.PROJECTOR
+    """Kafka consumer group, also the key of the stored positions; change it only to build a second, independent
+    projection (e.g. into another database)"""
+    client_id: str = "projector"
+    """Kafka client.id of the consumer and the DLQ producer"""
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    """Kafka consumer session.timeout.ms (how fast a dead member is noticed)"""
+    dedup_horizon_days: float = Field(default=30.0, ge=0)
+    """How long an event id stays in processed_events (the dedup ledger), days; duplicates arrive within minutes
+    (producer retries, a crashed worker's replayed batch). 0 keeps every id forever"""
+    prune_every_s: float = Field(default=600.0, gt=0)
+    """How often ids older than the dedup horizon are deleted, seconds"""
 
 
 def _known_fields(raw: Any) -> dict[str, Any]:

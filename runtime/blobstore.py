@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.settings import PlatformSettings
@@ -53,15 +52,12 @@ _PERMANENT_S3_CODES = frozenset(
 class BlobSettings(BaseSettings):
     """Where audio blobs live."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, extra="ignore", use_attribute_docstrings=True)
 
-    blob_url: str = Field(
-        default="",
-        description="COACH_BLOB_URL: file:///dir or s3://bucket/prefix; default <COACH_HOME>/blobs",
-    )
-    s3_endpoint_url: str = Field(
-        default="", description="COACH_S3_ENDPOINT_URL: S3-compatible endpoint (MinIO…); empty = AWS"
-    )
+    blob_url: str = ""
+    """file:///dir or s3://bucket/prefix; default <COACH_HOME>/blobs"""
+    s3_endpoint_url: str = ""
+    """S3-compatible endpoint (MinIO…); empty = AWS"""
 
 
 def sha256_file(path: Path) -> str:

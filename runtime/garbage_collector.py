@@ -7,9 +7,8 @@ metric dataflow's window state), and CPython's default collector settings walk t
 * with the default thresholds (700 allocations for a young collection) a dataflow that allocates millions of
   short-lived objects runs tens of thousands of young collections and, as its state grows, dozens of full ones.
 
-Measured on the 2-core benchmark machine with ``gc.callbacks``: the collector took 15.5 s of a 44 s replay of 50,000
-transcripts with the defaults and 1.8 s with a young threshold of 200,000 (replay 26 s), bench/RESULTS.md, Flows;
-the API's startup objects made each full collection a 150–200 ms pause (bench/RESULTS.md, API). Reference:
+What the collector costs with the defaults and with a raised young threshold is measured with ``gc.callbacks`` in
+``bench/RESULTS.md`` (Flows: a replay; API: the full collections over the startup objects). Reference:
 https://docs.python.org/3/library/gc.html (``set_threshold``, ``freeze``).
 """
 
@@ -25,13 +24,13 @@ _startup_frozen = threading.Event()
 
 def freeze_startup_objects() -> bool:
     """Once per process: collect garbage, then move every object alive now (modules, classes, FastAPI's and
-    pydantic's schemas, compiled numba kernels, the engines' clients: about 130,000 in the API) out of the cyclic
-    garbage collector's reach with :func:`gc.freeze`. Returns whether this call froze (False after the first).
+    pydantic's schemas, compiled numba kernels, the engines' clients) out of the cyclic garbage collector's reach
+    with :func:`gc.freeze`. Returns whether this call froze (False after the first).
 
-    Why: a full (generation 2) collection walks every tracked object and stops the process meanwhile; over the
-    API's startup objects that took 150–200 ms on the 2-core benchmark machine, i.e. a latency tail for every
-    request in flight. Frozen objects are never collected: a frozen object that later becomes cyclic garbage is
-    kept (here: at most what existed at the first call, e.g. one test app per test process)."""
+    Why: a full (generation 2) collection walks every tracked object and stops the process meanwhile, i.e. a latency
+    tail for every request in flight (its length over the API's startup objects: ``bench/RESULTS.md``, API).
+    Frozen objects are never collected: a frozen object that later becomes cyclic garbage is kept (here: at most
+    what existed at the first call, e.g. one test app per test process)."""
     if _startup_frozen.is_set():
         return False
     _startup_frozen.set()

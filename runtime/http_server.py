@@ -31,11 +31,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.principals import client_address
 
@@ -88,50 +88,27 @@ class HttpLimits:
 class HttpServerSettings(BaseSettings):
     """The :class:`HttpLimits` fields as settings, for a component's settings class to inherit (its ``env_prefix``
     names the variables: ``COACH_API_MAX_CONNECTIONS``, ``COACH_INGESTION_HEADER_TIMEOUT_S`` …); defaults are
-    :class:`HttpLimits`' own. A subclass may override a default by redeclaring the field."""
+    :class:`HttpLimits`' own. A subclass may override a default by redeclaring the field (with its docstring)."""
 
-    max_connections: int = Field(
-        default=HttpLimits.max_connections,
-        ge=1,
-        description="open HTTP connections at most (uvicorn limit_concurrency, granian backpressure; requests past "
-        "it get 503)",
-    )
-    max_requests_in_flight: int = Field(
-        default=HttpLimits.max_requests_in_flight,
-        ge=1,
-        description="requests answered at once; more get 503 with Retry-After: 1 (/healthz, /readyz, /metrics exempt)",
-    )
-    header_timeout_s: float = Field(
-        default=HttpLimits.header_timeout_s,
-        gt=0,
-        description="a connection must deliver complete request headers this many seconds after it opens (or after "
-        "the previous response), else 408 and close (slow clients)",
-    )
-    body_timeout_s: float = Field(
-        default=HttpLimits.body_timeout_s,
-        gt=0,
-        description="longest wait for the next chunk of a request body, seconds (408 past it; a spooled upload is "
-        "deleted)",
-    )
-    keep_alive_timeout_s: float = Field(
-        default=HttpLimits.keep_alive_timeout_s, gt=0, description="idle keep-alive connections close after it, seconds"
-    )
-    max_header_bytes: int = Field(
-        default=HttpLimits.max_header_bytes,
-        ge=1024,
-        description="request line and headers at most, bytes (431 and close)",
-    )
+    model_config = SettingsConfigDict(use_attribute_docstrings=True)
+
+    max_connections: int = Field(default=HttpLimits.max_connections, ge=1)
+    """open HTTP connections at most (uvicorn limit_concurrency, granian backpressure; requests past it get 503)"""
+    max_requests_in_flight: int = Field(default=HttpLimits.max_requests_in_flight, ge=1)
+    """requests answered at once; more get 503 with Retry-After: 1 (/healthz, /readyz, /metrics exempt)"""
+    header_timeout_s: float = Field(default=HttpLimits.header_timeout_s, gt=0)
+    """a connection must deliver complete request headers this many seconds after it opens (or after the previous
+    response), else 408 and close (slow clients)"""
+    body_timeout_s: float = Field(default=HttpLimits.body_timeout_s, gt=0)
+    """longest wait for the next chunk of a request body, seconds (408 past it; a spooled upload is deleted)"""
+    keep_alive_timeout_s: float = Field(default=HttpLimits.keep_alive_timeout_s, gt=0)
+    """idle keep-alive connections close after it, seconds"""
+    max_header_bytes: int = Field(default=HttpLimits.max_header_bytes, ge=1024)
+    """request line and headers at most, bytes (431 and close)"""
 
     def http_limits(self) -> HttpLimits:
-        """The :class:`HttpLimits` of these settings."""
-        return HttpLimits(
-            max_connections=self.max_connections,
-            max_requests_in_flight=self.max_requests_in_flight,
-            header_timeout_s=self.header_timeout_s,
-            body_timeout_s=self.body_timeout_s,
-            keep_alive_timeout_s=self.keep_alive_timeout_s,
-            max_header_bytes=self.max_header_bytes,
-        )
+        """The :class:`HttpLimits` of these settings (every field of it has a field of the same name here)."""
+        return HttpLimits(**{limit.name: getattr(self, limit.name) for limit in fields(HttpLimits)})
 
 
 class _BodyTimeout(Exception):

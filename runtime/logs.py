@@ -25,7 +25,6 @@ from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.redaction import redact_secrets
@@ -49,16 +48,14 @@ LOG_FIELDS: tuple[str, ...] = (
 class LogSettings(BaseSettings):
     """How services log (``COACH_LOG_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_LOG_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_LOG_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    format: Literal["json", "console"] = Field(
-        default="json",
-        description="COACH_LOG_FORMAT: 'json' (one JSON object per line, for log collectors) or 'console' "
-        "(human-readable, for a terminal)",
-    )
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="COACH_LOG_LEVEL: the lowest level written"
-    )
+    format: Literal["json", "console"] = "json"
+    """'json' (one JSON object per line, for log collectors) or 'console' (human-readable, for a terminal)"""
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """the lowest level written"""
 
 
 def _service_of(default: str) -> Any:

@@ -65,36 +65,35 @@ def pin_state_paths(environ: MutableMapping[str, str] | None = None) -> dict[str
 class PlatformSettings(BaseSettings):
     """Where Kafka, Kafka Connect, PostgreSQL, ClickHouse and the state directory are."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, extra="ignore", use_attribute_docstrings=True)
 
-    home: Path = Field(
-        default=Path(".coach"),
-        description="COACH_HOME: state, logs, chDB data and local blobs (a relative path is resolved against the "
-        "working directory once, when the settings load)",
-    )
-    kafka_port: int = Field(default=9092, description="COACH_KAFKA_PORT: local Kafka broker port")
-    kafka_bootstrap: str = Field(
-        default="",
-        description="COACH_KAFKA_BOOTSTRAP: bootstrap servers; default 127.0.0.1:<COACH_KAFKA_PORT>",
-    )
-    kafka_replication: int = Field(
-        default=1, ge=1, description="COACH_KAFKA_REPLICATION: replication factor of created topics"
-    )
-    connect_port: int = Field(default=8083, description="COACH_CONNECT_PORT: Kafka Connect REST port")
-    connect_url: str = Field(default="", description="COACH_CONNECT_URL: Kafka Connect REST URL; default from the port")
-    pg_host: str = Field(default="127.0.0.1", description="COACH_PG_HOST: PostgreSQL host")
-    pg_port: int = Field(default=5433, description="COACH_PG_PORT: PostgreSQL port")
-    pg_user: str = Field(default="coach", description="COACH_PG_USER: PostgreSQL role")
-    pg_database: str = Field(default="coach", description="COACH_PG_DATABASE: PostgreSQL database")
-    pg_dsn: str = Field(default="", description="COACH_PG_DSN: full libpq DSN; overrides the above")
-    clickhouse_url: str = Field(
-        default="",
-        description="COACH_CLICKHOUSE_URL: 'chdb://<dir>' (embedded) or 'http(s)://host:port'; "
-        "default chdb://<COACH_HOME>/chdb",
-    )
-    clickhouse_database: str = Field(
-        default="coach", description="COACH_CLICKHOUSE_DATABASE: ClickHouse database of the analytics tables"
-    )
+    home: Path = Path(".coach")
+    """state, logs, chDB data and local blobs (a relative path is resolved against the working directory once, when the
+    settings load)"""
+    kafka_port: int = 9092
+    """local Kafka broker port"""
+    kafka_bootstrap: str = ""
+    """bootstrap servers; default 127.0.0.1:<COACH_KAFKA_PORT>"""
+    kafka_replication: int = Field(default=1, ge=1)
+    """replication factor of created topics"""
+    connect_port: int = 8083
+    """Kafka Connect REST port"""
+    connect_url: str = ""
+    """Kafka Connect REST URL; default from the port"""
+    pg_host: str = "127.0.0.1"
+    """PostgreSQL host"""
+    pg_port: int = 5433
+    """PostgreSQL port"""
+    pg_user: str = "coach"
+    """PostgreSQL role"""
+    pg_database: str = "coach"
+    """PostgreSQL database"""
+    pg_dsn: str = ""
+    """full libpq DSN; overrides the above"""
+    clickhouse_url: str = ""
+    """'chdb://<dir>' (embedded) or 'http(s)://host:port'; default chdb://<COACH_HOME>/chdb"""
+    clickhouse_database: str = "coach"
+    """ClickHouse database of the analytics tables"""
 
     @field_validator("home")
     @classmethod

@@ -75,9 +75,12 @@ class SubmissionReceived(EventEnvelope):
 
 # --------------------------------------------------------------------------- TranscriptCreated
 class Word(NamedTuple):
-    """One word of a transcript as a plain tuple (what :meth:`TranscriptWords.timed` returns): the text as the
-    recogniser emitted it (e.g. ``" Country."``), ``start``/``end`` in seconds from the start of the recording,
-    and the recogniser's probability in [0, 1]. It has the attributes of ``flows.metrics.TimedWord``."""
+    """One word of a transcript as a plain tuple: the text as the recogniser emitted it (e.g. ``" Country."``),
+    ``start``/``end`` in seconds from the start of the recording, and the recogniser's probability in [0, 1].
+
+    The one type of a timed word: what :meth:`TranscriptWords.timed` returns, what the transcription engine
+    produces (``transcription.engine.TranscriptionResult.words``) and refines
+    (``transcription.word_timing.snap_to_silences``); it has the attributes of ``flows.metrics.TimedWord``."""
 
     word: str
     start: float
@@ -94,7 +97,7 @@ class TranscriptWords(FrozenModel):
 
     Word ``i`` is ``(text[i], start[i], end[i], probability[i])``; times are seconds from the start of the
     recording. Column-oriented because a transcript holds hundreds of words and every reader (metrics, feedback)
-    scans them by attribute: decoding four arrays is several times cheaper than one object per word (the v1
+    scans them by attribute: decoding four arrays is cheaper than one object per word (the v1
     layout; measured in ``bench/RESULTS.md``, Flows). Raises ``pydantic.ValidationError`` when the arrays differ
     in length, a time is negative, a probability is outside [0, 1], or a word ends before it starts.
     """

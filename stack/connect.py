@@ -19,16 +19,10 @@ import urllib.error
 import urllib.request
 
 from stack.engine import Engine, PortClaim, require_jars, require_java
-from stack.errors import StackError
 from stack.kafka import jvm_options, log4j2_properties
 from stack.process import (
-    cmdline_contains,
     log_header,
-    pid_alive,
-    read_pid,
     spawn,
-    terminate_group,
-    wait_until,
     write_pid,
 )
 from stack.settings import LOOPBACK, StackSettings
@@ -148,10 +142,7 @@ class ConnectWorker(Engine):
 
     def pid(self) -> int | None:
         """Pid of our worker (its command line names our config file), or ``None``."""
-        pid = read_pid(self.pid_path)
-        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, CONNECT_MAIN, str(self.config_path)):
-            return None
-        return pid
+        return self.pid_running(CONNECT_MAIN, str(self.config_path))
 
     def is_ready(self) -> bool:
         """``GET /connector-plugins`` lists the Debezium PostgreSQL connector and ``GET /connectors`` answers 200
@@ -192,27 +183,12 @@ class ConnectWorker(Engine):
         ]
         pid = spawn(argv, log_path=self.log_path, cwd=s.connect_dir, env=os.environ)
         write_pid(self.pid_path, pid)
-        wait_until(
-            self.is_ready,
-            timeout_s=s.start_timeout_s,
-            what=f"Kafka Connect on {s.connect_url}",
-            log_path=self.log_path,
-            alive=lambda: pid_alive(pid),
-        )
+        self.wait_ready(pid, f"Kafka Connect on {s.connect_url}")
         return pid
 
     def stop(self) -> bool:
         """SIGTERM the worker's process group (it leaves the group and stops its tasks), SIGKILL after timeout."""
-        pid = self.pid()
-        if pid is None:
-            self.clear_pid_file()
-            return False
-        try:
-            terminate_group(pid, timeout_s=self.settings.stop_timeout_s)
-        except StackError as exc:
-            raise StackError(f"could not stop Kafka Connect (pid {pid}): {exc}") from exc
-        self.clear_pid_file()
-        return True
+        return self.stop_group()
 
     def detail(self) -> str:
         """REST URL."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
 from stack.errors import PortInUseError, StackError
-from stack.process import port_in_use, remove_file
+from stack.process import cmdline_contains, pid_alive, port_in_use, read_pid, remove_file, terminate_group, wait_until
 from stack.settings import StackSettings
 
 
@@ -136,6 +137,47 @@ class Engine(ABC):
     def clear_pid_file(self) -> None:
         """Remove the pid file (after a stop, or when it is stale)."""
         remove_file(self.pid_path)
+
+    def pid_running(self, *cmdline: str) -> int | None:
+        """The pid in the pid file when that process is alive and its command line contains every one of
+        ``cmdline`` (so a recycled pid is never taken for ours), else ``None``."""
+        pid = read_pid(self.pid_path)
+        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, *cmdline):
+            return None
+        return pid
+
+    def wait_ready(self, pid: int, what: str, check: Callable[[], bool] | None = None) -> None:
+        """Wait up to ``start_timeout_s`` until ``check`` (default: :meth:`is_ready`) holds for the engine's process
+        ``pid``; ``what`` names it in the error.
+
+        Raises:
+            StackError: ``pid`` exited or the check did not hold in time (with the tail of the engine's log).
+        """
+        wait_until(
+            check or self.is_ready,
+            timeout_s=self.settings.start_timeout_s,
+            what=what,
+            log_path=self.log_path,
+            alive=lambda: pid_alive(pid),
+        )
+
+    def stop_group(self) -> bool:
+        """SIGTERM the process group of the engine's main process, SIGKILL after ``stop_timeout_s``; the pid file
+        goes either way. Returns whether a process was stopped.
+
+        Raises:
+            StackError: the process group survived SIGKILL.
+        """
+        pid = self.pid()
+        if pid is None:
+            self.clear_pid_file()
+            return False
+        try:
+            terminate_group(pid, timeout_s=self.settings.stop_timeout_s)
+        except StackError as exc:
+            raise StackError(f"could not stop {self.label} (pid {pid}): {exc}") from exc
+        self.clear_pid_file()
+        return True
 
 
 def require_java(java_bin: str) -> str:

@@ -32,18 +32,12 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from stack.engine import Engine, PortClaim, require_jars, require_java
-from stack.errors import StackError
 from stack.process import (
-    cmdline_contains,
     failure,
     kill_group,
     log_header,
-    pid_alive,
     port_open,
-    read_pid,
     spawn,
-    terminate_group,
-    wait_until,
     write_pid,
 )
 from stack.settings import BROKER_PORT_STRIDE, LOOPBACK, MAX_BROKERS, StackSettings
@@ -257,10 +251,7 @@ class KafkaBroker(Engine):
 
     def pid(self) -> int | None:
         """Pid of our node (its command line names our config file), or ``None``."""
-        pid = read_pid(self.pid_path)
-        if pid is None or not pid_alive(pid) or not cmdline_contains(pid, KAFKA_MAIN, str(self.config_path)):
-            return None
-        return pid
+        return self.pid_running(KAFKA_MAIN, str(self.config_path))
 
     def is_ready(self) -> bool:
         """The node answers a metadata request and lists itself (so it is registered and unfenced)."""
@@ -360,13 +351,7 @@ class KafkaBroker(Engine):
         Raises:
             StackError: it exited or was not ready in time (with the tail of its log).
         """
-        wait_until(
-            self.is_ready,
-            timeout_s=self.settings.start_timeout_s,
-            what=f"{self.label} on {self.address}",
-            log_path=self.log_path,
-            alive=lambda: pid_alive(pid),
-        )
+        self.wait_ready(pid, f"{self.label} on {self.address}")
 
     def start(self) -> int:
         """:meth:`launch` and :meth:`await_ready` (for a cluster node: the quorum's other voters must be up)."""
@@ -376,16 +361,7 @@ class KafkaBroker(Engine):
 
     def stop(self) -> bool:
         """SIGTERM the node's process group (controlled shutdown), SIGKILL after ``stop_timeout_s``."""
-        pid = self.pid()
-        if pid is None:
-            self.clear_pid_file()
-            return False
-        try:
-            terminate_group(pid, timeout_s=self.settings.stop_timeout_s)
-        except StackError as exc:
-            raise StackError(f"could not stop {self.label} (pid {pid}): {exc}") from exc
-        self.clear_pid_file()
-        return True
+        return self.stop_group()
 
     def kill(self) -> int | None:
         """SIGKILL the node's process group, as a crash would (no controlled shutdown); the pid file is left

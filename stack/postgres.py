@@ -44,7 +44,6 @@ from stack.process import (
     pid_alive,
     read_pid,
     terminate_group,
-    wait_until,
     write_pid,
 )
 from stack.settings import LOOPBACK, StackSettings
@@ -440,13 +439,7 @@ class PostgresCluster(Engine):
         if pid is None:
             raise failure("PostgreSQL started but wrote no postmaster.pid", self.log_path)
         write_pid(self.pid_path, pid)
-        wait_until(
-            self._probe_server,
-            timeout_s=s.start_timeout_s,
-            what=f"PostgreSQL on {LOOPBACK}:{s.pg_port}",
-            log_path=self.log_path,
-            alive=lambda: pid_alive(pid),
-        )
+        self.wait_ready(pid, f"PostgreSQL on {LOOPBACK}:{s.pg_port}", self._probe_server)
         try:
             self._create_database()
         except psycopg.Error as exc:

@@ -31,59 +31,42 @@ class StackSettings(BaseSettings):
     except ``jars_dir`` whose default is anchored at the repository root).
     """
 
-    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="COACH_", frozen=True, use_attribute_docstrings=True)
 
-    home: Path = Field(
-        default=Path(".coach"),
-        description="State directory of the local stack: data of every engine, generated configs, logs and pid "
-        "files (and the chDB directory of other components). Relative paths are resolved against the current "
-        "directory.",
-    )
-    kafka_port: int = Field(
-        default=9092, ge=1, le=65535, description="TCP port of the Kafka broker's PLAINTEXT listener (clients)."
-    )
-    kafka_controller_port: int = Field(
-        default=9093, ge=1, le=65535, description="TCP port of the KRaft controller listener (CONTROLLER)."
-    )
-    connect_port: int = Field(default=8083, ge=1, le=65535, description="TCP port of the Kafka Connect REST API.")
-    pg_port: int = Field(default=5433, ge=1, le=65535, description="TCP port of the private PostgreSQL cluster.")
-    pg_user: str = Field(
-        default="coach", description="PostgreSQL superuser created by initdb (trust authentication on loopback)."
-    )
-    pg_database: str = Field(default="coach", description="Database created on first start for the projections.")
-    pg_bin_dir: Path | None = Field(
-        default=None,
-        description="Directory holding initdb/pg_ctl. Autodetected when unset: the highest "
-        "/usr/lib/postgresql/<version>/bin, then `pg_config --bindir`, then pg_ctl on PATH.",
-    )
-    pg_os_user: str | None = Field(
-        default=None,
-        description="Only used when running as root (PostgreSQL refuses to run as root): the unprivileged OS user "
-        "that owns the data directory and runs initdb/pg_ctl. Default: `postgres` if it exists, else `coach` "
-        "(created as a system user).",
-    )
-    jars_dir: Path = Field(
-        default=REPO_ROOT / ".deps" / "jars",
-        description="Maven-resolved jars (stack/maven/pom.xml): `kafka/` is the broker and Connect classpath, "
-        "`plugins/` the Connect plugin.path holding the Debezium PostgreSQL connector.",
-    )
-    java_bin: str = Field(
-        default="java", description="Java executable (JDK/JRE 17+) used to run the broker and Connect."
-    )
-    start_timeout_s: float = Field(
-        default=90.0, gt=0, description="Seconds to wait for one engine to become ready before giving up."
-    )
-    stop_timeout_s: float = Field(
-        default=30.0, gt=0, description="Seconds to wait for one engine to exit after SIGTERM before SIGKILL."
-    )
-    kafka_heap: str = Field(
-        default="512m",
-        pattern=r"^[1-9][0-9]*[kKmMgG]?$",
-        description="JVM heap (-Xmx) of the Kafka broker, e.g. `512m`, `1g`.",
-    )
-    connect_heap: str = Field(
-        default="512m", pattern=r"^[1-9][0-9]*[kKmMgG]?$", description="JVM heap (-Xmx) of the Kafka Connect worker."
-    )
+    home: Path = Path(".coach")
+    """State directory of the local stack: data of every engine, generated configs, logs and pid files (and the chDB
+    directory of other components). Relative paths are resolved against the current directory."""
+    kafka_port: int = Field(default=9092, ge=1, le=65535)
+    """TCP port of the Kafka broker's PLAINTEXT listener (clients)."""
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    """TCP port of the KRaft controller listener (CONTROLLER)."""
+    connect_port: int = Field(default=8083, ge=1, le=65535)
+    """TCP port of the Kafka Connect REST API."""
+    pg_port: int = Field(default=5433, ge=1, le=65535)
+    """TCP port of the private PostgreSQL cluster."""
+    pg_user: str = "coach"
+    """PostgreSQL superuser created by initdb (trust authentication on loopback)."""
+    pg_database: str = "coach"
+    """Database created on first start for the projections."""
+    pg_bin_dir: Path | None = None
+    """Directory holding initdb/pg_ctl. Autodetected when unset: the highest /usr/lib/postgresql/<version>/bin, then
+    `pg_config --bindir`, then pg_ctl on PATH."""
+    pg_os_user: str | None = None
+    """Only used when running as root (PostgreSQL refuses to run as root): the unprivileged OS user that owns the data
+    directory and runs initdb/pg_ctl. Default: `postgres` if it exists, else `coach` (created as a system user)."""
+    jars_dir: Path = REPO_ROOT / ".deps" / "jars"
+    """Maven-resolved jars (stack/maven/pom.xml): `kafka/` is the broker and Connect classpath, `plugins/` the Connect
+    plugin.path holding the Debezium PostgreSQL connector."""
+    java_bin: str = "java"
+    """Java executable (JDK/JRE 17+) used to run the broker and Connect."""
+    start_timeout_s: float = Field(default=90.0, gt=0)
+    """Seconds to wait for one engine to become ready before giving up."""
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds to wait for one engine to exit after SIGTERM before SIGKILL."""
+    kafka_heap: str = Field(default="512m", pattern=r"^[1-9][0-9]*[kKmMgG]?$")
+    """JVM heap (-Xmx) of the Kafka broker, e.g. `512m`, `1g`."""
+    connect_heap: str = Field(default="512m", pattern=r"^[1-9][0-9]*[kKmMgG]?$")
+    """JVM heap (-Xmx) of the Kafka Connect worker."""
 
     @field_validator("home", "jars_dir", mode="after")
     @classmethod

@@ -32,7 +32,7 @@ from stack.kafka import (
     write_state,
 )
 from stack.postgres import PostgresCluster
-from stack.process import failure, group_members, pid_alive, read_pid, wait_until
+from stack.process import failure, group_members, pid_alive, read_pid
 from stack.settings import MAX_BROKERS, StackSettings
 
 #: Start order; ``down`` stops in reverse. Connect needs the broker(s); nothing needs PostgreSQL at start.
@@ -324,13 +324,7 @@ class Supervisor:
             reporter.starting(engine)
         began = time.monotonic()
         try:
-            wait_until(
-                engine.is_ready,
-                timeout_s=self.settings.start_timeout_s,
-                what=f"{engine.label} (pid {pid}, already running)",
-                log_path=engine.log_path,
-                alive=lambda: pid_alive(pid),
-            )
+            engine.wait_ready(pid, f"{engine.label} (pid {pid}, already running)")
         except StackError as exc:
             raise failure(
                 f"{engine.label} (pid {pid}) runs but does not answer; run `coach stack down` and retry",

@@ -10,10 +10,6 @@ same table shape, not a test of the dataflow.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +22,7 @@ from psycopg.types.json import Jsonb
 from api.models import WindowKind, WindowPoint
 from flows.tables import SUBMISSION_COLUMNS
 from runtime.principals import Role, create_api_key
+from tests.thread_servers import free_port, serving
 
 __all__ = [
     "SeededSubmission",
@@ -462,28 +459,8 @@ def served_api(platform: Any, server: Literal["uvicorn", "granian"] | None = Non
     from api.app import create_app, serve_api
     from api.settings import ApiSettings
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     settings = ApiSettings(host="127.0.0.1", port=port, **({"server": server} if server else {}))
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=serve_api, args=(stop, settings), kwargs={"app": create_app(platform, settings)}, daemon=True
-    )
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert thread.is_alive() and time.monotonic() < deadline, f"the API ({settings.server}) did not start"
-            time.sleep(0.1)
+    app = create_app(platform, settings)
+    with serving(lambda stop: serve_api(stop, settings, app=app), port, f"the API ({settings.server})"):
         yield port
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive(), f"the API ({settings.server}) did not stop"

@@ -7,10 +7,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["JFK", "JFK_TEXT", "write_audio", "reencode", "silence"]
+__all__ = ["HOTWORDS", "JFK", "JFK_TEXT", "write_audio", "reencode", "silence"]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audio"
 JFK = FIXTURES / "jfk.flac"
+HOTWORDS = FIXTURES / "hotwords.mp3"
+"""A 4 s MP3 of a speaker naming a software tool (``fixtures/audio/ATTRIBUTION.md``)."""
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 

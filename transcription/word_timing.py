@@ -1,7 +1,8 @@
 """Refinement of Whisper word timestamps at pauses, from the audio's short-time energy.
 
 Whisper's word timestamps come from cross-attention alignment (dynamic time warping over 20 ms frames)
-and are often 100–200 ms off at word boundaries, which biases silent-pause lengths. Runs of low-energy
+and are often off at word boundaries (by how much: ``bench/RESULTS.md``, "Moved from docstrings"), which biases
+silent-pause lengths. Runs of low-energy
 frames in the audio are the pauses: word boundaries that fall into one are moved onto its edges; words
 elsewhere keep Whisper's timestamps. This is the energy-based endpoint idea of Rabiner
 & Sambur (1975, "An algorithm for determining the endpoints of isolated utterances"), applied the way
@@ -11,15 +12,13 @@ stable-ts's ``suppress_silence`` adjusts Whisper timestamps to detected silence.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["frame_energy_db", "snap_to_silences"]
+from schemas.events import Word
 
-W = TypeVar("W")
+__all__ = ["frame_energy_db", "snap_to_silences"]
 
 
 def frame_energy_db(audio: npt.NDArray[np.float32], sample_rate: int, frame_s: float) -> npt.NDArray[np.float64]:
@@ -36,7 +35,7 @@ def frame_energy_db(audio: npt.NDArray[np.float32], sample_rate: int, frame_s: f
 
 
 def snap_to_silences(
-    words: Sequence[W],
+    words: Sequence[Word],
     audio: npt.NDArray[np.float32],
     sample_rate: int = 16000,
     *,
@@ -46,8 +45,8 @@ def snap_to_silences(
     min_below_peak_db: float = 15.0,
     min_silence_s: float = 0.15,
     edge_search_s: float = 0.5,
-) -> list[W]:
-    """Return ``words`` (dataclasses with ``start``/``end`` in seconds) with boundaries at pauses refined.
+) -> list[Word]:
+    """Return ``words`` (:class:`schemas.events.Word`, ``start``/``end`` in seconds) with boundaries at pauses refined.
 
     A frame is silent below an adaptive threshold: the noise floor (10th percentile of the clip's frame
     energies) plus ``floor_margin_db``, but at least ``max_below_peak_db`` and at most ``min_below_peak_db``
@@ -58,7 +57,7 @@ def snap_to_silences(
     are unchanged; every word keeps ``start <= end``. The utterance's endpoints are refined too (Rabiner &
     Sambur's use): the first word starts at the first voiced frame within ``edge_search_s`` around its start,
     the last word ends at the last voiced frame within ``edge_search_s`` around its end (Whisper tends to
-    start the first word early, in the leading silence). Raises ``TypeError`` when a word is not a dataclass.
+    start the first word early, in the leading silence).
     """
     energy = frame_energy_db(audio, sample_rate, frame_s)
     if not words or energy.size == 0:
@@ -69,23 +68,23 @@ def snap_to_silences(
     out = list(words)
     _snap_edges(out, silent, frame_s, edge_search_s)
     min_frames = max(1, int(round(min_silence_s / frame_s)))
-    span_lo = int(float(out[0].start) / frame_s)  # type: ignore[attr-defined]
-    span_hi = int(float(out[-1].end) / frame_s)  # type: ignore[attr-defined]
+    span_lo = int(out[0].start / frame_s)
+    span_hi = int(out[-1].end / frame_s)
     for run_start, run_end in _runs(silent, span_lo, span_hi, min_frames):
         rs, re_ = run_start * frame_s, run_end * frame_s
-        starts = [float(w.start) for w in out]  # type: ignore[attr-defined]
+        starts = [w.start for w in out]
         before = [i for i, st in enumerate(starts) if st < rs]
         if not before or before[-1] + 1 >= len(out):
             continue
         # The pause lies between the last word starting before it and the next one: the first ends where the
         # silence starts, the next (and any word Whisper put inside the silence) starts where it ends.
         b = before[-1]
-        out[b] = replace(out[b], end=round(max(starts[b], rs), 3))  # type: ignore[type-var]
+        out[b] = out[b]._replace(end=round(max(starts[b], rs), 3))
         for i in range(b + 1, len(out)):
             if i > b + 1 and starts[i] >= re_:
                 break
-            end = float(out[i].end)  # type: ignore[attr-defined]
-            out[i] = replace(out[i], start=round(re_, 3), end=round(max(re_, end), 3))  # type: ignore[type-var]
+            end = out[i].end
+            out[i] = out[i]._replace(start=round(re_, 3), end=round(max(re_, end), 3))
     return out
 
 
@@ -103,18 +102,18 @@ def _runs(silent: npt.NDArray[np.bool_], lo: int, hi: int, min_frames: int) -> l
     return runs
 
 
-def _snap_edges(words: list[W], silent: npt.NDArray[np.bool_], frame_s: float, search_s: float) -> None:
+def _snap_edges(words: list[Word], silent: npt.NDArray[np.bool_], frame_s: float, search_s: float) -> None:
     """Move the first word's start / last word's end onto the first / last voiced frame near them (in place)."""
     n = silent.size
     first, last = words[0], words[-1]
-    f_start, f_end = float(first.start), float(first.end)  # type: ignore[attr-defined]
+    f_start, f_end = first.start, first.end
     lo, hi = max(0, int((f_start - search_s) / frame_s)), min(n, int(f_end / frame_s))
     voiced = np.flatnonzero(~silent[lo:hi])
     if voiced.size:
-        words[0] = replace(first, start=round(min(f_end, (lo + voiced[0]) * frame_s), 3))  # type: ignore[type-var]
+        words[0] = first._replace(start=round(min(f_end, (lo + voiced[0]) * frame_s), 3))
     last = words[-1]
-    l_start, l_end = float(last.start), float(last.end)  # type: ignore[attr-defined]
+    l_start, l_end = last.start, last.end
     lo, hi = max(0, int(l_start / frame_s)), min(n, int((l_end + search_s) / frame_s) + 1)
     voiced = np.flatnonzero(~silent[lo:hi])
     if voiced.size:
-        words[-1] = replace(last, end=round(max(l_start, (lo + voiced[-1] + 1) * frame_s), 3))  # type: ignore[type-var]
+        words[-1] = last._replace(end=round(max(l_start, (lo + voiced[-1] + 1) * frame_s), 3))

@@ -50,7 +50,7 @@ from schemas import (
     decode_expected,
     utc_now,
 )
-from transcription import metrics as m
+from transcription import telemetry
 from transcription.audio import AudioError, decode_audio
 from transcription.engine import AudioItem, BatchTranscriber, TranscriptionFailure, TranscriptionResult
 from transcription.settings import TranscriptionSettings
@@ -65,27 +65,24 @@ PRODUCER_NAME = "transcription"
 class WorkerSettings(BaseSettings):
     """Process-level knobs of a transcription worker (``COACH_TRANSCRIPTION_WORKER_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_TRANSCRIPTION_WORKER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_TRANSCRIPTION_WORKER_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    processes: int = Field(default=1, ge=1, description="COACH_TRANSCRIPTION_WORKER_PROCESSES: worker processes")
-    metrics_port: int = Field(
-        default=9101, ge=0, description="COACH_TRANSCRIPTION_WORKER_METRICS_PORT: first /metrics port (0 = off)"
-    )
-    retry_max_wait_s: float = Field(
-        default=10.0,
-        gt=0,
-        description="Longest backoff between retries of a batch while the blob store or the broker is unreachable, "
-        "seconds (retried until it succeeds or the worker is stopped)",
-    )
-    lag_every_s: float = Field(default=5.0, gt=0, description="How often consumer lag is measured, seconds")
-    group_instance_id: str = Field(
-        default="",
-        description="COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID: static group membership (KIP-345): a worker "
-        "restarted with the same id gets its partitions back at once instead of after session.timeout.ms (45 s); "
-        "unique per worker and stable across restarts (with --processes N each gets '<id>-<index>'). A stopped "
-        "static member does not leave the group: its partitions wait for it until the session times out. Empty: "
-        "dynamic membership",
-    )
+    processes: int = Field(default=1, ge=1)
+    """worker processes"""
+    metrics_port: int = Field(default=9101, ge=0)
+    """first /metrics port (0 = off)"""
+    retry_max_wait_s: float = Field(default=10.0, gt=0)
+    """Longest backoff between retries of a batch while the blob store or the broker is unreachable, seconds (retried
+    until it succeeds or the worker is stopped)"""
+    lag_every_s: float = Field(default=5.0, gt=0)
+    """How often consumer lag is measured, seconds"""
+    group_instance_id: str = ""
+    """static group membership (KIP-345): a worker restarted with the same id gets its partitions back at once instead
+    of after session.timeout.ms (45 s); unique per worker and stable across restarts (with --processes N each gets
+    '<id>-<index>'). A stopped static member does not leave the group: its partitions wait for it until the session
+    times out. Empty: dynamic membership"""
 
 
 @dataclass
@@ -165,14 +162,14 @@ class TranscriptionWorker:
         """
         started = time.perf_counter()
         batch_started_at = utc_now()
-        m.BATCH_SIZE.observe(len(batch))
+        telemetry.BATCH_SIZE.observe(len(batch))
         outcomes: list[PoisonMessage | None] = [None] * len(batch)
         pending: list[tuple[int, _Pending]] = []
         for index, received in enumerate(batch):
             prepared = self._prepare(received.msg, received.value)
             if isinstance(prepared, PoisonMessage):
                 outcomes[index] = prepared
-                m.DEAD_LETTERS.labels(prepared.error_class).inc()
+                telemetry.DEAD_LETTERS.labels(prepared.error_class).inc()
             else:
                 pending.append((index, prepared))
         results = self._transcribe([p.item for _, p in pending])
@@ -181,18 +178,18 @@ class TranscriptionWorker:
             if isinstance(outcome, TranscriptionFailure):
                 error_class = "NoSpeech" if "speech" in outcome.reason else "TranscriptionFailed"
                 outcomes[index] = PoisonMessage(error_class, outcome.reason, **p.event.ids())
-                m.DEAD_LETTERS.labels(error_class).inc()
+                telemetry.DEAD_LETTERS.labels(error_class).inc()
                 continue
             self.producer.send(TRANSCRIPTS.name, self._transcript_event(p, outcome, batch_started_at, len(pending)))
-            m.TRANSCRIPTS.inc()
+            telemetry.TRANSCRIPTS.inc()
             audio_seconds += outcome.duration_s
             for stage, ms in (("fetch", p.fetch_ms), ("decode", p.decode_ms), ("vad", outcome.timings.vad_ms),
                               ("inference", outcome.timings.inference_ms)):  # fmt: skip
-                m.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+                telemetry.STAGE_SECONDS.labels(stage).observe(ms / 1000)
         wall = time.perf_counter() - started
-        m.AUDIO_SECONDS.inc(audio_seconds)
+        telemetry.AUDIO_SECONDS.inc(audio_seconds)
         if audio_seconds and wall > 0:
-            m.RTFX.observe(audio_seconds / wall)
+            telemetry.RTFX.observe(audio_seconds / wall)
         return outcomes
 
     def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
@@ -289,6 +286,6 @@ class TranscriptionWorker:
                 if high < 0:
                     continue
                 position = tp.offset if tp.offset >= 0 else high
-                m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+                telemetry.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker
             log.debug("lag measurement failed: %s", exc)

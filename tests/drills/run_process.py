@@ -1,5 +1,5 @@
-"""Helpers of the process drills: ``coach run`` and ``coach`` commands as subprocesses with a relative COACH_HOME,
-uploads over HTTP, a tail of a topic, and chDB reads from a process of their own.
+"""Helpers of the process drills: ``coach run``, transcription workers and ``coach`` commands as subprocesses (the
+first with a relative COACH_HOME), uploads over HTTP, a tail of a topic, and chDB reads from a process of their own.
 
 Every process is started in its own process group (``start_new_session``) and killed with its group at the end
 (:meth:`CoachRun.kill`), so a drill leaves nothing behind. The child's environment is the test session's (Kafka,
@@ -19,23 +19,35 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
+from fastapi.testclient import TestClient
 
-from stack.process import group_members
+from runtime.settings import PlatformSettings
+from schemas import SUBMISSIONS, ConsumerGroups
+from stack.process import group_members, pid_alive
 
 __all__ = [
     "REPO_ROOT",
     "CoachRun",
     "TopicTail",
+    "assert_gone",
     "coach_cli",
     "coach_env",
+    "committed_offsets",
+    "consume_for",
     "free_ports",
+    "kill_group",
+    "logs_tail",
     "query_chdb",
+    "start_coach",
+    "transcription_workers",
+    "transcripts_by_submission",
     "upload",
 ]
 
@@ -94,20 +106,62 @@ def coach_cli(
     )
 
 
+def start_coach(*args: str, env: Mapping[str, str], log: IO[bytes], cwd: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
+    """``python -m coach.cli <args>`` in ``cwd`` with ``env``, in a process group of its own (``start_new_session``,
+    so that :func:`kill_group` takes its children too), stdout and stderr to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "coach.cli", *args],
+        cwd=cwd,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of ``proc`` when ``proc`` is still running, then wait for it (10 s at most)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def logs_tail(directory: Path, chars: int = 3000) -> str:
+    """The last ``chars`` characters of every ``*.log`` in ``directory`` (sorted by name), each under its name."""
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(directory.glob("*.log")))
+
+
+@contextlib.contextmanager
+def transcription_workers(log_dir: Path, **env: str) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A starter of transcription worker processes (``coach worker transcription``, one consumer process each, no
+    metrics port) with this process's environment plus ``env`` (``COACH_*`` variables); the n-th logs to
+    ``log_dir/worker-<n>.log``. Whatever is still running on exit is killed with its process group."""
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[IO[bytes]] = []
+    worker_env = dict(os.environ, COACH_TRANSCRIPTION_WORKER_METRICS_PORT="0", COACH_TRANSCRIPTION_WORKER_PROCESSES="1")
+    worker_env.update(env)
+
+    def start() -> subprocess.Popen[bytes]:
+        logs.append((log_dir / f"worker-{len(started) + 1}.log").open("wb"))
+        started.append(start_coach("worker", "transcription", env=worker_env, log=logs[-1]))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            kill_group(proc)
+        for log in logs:
+            log.close()
+
+
 class CoachRun:
     """One ``coach run`` subprocess (own process group), its log in ``log_path``."""
 
     def __init__(self, cwd: Path, env: Mapping[str, str], ports: Mapping[str, int], log_path: Path) -> None:
         self.cwd, self.env, self.ports, self.log_path = cwd, dict(env), dict(ports), log_path
         self._log: IO[bytes] = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coach.cli", "run"],
-            cwd=cwd,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.proc = start_coach("run", env=self.env, log=self._log, cwd=cwd)
         self.started = time.monotonic()
         self.last_readyz = ""
 
@@ -191,16 +245,68 @@ class CoachRun:
         return []
 
 
-def upload(base: str, token: str, clip: Path, *, prompt_id: str = "drill", timeout_s: float = 60) -> httpx.Response:
-    """``POST /v1/submissions`` of ``clip`` with ``token``."""
+def upload(to: str | TestClient, token: str, clip: Path, *, prompt_id: str = "drill", timeout_s: float = 60) -> Any:
+    """``POST /v1/submissions`` of ``clip`` with ``token`` (and a fresh Idempotency-Key) to ``to``: the ingestion
+    API's base URL, or FastAPI's ``TestClient`` of the ingestion app. Returns the response (httpx's, or the test
+    client's of the same interface)."""
     with clip.open("rb") as fh:
-        return httpx.post(
-            f"{base}/v1/submissions",
-            files={"audio": (clip.name, fh, "application/octet-stream")},
-            data={"prompt_id": prompt_id},
-            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"drill-{uuid.uuid4()}"},
-            timeout=timeout_s,
-        )
+        request: dict[str, Any] = {
+            "files": {"audio": (clip.name, fh, "application/octet-stream")},
+            "data": {"prompt_id": prompt_id},
+            "headers": {"Authorization": f"Bearer {token}", "Idempotency-Key": f"drill-{uuid.uuid4()}"},
+            "timeout": timeout_s,
+        }
+        if isinstance(to, str):
+            return httpx.post(f"{to}/v1/submissions", **request)
+        return to.post("/v1/submissions", **request)
+
+
+def committed_offsets(settings: PlatformSettings) -> dict[int, tuple[int, int]]:
+    """``{partition: (committed offset of the transcription group, high watermark)}`` of the submissions topic
+    (read without joining the group)."""
+    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": ConsumerGroups.TRANSCRIPTION})
+    try:
+        partitions = consumer.list_topics(SUBMISSIONS.name, timeout=10).topics[SUBMISSIONS.name].partitions
+        result = {}
+        for tp in consumer.committed([TopicPartition(SUBMISSIONS.name, p) for p in sorted(partitions)], timeout=10):
+            _, high = consumer.get_watermark_offsets(TopicPartition(SUBMISSIONS.name, tp.partition), timeout=10)
+            result[tp.partition] = (tp.offset, high)
+        return result
+    finally:
+        consumer.close()
+
+
+def transcripts_by_submission(records: Iterable[dict[str, Any]], ours: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The ``TranscriptCreated`` ``records`` of the submissions ``ours``, grouped by submission id. Asserts that every
+    one of ``ours`` has one and that the copies of a submission (redelivered after a killed worker) agree: the same
+    text and the same causation id."""
+    by_submission: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["submission_id"] in ours:
+            by_submission[record["submission_id"]].append(record)
+    assert set(by_submission) == ours, f"no transcript of {sorted(ours - set(by_submission))}"
+    for submission_id, copies in by_submission.items():
+        texts = {c["payload"]["text"] for c in copies}
+        assert len(texts) == 1, f"{submission_id}: duplicates disagree: {texts}"
+        assert len({c["causation_id"] for c in copies}) == 1, f"{submission_id}: duplicates of different causes"
+    return by_submission
+
+
+def assert_gone(*procs: subprocess.Popen[bytes]) -> None:
+    """Asserts that every one of ``procs`` has exited and left no process in its process group."""
+    for proc in procs:
+        assert not pid_alive(proc.pid), f"process {proc.pid} still runs"
+        assert group_members(proc.pid) == [], f"processes left in the group of {proc.pid}"
+
+
+def consume_for(consumer: Consumer, seconds: float, poll_s: float = 0.05) -> Iterator[Message]:
+    """The messages ``consumer`` receives within ``seconds`` (polled every ``poll_s`` at most), error events
+    left out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        msg = consumer.poll(poll_s)
+        if msg is not None and msg.error() is None:
+            yield msg
 
 
 class TopicTail:
@@ -226,11 +332,7 @@ class TopicTail:
 
     def poll(self, seconds: float) -> None:
         """Collect what arrives within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.05)
-            if msg is None or msg.error() is not None:
-                continue
+        for msg in consume_for(self.consumer, seconds):
             try:
                 value = json.loads(msg.value())
             except (ValueError, TypeError, RecursionError):

@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -52,11 +51,11 @@ from stack.process import group_members, pid_alive, read_pid
 from stack.settings import StackSettings
 from stack.supervisor import Supervisor
 from tests.audio_factory import JFK
-from tests.conftest import TEST_STACK_ENV, run_stack_cli
+from tests.conftest import TEST_STACK_ENV, run_stack_cli, stack_running
+from tests.drills.run_process import kill_group, start_coach
 
 pytestmark = pytest.mark.drill
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKERS = 3
 _OFFSET = int(os.environ.get("COACH_TEST_PORT_OFFSET", "0"))
 #: The drill's own cluster: ports 100 above the session stack's, a home next to its home.
@@ -100,25 +99,12 @@ def cluster() -> Iterator[Cluster]:
             patch.delenv(key, raising=False)
         stack = StackSettings()
         patch.setenv("COACH_KAFKA_BOOTSTRAP", stack.cluster_bootstrap_servers(BROKERS))
-        run_stack_cli("down")  # leftovers of an interrupted run
-        shutil.rmtree(stack.home, ignore_errors=True)
-        started = run_stack_cli("up", "--brokers", str(BROKERS))
-        if started.returncode != 0:
-            run_stack_cli("down")
-            pytest.fail(f"`python -m stack up --brokers {BROKERS}` failed:\n{started.stdout}\n{started.stderr}")
-        try:
+        with stack_running(stack, "--brokers", str(BROKERS)):
             platform = PlatformSettings()
             console = Console(record=True, width=200)
             assert run_migrations(console, settings=platform, clickhouse=False, cdc=False), console.export_text()
             yield Cluster(stack, platform, Supervisor(stack), dict(os.environ))
-        finally:
-            pids = Supervisor(stack).pid_file_pids()
-            stopped = run_stack_cli("down")
-            status = run_stack_cli("status")
-            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert status.returncode != 0, status.stdout
-            assert Supervisor.leftovers(pids) == []
-            shutil.rmtree(stack.home, ignore_errors=True)
+        shutil.rmtree(stack.home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -138,20 +124,11 @@ def worker(cluster: Cluster, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]
     )
     env.pop("COACH_CLICKHOUSE_URL", None)  # the worker has no use for the session's chDB directory
     with (tmp_path / "worker.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "coach.cli", "worker", "transcription"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = start_coach("worker", "transcription", env=env, log=log)
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            kill_group(proc)
             assert group_members(proc.pid) == [], f"processes left in worker group {proc.pid}"
 
 

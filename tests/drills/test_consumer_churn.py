@@ -26,18 +26,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
@@ -45,13 +42,11 @@ from ingestion.app import create_app
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
 from schemas import SUBMISSIONS, TRANSCRIPTS, ConsumerGroups
-from stack.process import group_members, pid_alive
-from tests.audio_factory import FIXTURES, JFK
-from tests.drills.run_process import REPO_ROOT, TopicTail
+from tests.audio_factory import HOTWORDS, JFK
+from tests.drills import run_process
 
 pytestmark = pytest.mark.drill
 
-HOTWORDS = FIXTURES / "hotwords.mp3"
 LEARNERS = 6
 UPLOAD_INTERVAL_S = 1.5
 UPLOADS_AFTER_KILL = 4
@@ -60,44 +55,16 @@ TIMEOUT_S = 300.0
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Starts transcription worker processes (own process groups); kills whatever is left at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    logs: list[IO[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        env = dict(
-            os.environ,
-            COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES="2",
-            COACH_TRANSCRIPTION_WORKER_METRICS_PORT="0",
-            COACH_TRANSCRIPTION_WORKER_PROCESSES="1",
-            COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID="",
-        )
-        log = (tmp_path / f"worker-{len(started) + 1}.log").open("wb")
-        logs.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "coach.cli", "worker", "transcription"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    try:
+    """Starts transcription worker processes (own process groups, batches of two, dynamic membership); kills
+    whatever is left at the end."""
+    with run_process.transcription_workers(
+        tmp_path, COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES="2", COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID=""
+    ) as start:
         yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        for log in logs:
-            log.close()
 
 
 def _logs(tmp_path: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in sorted(tmp_path.glob("*.log")))
+    return run_process.logs_tail(tmp_path, 2500)
 
 
 def membership(admin: AdminClient) -> dict[int, list[int]]:
@@ -133,12 +100,7 @@ class Stream:
                 n = 0
                 while not self.stop.is_set():
                     clip = JFK if n % 5 == 4 else HOTWORDS
-                    with clip.open("rb") as fh:
-                        response = client.post(
-                            "/v1/submissions",
-                            files={"audio": (clip.name, fh, "application/octet-stream")},
-                            headers={"Authorization": f"Bearer {self.tokens[n % len(self.tokens)]}"},
-                        )
+                    response = run_process.upload(client, self.tokens[n % len(self.tokens)], clip)
                     if response.status_code == 202:
                         self.accepted.append(response.json()["submission_id"])
                     else:
@@ -180,7 +142,7 @@ def test_group_churn_loses_nothing(
     with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
         tokens = [create_api_key(conn, f"churn-{uuid.uuid4().hex[:8]}", "learner") for _ in range(LEARNERS)]
     admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    tail = TopicTail(settings.bootstrap_servers, [SUBMISSIONS.name, TRANSCRIPTS.name])
+    tail = run_process.TopicTail(settings.bootstrap_servers, [SUBMISSIONS.name, TRANSCRIPTS.name])
     stream = Stream(settings, tokens)
     steps: list[str] = []
 
@@ -258,22 +220,11 @@ def test_group_churn_loses_nothing(
         stream.stop.set()
         tail.close()
 
-    for proc in (first, second, third):
-        assert not pid_alive(proc.pid)
-        assert group_members(proc.pid) == [], f"processes left in worker group {proc.pid}"
-
-    by_submission: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in transcripts():
-        if record["submission_id"] in ours:
-            by_submission[record["submission_id"]].append(record)
-    assert set(by_submission) == ours
-    for submission_id, copies in by_submission.items():
-        texts = {c["payload"]["text"] for c in copies}
-        assert len(texts) == 1, f"{submission_id}: duplicates disagree: {texts}"
-        assert len({c["causation_id"] for c in copies}) == 1, f"{submission_id}: duplicates of different causes"
+    run_process.assert_gone(first, second, third)
+    by_submission = run_process.transcripts_by_submission(transcripts(), ours)
     duplicates = sum(len(c) - 1 for c in by_submission.values())
 
-    committed = _committed(settings)
+    committed = run_process.committed_offsets(settings)
     behind = {p: c for p, c in committed.items() if c[0] < c[1] and c[1] > 0}
     assert not behind, f"committed offsets behind the end: {behind}"
 
@@ -295,17 +246,3 @@ def test_group_churn_loses_nothing(
     )
     record_property("duplicates", duplicates)
     record_property("submissions", len(ours))
-
-
-def _committed(settings: PlatformSettings) -> dict[int, tuple[int, int]]:
-    """``{partition: (committed offset of the transcription group, high watermark)}`` of the submissions topic."""
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": ConsumerGroups.TRANSCRIPTION})
-    try:
-        meta = consumer.list_topics(SUBMISSIONS.name, timeout=10).topics[SUBMISSIONS.name].partitions
-        result = {}
-        for tp in consumer.committed([TopicPartition(SUBMISSIONS.name, p) for p in sorted(meta)], timeout=10):
-            _, high = consumer.get_watermark_offsets(TopicPartition(SUBMISSIONS.name, tp.partition), timeout=10)
-            result[tp.partition] = (tp.offset, high)
-        return result
-    finally:
-        consumer.close()

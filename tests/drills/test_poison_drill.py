@@ -39,14 +39,13 @@ from confluent_kafka.admin import AdminClient
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
 from schemas import FEEDBACK, SUBMISSIONS, TRANSCRIPTS, ConsumerGroups
-from tests.audio_factory import FIXTURES
-from tests.drills.run_process import RELATIVE_HOME, CoachRun, coach_cli, coach_env, free_ports, upload
+from tests.audio_factory import HOTWORDS
+from tests.drills.run_process import RELATIVE_HOME, CoachRun, coach_cli, coach_env, consume_for, free_ports, upload
 from tests.projection_fixtures import feedback_generated, submission_received, transcript_created
 
 pytestmark = pytest.mark.drill
 
 LEARNERS_CDC = "cdc.public.learners"
-HOTWORDS = FIXTURES / "hotwords.mp3"
 EXPECTED_GROUPS: dict[str, set[str]] = {
     SUBMISSIONS.name: {ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR},
     TRANSCRIPTS.name: {ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW},
@@ -197,11 +196,7 @@ class DeadLetters:
 
     def poll(self, seconds: float) -> None:
         self._assign_new()
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.1)
-            if msg is None or msg.error() is not None:
-                continue
+        for msg in consume_for(self.consumer, seconds, 0.1):
             try:
                 record = json.loads(msg.value())
                 origin = (record["original_topic"], int(record["original_partition"]), int(record["original_offset"]))

@@ -39,7 +39,7 @@ import pytest
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
 from schemas import TRANSCRIPTS
-from tests.audio_factory import FIXTURES, JFK
+from tests.audio_factory import HOTWORDS, JFK
 from tests.drills.run_process import (
     RELATIVE_HOME,
     CoachRun,
@@ -53,7 +53,6 @@ from tests.drills.run_process import (
 
 pytestmark = pytest.mark.drill
 
-HOTWORDS = FIXTURES / "hotwords.mp3"
 #: (moment, signal) of the ten interrupted starts; an eleventh, clean start drains everything.
 SCHEDULE: list[tuple[str, signal.Signals]] = [
     ("idle", signal.SIGTERM),

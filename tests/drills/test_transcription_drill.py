@@ -24,13 +24,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psycopg
 import pytest
@@ -40,15 +38,13 @@ from fastapi.testclient import TestClient
 from ingestion.app import create_app
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
-from schemas import SUBMISSIONS, TRANSCRIPTS, ConsumerGroups
-from stack.process import group_members, pid_alive
-from tests.audio_factory import FIXTURES, JFK
+from schemas import SUBMISSIONS, TRANSCRIPTS
+from tests.audio_factory import HOTWORDS, JFK
+from tests.drills import run_process
 from tests.event_reader import read_until
 
 pytestmark = pytest.mark.drill
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-HOTWORDS = FIXTURES / "hotwords.mp3"
 LEARNERS = 2
 UPLOADS_PER_LEARNER = 4
 BATCH_MAX_MESSAGES = 4
@@ -124,44 +120,17 @@ def tokens(migrated_stack: PlatformSettings) -> list[str]:
 def workers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """Starts transcription worker processes (own process groups); kills whatever is left at the end. With the
     ``membership`` parameter ``"static"`` every worker it starts uses the same group instance id."""
-    started: list[subprocess.Popen[bytes]] = []
-    logs: list[IO[bytes]] = []
     instance_id = f"drill-{uuid.uuid4().hex[:8]}" if request.param == "static" else ""
-
-    def start() -> subprocess.Popen[bytes]:
-        env = dict(
-            os.environ,
-            COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=str(BATCH_MAX_MESSAGES),
-            COACH_TRANSCRIPTION_WORKER_METRICS_PORT="0",
-            COACH_TRANSCRIPTION_WORKER_PROCESSES="1",
-            COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID=instance_id,
-        )
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        logs.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "coach.cli", "worker", "transcription"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    try:
+    with run_process.transcription_workers(
+        tmp_path,
+        COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=str(BATCH_MAX_MESSAGES),
+        COACH_TRANSCRIPTION_WORKER_GROUP_INSTANCE_ID=instance_id,
+    ) as start:
         yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        for log in logs:
-            log.close()
 
 
 def worker_logs(tmp_path: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(tmp_path.glob("*.log")))
+    return run_process.logs_tail(tmp_path, 3000)
 
 
 @pytest.mark.parametrize("workers", ["dynamic", "static"], indirect=True)
@@ -181,12 +150,7 @@ def test_worker_killed_mid_batch_loses_nothing(
             for n in range(UPLOADS_PER_LEARNER):
                 for token in tokens:
                     clip = JFK if n % 2 == 0 else HOTWORDS
-                    with clip.open("rb") as fh:
-                        response = client.post(
-                            "/v1/submissions",
-                            files={"audio": (clip.name, fh, "application/octet-stream")},
-                            headers={"Authorization": f"Bearer {token}"},
-                        )
+                    response = run_process.upload(client, token, clip)
                     assert response.status_code == 202, response.text
                     submission_ids.append(response.json()["submission_id"])
         ours = set(submission_ids)
@@ -215,27 +179,17 @@ def test_worker_killed_mid_batch_loses_nothing(
     finally:
         tail.close()
 
-    for proc in (first, second):
-        assert not pid_alive(proc.pid)
-        assert group_members(proc.pid) == [], f"processes left in worker group {proc.pid}"
-
-    by_submission: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in tail.records:
-        if record["submission_id"] in ours:
-            by_submission[record["submission_id"]].append(record)
-    assert set(by_submission) == ours
+    run_process.assert_gone(first, second)
+    by_submission = run_process.transcripts_by_submission(tail.records, ours)
     for submission_id, copies in by_submission.items():
-        texts = {c["payload"]["text"] for c in copies}
-        assert len(texts) == 1, f"{submission_id}: duplicates disagree: {texts}"
-        assert len({c["causation_id"] for c in copies}) == 1
-        assert next(iter(texts)).strip(), f"{submission_id}: empty transcript"
+        assert copies[0]["payload"]["text"].strip(), f"{submission_id}: empty transcript"
     deduplicated = {sid: copies[0] for sid, copies in by_submission.items()}
     assert len(deduplicated) == len(submission_ids)
     duplicates = sum(len(copies) - 1 for copies in by_submission.values())
 
     # The group's committed offsets cover every one of our submissions (other tests may leave a backlog of
     # their own messages on the shared topic behind them: the worker was stopped once ours were done).
-    committed = committed_offsets(migrated_stack)
+    committed = run_process.committed_offsets(migrated_stack)
     positions = read_until(
         SUBMISSIONS.name, lambda seen: ours <= {str(r.get("submission_id")) for r in seen}, settings=migrated_stack
     )
@@ -257,20 +211,3 @@ def test_worker_killed_mid_batch_loses_nothing(
         f"{len(tail.records)} transcript events, {duplicates} duplicate(s) after restart, "
         f"committed offsets {committed}; kill to all transcribed {recovered_s:.1f} s, drill {elapsed:.1f} s"
     )
-
-
-def committed_offsets(settings: PlatformSettings) -> dict[int, tuple[int, int]]:
-    """``{partition: (committed offset of the transcription group, high watermark)}`` of the submissions topic."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": ConsumerGroups.TRANSCRIPTION}
-    )  # not subscribed: reads the group's offsets without joining it
-    try:
-        partitions = consumer.list_topics(SUBMISSIONS.name, timeout=10).topics[SUBMISSIONS.name].partitions
-        tps = [TopicPartition(SUBMISSIONS.name, p) for p in sorted(partitions)]
-        result = {}
-        for tp in consumer.committed(tps, timeout=10):
-            _, high = consumer.get_watermark_offsets(TopicPartition(SUBMISSIONS.name, tp.partition), timeout=10)
-            result[tp.partition] = (tp.offset, high)
-        return result
-    finally:
-        consumer.close()

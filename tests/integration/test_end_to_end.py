@@ -4,7 +4,6 @@ projection → CDC → ClickHouse metrics → progress API. Real engines everywh
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,20 +20,15 @@ from runtime.settings import PlatformSettings
 from schemas import FEEDBACK, SUBMISSIONS, TRANSCRIPTS
 from tests.audio_factory import JFK
 from tests.event_reader import read_until
+from tests.thread_servers import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def platform(migrated_stack: PlatformSettings) -> Iterator[dict[str, Any]]:
     """Every local service started in this process on free ports (the stack's env is already in os.environ)."""
-    ports = {"ingestion": _free_port(), "api": _free_port()}
+    ports = {"ingestion": free_port(), "api": free_port()}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COACH_INGESTION_PORT", str(ports["ingestion"]))
         patch.setenv("COACH_API_PORT", str(ports["api"]))

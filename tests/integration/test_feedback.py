@@ -66,6 +66,19 @@ def producer(platform: PlatformSettings) -> EventProducer:
     return EventProducer(platform, client_id="test-feedback")
 
 
+def llm_first(primary: FakeOpenAI, **overrides: Any) -> FeedbackSettings:
+    """Settings whose chain is the fake ``primary`` endpoint (named ``openai``, model ``gpt-test``), then the rules;
+    no metrics port; ``overrides`` set the rest."""
+    return FeedbackSettings(
+        providers=("primary", "rules"),
+        primary_base_url=primary.base_url,
+        primary_name="openai",
+        primary_model="gpt-test",
+        metrics_port=0,
+        **overrides,
+    )
+
+
 @contextmanager
 def running_worker(platform: PlatformSettings, settings: FeedbackSettings | None = None) -> Iterator[FeedbackWorker]:
     """A feedback worker in a thread, stopped (batch finished, offsets committed) on exit."""
@@ -216,15 +229,7 @@ def test_llm_feedback_and_failover_are_recorded_on_the_event(
         return Fault(503) if "zebra" in body["messages"][1]["content"] else None
 
     with FakeOpenAI(default=Reply(prompt_tokens=400, completion_tokens=90), responder=responder) as primary:
-        settings = FeedbackSettings(
-            providers=("primary", "rules"),
-            primary_base_url=primary.base_url,
-            primary_name="openai",
-            primary_model="gpt-test",
-            retry_attempts=2,
-            retry_initial_wait_s=0.05,
-            metrics_port=0,
-        )
+        settings = llm_first(primary, retry_attempts=2, retry_initial_wait_s=0.05)
         by_llm, by_rules = transcript(learner), transcript(learner, wpm=90, text_words=failing_words)
         with running_worker(platform, settings):
             producer.send(TRANSCRIPTS.name, by_llm)
@@ -314,15 +319,7 @@ def test_llm_budget_markup_and_provider_errors_are_bounded(platform: PlatformSet
         return Reply(content=hostile)
 
     with FakeOpenAI(responder=responder) as primary:
-        settings = FeedbackSettings(
-            providers=("primary", "rules"),
-            primary_base_url=primary.base_url,
-            primary_name="openai",
-            primary_model="gpt-test",
-            retry_attempts=1,
-            llm_daily_budget=1,
-            metrics_port=0,
-        )
+        settings = llm_first(primary, retry_attempts=1, llm_daily_budget=1)
         first, second = transcript(learner), transcript(learner)
         refused = transcript(other, text_words=["zebra", *SENTENCE[1:]])
         with running_worker(platform, settings):

@@ -16,7 +16,6 @@ import asyncio
 import socket
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +32,7 @@ from ingestion.settings import IngestionSettings
 from runtime.principals import create_api_key
 from runtime.settings import PlatformSettings
 from tests.analytics_fixtures import ApiWorld, auth_header, seed_api_world, served_api
+from tests.thread_servers import free_port, serving
 
 pytestmark = pytest.mark.integration
 
@@ -44,29 +44,10 @@ TRICKLE_BUDGET_S = 20.0
 header deadline); with the deadline, the servers close the sockets after ``HEADER_TIMEOUT_S``."""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(port: int, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def ingestion_port(migrated_stack: PlatformSettings) -> Iterator[int]:
     """The ingestion API served as ``coach run`` serves it (:func:`coach.services.http_service`)."""
-    port = _free_port()
+    port = free_port()
     settings = IngestionSettings(
         host="127.0.0.1",
         port=port,
@@ -75,16 +56,8 @@ def ingestion_port(migrated_stack: PlatformSettings) -> Iterator[int]:
         max_requests_in_flight=1,
     )
     service = http_service("ingestion-api", lambda: create_ingestion_app(migrated_stack, settings), "127.0.0.1", port)
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        _wait_healthy(port, thread)
+    with serving(service.run, port, "the ingestion API"):
         yield port
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")

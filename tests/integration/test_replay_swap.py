@@ -100,6 +100,14 @@ def staged(new_database: Callable[[], tuple[Client, str]]) -> tuple[Client, str]
     return client, database
 
 
+def swapped(new_database: Callable[[], tuple[Client, str]]) -> tuple[Client, str]:
+    """A fresh database, staged (:func:`staged`) and swapped in: where a rollback or a drop of the old tables
+    starts."""
+    client, database = staged(new_database)
+    swap_in(client, database, VERSION)
+    return client, database
+
+
 def tables(client: Client, database: str) -> dict[str, dict[str, int]]:
     """``{table name: {tag: rows}}`` of every table of ``database`` (tag: old, new)."""
     names = [r[0] for r in client.query(f"SHOW TABLES FROM {database}").result_rows]
@@ -230,14 +238,9 @@ def test_recovery_crashing_again_still_converges(
 def test_rollback_crashing_after_any_statement_is_completed_by_the_next_rollback(
     new_database: Callable[[], tuple[Client, str]],
 ) -> None:
-    def swapped() -> tuple[Client, str]:
-        client, database = staged(new_database)
-        swap_in(client, database, VERSION)
-        return client, database
-
-    statements = count_statements(lambda hook: rollback(*swapped(), VERSION, after_statement=hook))
+    statements = count_statements(lambda hook: rollback(*swapped(new_database), VERSION, after_statement=hook))
     for k in range(1, statements + 1):
-        client, database = swapped()
+        client, database = swapped(new_database)
         with pytest.raises(Crash):
             rollback(client, database, VERSION, after_statement=crash_after(k))
         live_sides(client, database)
@@ -250,14 +253,9 @@ def test_rollback_crashing_after_any_statement_is_completed_by_the_next_rollback
 def test_drop_old_crashing_after_any_statement_is_completed_by_the_next_drop_old(
     new_database: Callable[[], tuple[Client, str]],
 ) -> None:
-    def swapped() -> tuple[Client, str]:
-        client, database = staged(new_database)
-        swap_in(client, database, VERSION)
-        return client, database
-
-    statements = count_statements(lambda hook: drop_old_tables(*swapped(), VERSION, after_statement=hook))
+    statements = count_statements(lambda hook: drop_old_tables(*swapped(new_database), VERSION, after_statement=hook))
     for k in range(1, statements + 1):
-        client, database = swapped()
+        client, database = swapped(new_database)
         with pytest.raises(Crash):
             drop_old_tables(client, database, VERSION, after_statement=crash_after(k))
         found = tables(client, database)

@@ -19,16 +19,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from stack.connect import DEBEZIUM_POSTGRES_CONNECTOR
 from stack.settings import StackSettings
 from stack.supervisor import Supervisor
+from tests.thread_servers import free_port
 
 pytestmark = pytest.mark.integration
 
 StackCli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_produce_and_consume_on_a_new_topic(local_stack: StackSettings) -> None:
@@ -94,9 +89,9 @@ def test_port_in_use_is_reported_with_its_setting(tmp_path: Path, stack_cli: Sta
             **os.environ,
             "COACH_HOME": str(tmp_path / "home"),
             "COACH_PG_PORT": str(busy_port),
-            "COACH_KAFKA_PORT": str(_free_port()),
-            "COACH_KAFKA_CONTROLLER_PORT": str(_free_port()),
-            "COACH_CONNECT_PORT": str(_free_port()),
+            "COACH_KAFKA_PORT": str(free_port()),
+            "COACH_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "COACH_CONNECT_PORT": str(free_port()),
         }
         result = stack_cli("up", env=env)
     output = " ".join((result.stdout + result.stderr).split())

@@ -1,21 +1,17 @@
 """Energy-based refinement of word boundaries at pauses (transcription.word_timing)."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
+from schemas.events import Word
 from transcription.word_timing import frame_energy_db, snap_to_silences
 
 pytestmark = pytest.mark.unit
 SR = 16000
 
 
-@dataclass(frozen=True)
-class W:
-    word: str
-    start: float
-    end: float
+def W(text: str, start: float, end: float) -> Word:
+    return Word(text, start, end, 0.9)
 
 
 def tone(seconds: float) -> np.ndarray:
@@ -35,6 +31,7 @@ def test_boundaries_move_onto_the_pause(noise: float) -> None:
     whisper = [W("a", 0.30, 1.00), W("b", 1.00, 1.70), W("c", 2.10, 2.60), W("d", 2.60, 3.10)]
     out = snap_to_silences(whisper, audio, SR)
     assert [w.word for w in out] == ["a", "b", "c", "d"]
+    assert [w.probability for w in out] == [0.9] * 4
     assert out[0].start == pytest.approx(0.5, abs=0.011)  # utterance onset
     assert out[1].end == pytest.approx(1.5, abs=0.011)
     assert out[2].start == pytest.approx(2.3, abs=0.011)

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the transcription consumer group (one ``/metrics`` port per worker process)."""
+"""Prometheus instruments of the transcription consumer group (one ``/metrics`` port per worker process).
+
+Named *telemetry* rather than *metrics* so that it is not confused with the speaking metrics of
+:mod:`flows.metrics`.
+"""
 
 from prometheus_client import Counter, Gauge, Histogram
 

@@ -1,4 +1,8 @@
-"""Prometheus metrics of the ingestion API (exposed on ``/metrics``)."""
+"""Prometheus instruments of the ingestion API (exposed on ``/metrics``).
+
+Named *telemetry* rather than *metrics* so that it is not confused with the speaking metrics of
+:mod:`flows.metrics`.
+"""
 
 from prometheus_client import Counter, Histogram
 

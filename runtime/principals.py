@@ -94,26 +94,20 @@ def revoke_api_key(conn: Any, key_id: uuid.UUID) -> bool:
 class AuthSettings(BaseSettings):
     """Failed bearer-token lookups of both APIs (environment variables ``COACH_AUTH_*``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_AUTH_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COACH_AUTH_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
 
-    negative_ttl_s: float = Field(
-        default=30.0,
-        ge=0,
-        description="COACH_AUTH_NEGATIVE_TTL_S: how long a token PostgreSQL did not know (unknown or revoked) is "
-        "answered 401 without a query, seconds (0: no negative cache)",
-    )
-    negative_max_entries: int = Field(
-        default=50_000, ge=1, description="COACH_AUTH_NEGATIVE_MAX_ENTRIES: failed tokens remembered at most (LRU)"
-    )
-    failures_per_minute: float = Field(
-        default=30.0,
-        gt=0,
-        description="COACH_AUTH_FAILURES_PER_MINUTE: failed token lookups per client address and minute; past that "
-        "(and the burst) the address gets 429 with Retry-After, without a PostgreSQL query, until its bucket refills",
-    )
-    failure_burst: int = Field(
-        default=30, ge=1, description="COACH_AUTH_FAILURE_BURST: failed lookups a client address may cause at once"
-    )
+    negative_ttl_s: float = Field(default=30.0, ge=0)
+    """how long a token PostgreSQL did not know (unknown or revoked) is answered 401 without a query, seconds (0: no
+    negative cache)"""
+    negative_max_entries: int = Field(default=50_000, ge=1)
+    """failed tokens remembered at most (LRU)"""
+    failures_per_minute: float = Field(default=30.0, gt=0)
+    """failed token lookups per client address and minute; past that (and the burst) the address gets 429 with
+    Retry-After, without a PostgreSQL query, until its bucket refills"""
+    failure_burst: int = Field(default=30, ge=1)
+    """failed lookups a client address may cause at once"""
 
 
 client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_address", default=None)

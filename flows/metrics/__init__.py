@@ -17,75 +17,14 @@ A change of any definition (a rule, a word list, a constant) is made here once a
 
 from __future__ import annotations
 
-from flows.metrics.norms import PACE_BAND, PaceBand
-from flows.metrics.tokens import is_filled_pause, lexical_tokens, tokenize
-from flows.metrics.transcript import (
-    DEFAULT_PAUSE_THRESHOLD_S,
-    METRICS_VERSION,
-    ScoredTranscript,
-    SubmissionMetrics,
-    TimedWord,
-    TimedWords,
-    articulation_rate,
-    compute_metrics,
-    compute_metrics_batch,
-    count_discourse_markers,
-    count_filled_pauses,
-    find_discourse_markers,
-    find_repetitions,
-    mean_length_of_run,
-    phonation_time,
-    silent_pauses,
-    speech_rate,
-    total_duration,
-    transcript_tokens,
-    word_count,
-)
-from flows.metrics.vocabulary import (
-    MATTR_WINDOW,
-    MIN_VOCABULARY_TOKENS,
-    MTLD_THRESHOLD,
-    VocabularyMetrics,
-    batch_vocabulary,
-    lexical_vocabulary,
-    mattr,
-    mtld,
-    vocabulary_metrics,
-)
+from flows.metrics import norms, tokens, transcript, vocabulary
+from flows.metrics.norms import *  # noqa: F403 - the package re-exports each module's __all__
+from flows.metrics.tokens import *  # noqa: F403
+from flows.metrics.transcript import *  # noqa: F403
+from flows.metrics.vocabulary import *  # noqa: F403
 
-__all__ = [
-    "DEFAULT_PAUSE_THRESHOLD_S",
-    "MATTR_WINDOW",
-    "METRICS_VERSION",
-    "MIN_VOCABULARY_TOKENS",
-    "MTLD_THRESHOLD",
-    "PACE_BAND",
-    "PaceBand",
-    "ScoredTranscript",
-    "SubmissionMetrics",
-    "TimedWord",
-    "TimedWords",
-    "VocabularyMetrics",
-    "articulation_rate",
-    "batch_vocabulary",
-    "compute_metrics",
-    "compute_metrics_batch",
-    "count_discourse_markers",
-    "count_filled_pauses",
-    "find_discourse_markers",
-    "find_repetitions",
-    "is_filled_pause",
-    "lexical_tokens",
-    "lexical_vocabulary",
-    "mattr",
-    "mean_length_of_run",
-    "mtld",
-    "phonation_time",
-    "silent_pauses",
-    "speech_rate",
-    "tokenize",
-    "total_duration",
-    "transcript_tokens",
-    "vocabulary_metrics",
-    "word_count",
-]
+__all__: list[str] = []
+__all__ += norms.__all__
+__all__ += tokens.__all__
+__all__ += transcript.__all__
+__all__ += vocabulary.__all__

@@ -264,6 +264,13 @@ def _checked_times(starts: Sequence[float], ends: Sequence[float]) -> tuple[_Arr
     return np.array(checked_starts, dtype=np.float64), np.array(checked_ends, dtype=np.float64)
 
 
+def _defined(rate: float | None, name: str, zero: str) -> float:
+    """``rate``, or ``ValueError`` naming ``name`` when it is undefined (no words, or ``zero``)."""
+    if rate is None:
+        raise ValueError(f"{name} is undefined for a transcript without words or with {zero}")
+    return rate
+
+
 def _per_minute(count: float, seconds: float) -> float | None:
     return count * 60.0 / seconds if seconds > 0 else None
 
@@ -316,10 +323,7 @@ def speech_rate(words: Sequence[TimedWord]) -> float:
     or on invalid timestamps.
     """
     timing = _timing(_columns(words), DEFAULT_PAUSE_THRESHOLD_S)
-    rate = _per_minute(timing.word_count, timing.span_s)
-    if rate is None:
-        raise ValueError("speech rate is undefined for a transcript without words or with a speech span of 0 s")
-    return rate
+    return _defined(_per_minute(timing.word_count, timing.span_s), "speech rate", "a speech span of 0 s")
 
 
 def articulation_rate(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S) -> float:
@@ -329,10 +333,7 @@ def articulation_rate(words: Sequence[TimedWord], *, threshold_s: float = DEFAUL
     here in words. Raises ``ValueError`` when undefined (no words, or 0 s of phonation) or on invalid input.
     """
     timing = _timing(_columns(words), threshold_s)
-    rate = _per_minute(timing.word_count, timing.phonation_s)
-    if rate is None:
-        raise ValueError("articulation rate is undefined for a transcript without words or 0 s of phonation time")
-    return rate
+    return _defined(_per_minute(timing.word_count, timing.phonation_s), "articulation rate", "0 s of phonation time")
 
 
 def mean_length_of_run(words: Sequence[TimedWord], *, threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S) -> float:

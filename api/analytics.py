@@ -27,8 +27,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from api.metrics import QUERY_LATENCY
 from api.models import SubmissionMetricsOut, WindowKind, WindowPoint
+from api.telemetry import QUERY_LATENCY
 from runtime.clickhouse import get_clickhouse_client, is_embedded
 from runtime.settings import PlatformSettings
 

@@ -38,7 +38,6 @@ from api.access import (
 from api.access import can_read_user as _can_read_user
 from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
 from api.encoding import accepts_gzip, progress_header_map
-from api.metrics import REQUEST_LATENCY
 from api.models import (
     WINDOW_KINDS,
     CohortLearner,
@@ -70,6 +69,7 @@ from api.readmodels import (
     list_submissions,
 )
 from api.settings import ApiSettings
+from api.telemetry import REQUEST_LATENCY
 from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.http_errors import ErrorBody, error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
@@ -347,7 +347,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         cohort: ReadableCohort,
         pool: Postgres,
         reader: ClickHouse,
-        window: Annotated[WindowKind, Query(description="Window kind of the series")] = "weekly",
+        window: Annotated[WindowKind, Query(description="Window kind of the series")] = WindowKind.WEEKLY,
         start: FromQuery = None,
         end: ToQuery = None,
     ) -> CohortProgress:
@@ -363,7 +363,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         for learner in learners:
             own = windows.get(learner.user_id, {})
             series = _in_range(own.get(window, []), range_from, range_to)
-            summary = summarize(own.get("weekly", []), baseline_weeks=settings.baseline_weeks)
+            summary = summarize(own.get(WindowKind.WEEKLY, []), baseline_weeks=settings.baseline_weeks)
             out.append(
                 CohortLearner(
                     user_id=learner.user_id,
@@ -408,7 +408,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
         request: Request,
         user_id: PageReadableUser,
         reader: ClickHouse,
-        window: Annotated[WindowKind, Query(description="Window kind of the charts")] = "weekly",
+        window: Annotated[WindowKind, Query(description="Window kind of the charts")] = WindowKind.WEEKLY,
         start: FromQuery = None,
         end: ToQuery = None,
     ) -> Response:
@@ -430,7 +430,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
                 user_id, {}
             )
             series = _in_range(windows.get(window, []), range_from, range_to)
-            summary = summarize(windows.get("weekly", []), baseline_weeks=settings.baseline_weeks)
+            summary = summarize(windows.get(WindowKind.WEEKLY, []), baseline_weeks=settings.baseline_weeks)
             return render_page_parts(user_id, window, series, summary)
 
         # 'to' absent: the range ends now; such a page drifts by at most COACH_API_PAGE_CACHE_TTL_S

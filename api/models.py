@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flows.metrics.windows import KIND_ORDER, WindowKind
+
 __all__ = [
     "WINDOW_KINDS",
     "Change",
@@ -32,8 +34,8 @@ __all__ = [
     "WindowPoint",
 ]
 
-WindowKind = Literal["daily", "weekly", "sliding_7d"]
-WINDOW_KINDS: tuple[WindowKind, ...] = ("daily", "weekly", "sliding_7d")
+WINDOW_KINDS: tuple[WindowKind, ...] = KIND_ORDER
+"""Every window kind, in the order the API returns series (:data:`flows.metrics.windows.KIND_ORDER`)."""
 Status = Literal["received", "transcribed", "feedback", "failed"]
 
 

@@ -52,9 +52,9 @@ from pydantic import TypeAdapter
 
 from api.analytics import ClickHouseReader, fetch_learner_windows, utc
 from api.encoding import GZIP_LEVEL, GZIP_LEVEL_UNREMEMBERED, gzip_body
-from api.metrics import PROGRESS_CACHE_EVENTS, PROGRESS_CACHE_INVALIDATIONS
 from api.models import WINDOW_KINDS, WindowKind, WindowPoint
 from api.progress import summarize
+from api.telemetry import PROGRESS_CACHE_EVENTS, PROGRESS_CACHE_INVALIDATIONS
 
 __all__ = ["LearnerProgress", "ProgressCache", "WindowsChangeFeed", "build_learner_progress"]
 
@@ -140,11 +140,13 @@ class LearnerProgress:
     def _summary(self, end_us: int) -> bytes:
         if self.last_weekly_start_us is None or self.last_weekly_start_us < end_us:
             return self.summary_json  # every weekly window starts before 'to'
-        before = bisect.bisect_left(self.series.get("weekly", _EMPTY)[0], end_us)
+        before = bisect.bisect_left(self.series.get(WindowKind.WEEKLY, _EMPTY)[0], end_us)
         if self.weekly is not None:
             weekly = list(self.weekly[:before])
         else:
-            weekly = [WindowPoint.model_validate_json(fragment) for fragment in self.fragments("weekly")[:before]]
+            weekly = [
+                WindowPoint.model_validate_json(fragment) for fragment in self.fragments(WindowKind.WEEKLY)[:before]
+            ]
         summary = summarize(weekly, baseline_weeks=self.baseline_weeks)
         return summary.__pydantic_serializer__.to_json(summary)
 
@@ -167,7 +169,7 @@ def build_learner_progress(
         nbytes += len(joined) + 80 * len(ordered)  # the start and offset ints and their tuples' slots
         if kind == "weekly":
             weekly_fragments = fragments
-    weekly = tuple(sorted(windows.get("weekly", []), key=lambda w: w.window_start))
+    weekly = tuple(sorted(windows.get(WindowKind.WEEKLY, []), key=lambda w: w.window_start))
     summary = summarize(weekly, baseline_weeks=baseline_weeks)
     summary_json = summary.__pydantic_serializer__.to_json(summary)
     round_trips = all(

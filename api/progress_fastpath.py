@@ -31,10 +31,10 @@ from starlette.types import Receive, Scope, Send
 
 from api.access import ID_PATTERN, read_decision
 from api.encoding import accepts_gzip, progress_headers
-from api.metrics import REQUEST_LATENCY
 from api.models import WINDOW_KINDS, WindowKind
 from api.progress_cache import ProgressCache
 from api.settings import ApiSettings
+from api.telemetry import REQUEST_LATENCY
 from runtime.principals import PrincipalCache, parse_bearer
 
 __all__ = ["FastPathAPI", "ProgressFastPath"]

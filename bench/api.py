@@ -74,10 +74,10 @@ import httpx
 
 from api.settings import ApiSettings
 from bench.host import machine
+from clickhouse.seed import SEED_START
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASE = "bench_api"
-SEED_START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _free_port() -> int:
@@ -211,10 +211,10 @@ def serve(args: argparse.Namespace) -> None:
     from api.app import create_app, serve_api
     from api.settings import ApiSettings
     from clickhouse import SQL_DIR
+    from clickhouse.seed import derive_windows, seed_submission_metrics
     from runtime.clickhouse import get_clickhouse_client
     from runtime.settings import PlatformSettings
     from runtime.sql_migrations import apply_clickhouse
-    from tests.analytics_fixtures import derive_windows, seed_submission_metrics
 
     platform = PlatformSettings(clickhouse_url=f"chdb://{args.chdb}", clickhouse_database=DATABASE)
     client = get_clickhouse_client(platform)

@@ -26,11 +26,11 @@ import bisect
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from flows.metrics.windows import KIND_ORDER, WindowKind
 from schemas.dead_letter import PoisonMessage
 
 __all__ = [
@@ -55,18 +55,6 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)  # the first Monday of the Unix epoch
 _SLIDING_DAYS = 7
-
-
-class WindowKind(StrEnum):
-    """The per-learner window kinds (values as stored in ``learner_metrics_windows.window_kind``)."""
-
-    DAILY = "daily"
-    WEEKLY = "weekly"
-    SLIDING_7D = "sliding_7d"
-
-
-KIND_ORDER: tuple[WindowKind, ...] = (WindowKind.DAILY, WindowKind.WEEKLY, WindowKind.SLIDING_7D)
-"""Position of each kind in a window id (``window_id % 3``)."""
 
 
 @lru_cache(maxsize=1024)

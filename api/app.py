@@ -2,8 +2,10 @@
 
 Routes: ``GET /v1/submissions/{id}``, ``GET /v1/users/{user_id}/progress``, ``GET /v1/users/{user_id}/submissions``,
 ``GET /v1/cohorts``, ``GET /v1/cohorts/{cohort}/progress``, the learner page ``GET /progress/{user_id}``, and
-``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. Authentication and the 401/403/404 rule are in
-:mod:`api.access`.
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; one router per resource in :mod:`api.routers`
+(submissions, progress, cohorts, pages, operations), the ``from``/``to`` rule in :mod:`api.time_range`.
+Authentication and the 401/403/404 rule are in :mod:`api.access`. This module wires them: lifespan (pools, caches),
+error handlers, the progress fast path and the servers.
 
 Read-only by construction: PostgreSQL sessions are opened with ``default_transaction_read_only = on`` (a write
 fails with ``ReadOnlySqlTransaction``) and every ClickHouse query carries the ``readonly`` setting. In the local
@@ -13,138 +15,34 @@ ClickHouse server it runs on its own (``coach serve api``).
 
 import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
 
 import psycopg
 from clickhouse_connect.driver.exceptions import ClickHouseError
-from fastapi import FastAPI, HTTPException, Path, Query, Request, Response, status
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from psycopg_pool import ConnectionPool, PoolTimeout
-from starlette.concurrency import run_in_threadpool
 
-from api.access import (
-    Caller,
-    ClickHouse,
-    PageReadableUser,
-    Postgres,
-    ReadableCohort,
-    ReadableUser,
-)
-from api.access import can_read_user as _can_read_user
-from api.analytics import ClickHouseReader, fetch_headlines, fetch_submission_metrics, fetch_windows
-from api.encoding import accepts_gzip, progress_header_map
-from api.models import (
-    WINDOW_KINDS,
-    CohortLearner,
-    CohortList,
-    CohortPoint,
-    CohortProgress,
-    CohortSummary,
-    ProgressResponse,
-    SubmissionDetail,
-    SubmissionPage,
-    SubmissionSummary,
-    WindowKind,
-    WindowPoint,
-)
-from api.page import PageCache, PageQueueFull, RenderedPage, render_page_parts
-from api.progress import HEADLINE_METRICS, summarize
+from api.analytics import ClickHouseReader
+from api.page import PageCache
 from api.progress_cache import ProgressCache, WindowsChangeFeed
 from api.progress_fastpath import FastPathAPI, ProgressFastPath
-from api.readmodels import (
-    Cursor,
-    InvalidCursor,
-    coach_cohorts,
-    cohort_learners,
-    fetch_feedback,
-    fetch_submission,
-    fetch_timeline,
-    fetch_transcript,
-    list_cohorts,
-    list_submissions,
-)
+from api.routers import ROUTERS
 from api.settings import ApiSettings
 from api.telemetry import REQUEST_LATENCY
+from api.time_range import resolve_range
 from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
-from runtime.http_errors import ErrorBody, error_response, install_error_handlers
+from runtime.http_errors import error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
 from runtime.http_server import LimitsMiddleware, granian_limits, serve_uvicorn
 from runtime.principals import PrincipalCache
-from runtime.readiness import postgres_probe, readiness_response
 from runtime.settings import PlatformSettings
 
-__all__ = ["EARLIEST", "LATEST", "create_app", "serve_api", "tune_garbage_collector"]
+__all__ = ["create_app", "serve_api", "tune_garbage_collector"]
 
 log = logging.getLogger(__name__)
-
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-"""'from'/'to' must lie in [EARLIEST, LATEST] (inside ClickHouse's DateTime64 range)."""
-
-_ERROR_TEXT = {
-    401: "Missing, invalid or revoked bearer token",
-    403: "The caller's role may not use this endpoint",
-    404: "Not found, or outside what the caller may read",
-    422: "Invalid parameters",
-    503: "PostgreSQL or ClickHouse unavailable; retry",
-}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorBody, "description": _ERROR_TEXT[code]} for code in codes}
-
-
-def _json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Error responses of a route whose success is not JSON (the errors still are)."""
-    schema = {"$ref": "#/components/schemas/ErrorBody"}
-    return {
-        code: {"description": _ERROR_TEXT[code], "content": {"application/json": {"schema": schema}}} for code in codes
-    }
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def resolve_range(start: datetime | None, end: datetime | None, settings: ApiSettings) -> tuple[datetime, datetime]:
-    """The ``[from, to)`` of a request: ``to`` defaults to now, ``from`` to ``to`` minus
-    ``default_range_days``; a naive time is UTC. Raises 422 when outside [EARLIEST, LATEST], not increasing, or
-    longer than ``max_range_days``."""
-    end = _as_utc(end) if end is not None else datetime.now(UTC)
-    start = _as_utc(start) if start is not None else None
-    for name, value in (("from", start), ("to", end)):
-        if value is not None and not EARLIEST <= value <= LATEST:
-            raise HTTPException(422, f"'{name}' must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
-    if start is None:
-        start = max(EARLIEST, end - timedelta(days=settings.default_range_days))
-    if start >= end:
-        raise HTTPException(422, "'from' must be before 'to'")
-    if end - start > timedelta(days=settings.max_range_days):
-        raise HTTPException(422, f"'from'..'to' spans more than {settings.max_range_days} days")
-    return start, end
-
-
-def _in_range(windows: list[WindowPoint], start: datetime, end: datetime) -> list[WindowPoint]:
-    return [w for w in windows if start <= w.window_start < end]
-
-
-_PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/html": {}}, "description": "The progress page"},
-    **_json_errors(401, 404, 422, 503),
-}
-
-FromQuery = Annotated[
-    datetime | None,
-    Query(alias="from", description="Windows starting at or after this instant (ISO 8601; naive = UTC)"),
-]
-ToQuery = Annotated[
-    datetime | None, Query(alias="to", description="Windows starting before this instant (naive = UTC); default now")
-]
 
 
 def tune_garbage_collector(settings: ApiSettings) -> tuple[int, int, int]:
@@ -229,242 +127,15 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
     # Before everything: warm progress reads are answered ahead of FastAPI's whole stack (api.progress_fastpath).
     app.fast_path = ProgressFastPath(fastapi_app=app, settings=settings, resolve_range=resolve_range)
 
-    @app.get(
-        "/v1/submissions/{submission_id}",
-        response_model=SubmissionDetail,
-        responses=_errors(401, 404, 422, 503),
-        summary="One submission: status timeline, transcript, metrics, feedback",
-        tags=["submissions"],
-    )
-    def get_submission(
-        submission_id: Annotated[uuid.UUID, Path(description="The id returned by POST /v1/submissions")],
-        caller: Caller,
-        pool: Postgres,
-        reader: ClickHouse,
-        include_words: Annotated[bool, Query(description="Include the transcript's word timestamps")] = False,
-    ) -> SubmissionDetail:
-        """Everything known about a submission the caller may read (404 otherwise)."""
-        with pool.connection() as conn:
-            row = fetch_submission(conn, submission_id)
-        if row is None or not _can_read_user(pool, caller, row["user_id"]):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"submission {submission_id} not found")
-        with pool.connection() as conn:
-            timeline = fetch_timeline(conn, submission_id)
-            transcript = fetch_transcript(conn, submission_id, words=include_words)
-            feedback = fetch_feedback(conn, submission_id)
-        metrics = fetch_submission_metrics(reader, row["user_id"], submission_id)
-        return SubmissionDetail(**row, timeline=timeline, transcript=transcript, metrics=metrics, feedback=feedback)
-
-    @app.get(
-        "/v1/users/{user_id}/progress",
-        response_model=ProgressResponse,
-        responses=_errors(401, 404, 422, 503),
-        summary="Metric series per window kind and the change since the first weeks",
-        tags=["progress"],
-    )
-    async def get_progress(
-        request: Request,
-        user_id: ReadableUser,
-        window: Annotated[
-            list[WindowKind] | None, Query(description="Window kinds to return (repeatable); default all three")
-        ] = None,
-        start: FromQuery = None,
-        end: ToQuery = None,
-    ) -> Response:
-        """The learner's windows starting in ``[from, to)`` per kind, oldest first, and a summary comparing the
-        learner's first weekly windows with the latest ones up to ``to``.
-
-        Served from the per-learner cache (:mod:`api.progress_cache`; windows written by the dataflow show at
-        most ``COACH_API_PROGRESS_CACHE_POLL_S`` plus one poll plus one reload later, see
-        ``COACH_API_PROGRESS_CACHE_STALE_S``); a miss reads ClickHouse in a thread. gzip-compressed when the request's
-        ``Accept-Encoding`` accepts it (:mod:`api.encoding`; ``Vary: Accept-Encoding`` either way)."""
-        range_from, range_to = resolve_range(start, end, settings)
-        kinds = tuple(dict.fromkeys(window)) if window else WINDOW_KINDS
-        cache: ProgressCache = request.app.state.progress_cache
-        entry = cache.get(user_id)
-        if entry is None:
-            entry = await run_in_threadpool(cache.load, user_id)
-        # Pre-serialised windows joined as bytes: the same body as ProgressResponse.model_dump_json(by_alias=True).
-        gzip = accepts_gzip(",".join(request.headers.getlist("accept-encoding")))
-        body, gzipped = cache.body(entry, kinds, range_from, range_to, gzip=gzip, remember=end is not None)
-        return Response(body, media_type="application/json", headers=progress_header_map(gzipped))
-
-    @app.get(
-        "/v1/users/{user_id}/submissions",
-        response_model=SubmissionPage,
-        responses=_errors(401, 404, 422, 503),
-        summary="A learner's submissions, newest first (cursor pagination)",
-        tags=["submissions"],
-    )
-    def get_submissions(
-        user_id: ReadableUser,
-        pool: Postgres,
-        reader: ClickHouse,
-        limit: Annotated[int | None, Query(ge=1, le=settings.max_page_size, description="Page size")] = None,
-        cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
-        status_filter: Annotated[
-            Literal["received", "transcribed", "feedback", "failed"] | None,
-            Query(alias="status", description="Only submissions in this status"),
-        ] = None,
-    ) -> SubmissionPage:
-        """A page of the learner's submissions with headline metrics where computed."""
-        try:
-            after = Cursor.decode(cursor) if cursor else None
-        except InvalidCursor as exc:
-            raise HTTPException(422, str(exc)) from exc
-        with pool.connection() as conn:
-            rows, next_cursor = list_submissions(
-                conn, user_id, limit=limit or settings.page_size, after=after, status=status_filter
-            )
-        headlines = fetch_headlines(reader, user_id, [r["submission_id"] for r in rows])
-        items = [SubmissionSummary(**r, **headlines.get(str(r["submission_id"]), {})) for r in rows]
-        return SubmissionPage(items=items, next_cursor=next_cursor.encode() if next_cursor else None)
-
-    @app.get(
-        "/v1/cohorts",
-        response_model=CohortList,
-        responses=_errors(401, 403, 503),
-        summary="Cohorts the caller may read (coaches: the cohorts they coach; admins: all)",
-        tags=["cohorts"],
-    )
-    def get_cohorts(caller: Caller, pool: Postgres) -> CohortList:
-        """Cohort names with their number of learners."""
-        if caller.role == "learner":
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "cohort views are for coaches and admins")
-        with pool.connection() as conn:
-            only = coach_cohorts(conn, caller.user_id) if caller.role == "coach" else None
-            cohorts = list_cohorts(conn, only)
-        return CohortList(items=[CohortSummary(cohort=c, learners=n) for c, n in cohorts])
-
-    @app.get(
-        "/v1/cohorts/{cohort}/progress",
-        response_model=CohortProgress,
-        responses=_errors(401, 403, 404, 422, 503),
-        summary="Every learner of a cohort with its change since the first weeks, and the cohort's mean series",
-        tags=["cohorts"],
-    )
-    def get_cohort_progress(
-        cohort: ReadableCohort,
-        pool: Postgres,
-        reader: ClickHouse,
-        window: Annotated[WindowKind, Query(description="Window kind of the series")] = WindowKind.WEEKLY,
-        start: FromQuery = None,
-        end: ToQuery = None,
-    ) -> CohortProgress:
-        """Per learner: submissions in range, last window, changes; per window start: the mean over learners."""
-        range_from, range_to = resolve_range(start, end, settings)
-        with pool.connection() as conn:
-            learners = cohort_learners(conn, cohort)
-        windows = fetch_windows(
-            reader, [lr.user_id for lr in learners], (window,), range_from, range_to, all_weekly=True
-        )
-        out: list[CohortLearner] = []
-        by_start: dict[datetime, list[WindowPoint]] = {}
-        for learner in learners:
-            own = windows.get(learner.user_id, {})
-            series = _in_range(own.get(window, []), range_from, range_to)
-            summary = summarize(own.get(WindowKind.WEEKLY, []), baseline_weeks=settings.baseline_weeks)
-            out.append(
-                CohortLearner(
-                    user_id=learner.user_id,
-                    display_name=learner.display_name,
-                    coach_id=learner.coach_id,
-                    submissions=sum(w.submissions for w in series),
-                    last_window_start=series[-1].window_start if series else None,
-                    changes=summary.changes,
-                )
-            )
-            for w in series:
-                by_start.setdefault(w.window_start, []).append(w)
-        points = [
-            CohortPoint(
-                window_start=at,
-                learners=len(group),
-                submissions=sum(w.submissions for w in group),
-                values={m.name: _mean([getattr(w, m.name) for w in group]) for m in HEADLINE_METRICS},
-            )
-            for at, group in sorted(by_start.items())
-        ]
-        return CohortProgress.model_validate(
-            {"cohort": cohort, "window": window, "from": range_from, "to": range_to, "learners": out, "series": points}
-        )
-
-    page_cache = PageCache(
+    app.state.page_cache = PageCache(
         max_entries=settings.page_cache_max_entries,
         ttl_s=settings.page_cache_ttl_s,
         threads=settings.page_render_threads,
         queue=settings.page_render_queue,
     )
-    app.state.page_cache = page_cache
-
-    @app.get(
-        "/progress/{user_id}",
-        response_class=HTMLResponse,
-        responses=_PAGE_RESPONSES,
-        summary="The learner's progress page (HTML with inline SVG charts)",
-        tags=["pages"],
-    )
-    async def progress_page(
-        request: Request,
-        user_id: PageReadableUser,
-        reader: ClickHouse,
-        window: Annotated[WindowKind, Query(description="Window kind of the charts")] = WindowKind.WEEKLY,
-        start: FromQuery = None,
-        end: ToQuery = None,
-    ) -> Response:
-        """Charts of speech rate, articulation rate, pauses, fillers and vocabulary over time. Token by
-        ``Authorization: Bearer`` or ``?token=`` (which then appears in server logs and browser history:
-        prefer the header where the client can set it).
-
-        Cached per learner, window kind and range while the learner's progress-cache entry is unchanged (at most
-        ``COACH_API_PAGE_CACHE_TTL_S``); a miss reads and renders in the page executor (:mod:`api.page`), not the
-        shared thread pool; 503 with ``Retry-After`` when too many pages wait to be rendered."""
-        range_from, range_to = resolve_range(start, end, settings)
-        cache: ProgressCache = request.app.state.progress_cache
-        entry = cache.get(user_id) if cache.enabled else None
-        if entry is None and cache.enabled:
-            entry = await run_in_threadpool(cache.load, user_id)
-
-        def render() -> RenderedPage:
-            windows = fetch_windows(reader, [user_id], (window,), range_from, range_to, all_weekly=True).get(
-                user_id, {}
-            )
-            series = _in_range(windows.get(window, []), range_from, range_to)
-            summary = summarize(windows.get(WindowKind.WEEKLY, []), baseline_weeks=settings.baseline_weeks)
-            return render_page_parts(user_id, window, series, summary)
-
-        # 'to' absent: the range ends now; such a page drifts by at most COACH_API_PAGE_CACHE_TTL_S
-        key = (user_id, window, start, end)
-        try:
-            page = await page_cache.get(key, entry.serial if entry is not None else None, render)
-        except PageQueueFull as exc:
-            return error_response(503, "unavailable", f"{exc}; retry", {"Retry-After": "1"})
-        html = page.html(token_in_query=request.query_params.get("token"))
-        return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
-
-    @app.get("/healthz", summary="Liveness", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        summary="Readiness: PostgreSQL and ClickHouse answer",
-        responses={503: {"model": ErrorBody}},
-        tags=["operations"],
-    )
-    def readyz(request: Request) -> Any:
-        """200 when PostgreSQL and ClickHouse answer a trivial query."""
-        return readiness_response(
-            {"postgres": postgres_probe(request.app.state.pg_pool), "clickhouse": request.app.state.clickhouse.ping}
-        )
-
+    for router in ROUTERS:
+        app.include_router(router.build(settings))
     return app
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(sum(present) / len(present), 4) if present else None
 
 
 def serve_api(

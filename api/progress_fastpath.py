@@ -58,7 +58,7 @@ class ProgressFastPath:
     """Serves warm progress reads of a FastAPI app before its middleware stack (see :class:`FastPathAPI`).
 
     ``fastapi_app`` holds the state (``principals``, ``progress_cache``, set in its lifespan); ``resolve_range``
-    is :func:`api.app.resolve_range` (the same defaults and 422 rules: a request it rejects falls through)."""
+    is :func:`api.time_range.resolve_range` (the same defaults and 422 rules: a request it rejects falls through)."""
 
     def __init__(self, *, fastapi_app: FastAPI, settings: ApiSettings, resolve_range: Any) -> None:
         self._fastapi_app = fastapi_app

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from api.app import resolve_range
 from api.encoding import progress_headers
 from api.models import WINDOW_KINDS
 from api.progress_cache import ProgressCache, build_learner_progress
 from api.progress_fastpath import FastPathAPI, ProgressFastPath
 from api.settings import ApiSettings
+from api.time_range import resolve_range
 from runtime.principals import PrincipalCache, hash_token
 from tests.analytics_fixtures import learner_window_points
 

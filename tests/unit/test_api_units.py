@@ -11,13 +11,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from fastapi import HTTPException
 
-from api.app import EARLIEST, create_app, resolve_range, tune_garbage_collector
+from api.app import create_app, tune_garbage_collector
 from api.charts import CHARTS, render_chart_svg
 from api.models import WindowPoint
 from api.page import render_progress_page
 from api.progress import HEADLINE_METRICS, summarize
 from api.readmodels import Cursor, InvalidCursor
 from api.settings import ApiSettings
+from api.time_range import EARLIEST, resolve_range
 
 pytestmark = pytest.mark.unit
 

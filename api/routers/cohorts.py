@@ -18,16 +18,14 @@ __all__ = ["build"]
 
 
 def build(settings: ApiSettings) -> APIRouter:
-    """The router of cohorts (its routes read ``settings``; no ``from __future__ import annotations``:
-    FastAPI evaluates the routes' annotations, some of which close over ``settings``)."""
-    router = APIRouter()
+    """The cohorts routes (see :mod:`api.routers`)."""
+    router = APIRouter(tags=["cohorts"])
 
     @router.get(
         "/v1/cohorts",
         response_model=CohortList,
         responses=errors(401, 403, 503),
         summary="Cohorts the caller may read (coaches: the cohorts they coach; admins: all)",
-        tags=["cohorts"],
     )
     def get_cohorts(caller: Caller, pool: Postgres) -> CohortList:
         """Cohort names with their number of learners."""
@@ -43,7 +41,6 @@ def build(settings: ApiSettings) -> APIRouter:
         response_model=CohortProgress,
         responses=errors(401, 403, 404, 422, 503),
         summary="Every learner of a cohort with its change since the first weeks, and the cohort's mean series",
-        tags=["cohorts"],
     )
     def get_cohort_progress(
         cohort: ReadableCohort,

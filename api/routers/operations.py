@@ -12,11 +12,10 @@ __all__ = ["build"]
 
 
 def build(settings: ApiSettings) -> APIRouter:
-    """The router of operations (its routes read ``settings``; no ``from __future__ import annotations``:
-    FastAPI evaluates the routes' annotations, some of which close over ``settings``)."""
-    router = APIRouter()
+    """The operations routes (see :mod:`api.routers`)."""
+    router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness", tags=["operations"])
+    @router.get("/healthz", summary="Liveness")
     def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
@@ -25,7 +24,6 @@ def build(settings: ApiSettings) -> APIRouter:
         "/readyz",
         summary="Readiness: PostgreSQL and ClickHouse answer",
         responses={503: {"model": ErrorBody}},
-        tags=["operations"],
     )
     def readyz(request: Request) -> Any:
         """200 when PostgreSQL and ClickHouse answer a trivial query."""

@@ -26,16 +26,14 @@ __all__ = ["build"]
 
 
 def build(settings: ApiSettings) -> APIRouter:
-    """The router of pages (its routes read ``settings``; no ``from __future__ import annotations``:
-    FastAPI evaluates the routes' annotations, some of which close over ``settings``)."""
-    router = APIRouter()
+    """The pages routes (see :mod:`api.routers`)."""
+    router = APIRouter(tags=["pages"])
 
     @router.get(
         "/progress/{user_id}",
         response_class=HTMLResponse,
         responses=_PAGE_RESPONSES,
         summary="The learner's progress page (HTML with inline SVG charts)",
-        tags=["pages"],
     )
     async def progress_page(
         request: Request,

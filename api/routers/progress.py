@@ -17,16 +17,14 @@ __all__ = ["build"]
 
 
 def build(settings: ApiSettings) -> APIRouter:
-    """The router of progress (its routes read ``settings``; no ``from __future__ import annotations``:
-    FastAPI evaluates the routes' annotations, some of which close over ``settings``)."""
-    router = APIRouter()
+    """The progress routes (see :mod:`api.routers`)."""
+    router = APIRouter(tags=["progress"])
 
     @router.get(
         "/v1/users/{user_id}/progress",
         response_model=ProgressResponse,
         responses=errors(401, 404, 422, 503),
         summary="Metric series per window kind and the change since the first weeks",
-        tags=["progress"],
     )
     async def get_progress(
         request: Request,

@@ -24,16 +24,14 @@ __all__ = ["build"]
 
 
 def build(settings: ApiSettings) -> APIRouter:
-    """The router of submissions (its routes read ``settings``; no ``from __future__ import annotations``:
-    FastAPI evaluates the routes' annotations, some of which close over ``settings``)."""
-    router = APIRouter()
+    """The submissions routes (see :mod:`api.routers`)."""
+    router = APIRouter(tags=["submissions"])
 
     @router.get(
         "/v1/submissions/{submission_id}",
         response_model=SubmissionDetail,
         responses=errors(401, 404, 422, 503),
         summary="One submission: status timeline, transcript, metrics, feedback",
-        tags=["submissions"],
     )
     def get_submission(
         submission_id: Annotated[uuid.UUID, Path(description="The id returned by POST /v1/submissions")],
@@ -59,7 +57,6 @@ def build(settings: ApiSettings) -> APIRouter:
         response_model=SubmissionPage,
         responses=errors(401, 404, 422, 503),
         summary="A learner's submissions, newest first (cursor pagination)",
-        tags=["submissions"],
     )
     def get_submissions(
         user_id: ReadableUser,

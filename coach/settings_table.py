@@ -1,6 +1,6 @@
 """The settings reference: every component's settings class rendered as one Markdown table.
 
-``coach settings`` prints it; the README embeds it and ``tests/unit/test_settings_table.py`` fails when
+``coach settings`` prints it; the README embeds it and ``tests/unit/coach/test_settings_table.py`` fails when
 the README misses a variable.
 """
 

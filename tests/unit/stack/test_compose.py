@@ -27,7 +27,7 @@ import yaml
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 PROFILES = ("cpu", "gpu")
 ENGINES = {"redpanda", "redpanda-console", "postgres", "connect", "clickhouse", "grafana", "minio", "minio-init"}

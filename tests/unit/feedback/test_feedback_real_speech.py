@@ -24,7 +24,7 @@ from transcription.settings import TranscriptionSettings
 
 pytestmark = pytest.mark.unit
 
-JFK = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "jfk.flac"
+JFK = Path(__file__).resolve().parents[2] / "fixtures" / "audio" / "jfk.flac"
 TEXT = (
     "Learning a new language takes patience and practice every single day. I try to read a short story in the "
     "morning and listen to the radio in the evening. When I meet new people I ask them simple questions about "

@@ -88,7 +88,7 @@ def test_coach_stack_compose_env_command(tmp_path: Path) -> None:
 
 
 def test_dot_env_is_ignored_by_git() -> None:
-    assert ".env" in (Path(__file__).resolve().parents[2] / ".gitignore").read_text().splitlines()
+    assert ".env" in (Path(__file__).resolve().parents[3] / ".gitignore").read_text().splitlines()
 
 
 # --- Debezium connector without its password ----------------------------------------------------------------

@@ -25,7 +25,7 @@ from grafana.sql_macros import FORMATS, VARIABLE, UnknownMacro, expand
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROVISIONING = REPO / "grafana" / "provisioning"
 
 

@@ -33,7 +33,7 @@ from transcription.settings import TranscriptionSettings
 
 pytestmark = pytest.mark.unit
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 JFK = FIXTURES / "jfk.flac"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 MAX_WER = 0.10

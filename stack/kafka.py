@@ -237,6 +237,12 @@ class KafkaBroker(Engine):
             "num.network.threads": "2",
             "num.io.threads": "4",
             "num.recovery.threads.per.data.dir": "1",
+            # The log cleaner allocates its dedupe buffer (default 128 MiB) in one piece when the node starts; with
+            # the small heap of the local stack that allocation failed once on a restart (OutOfMemoryError: Java
+            # heap space, tests/drills/test_broker_loss.py). The compacted topics here (consumer offsets, Connect's
+            # internal topics) are tiny; 16 MiB holds 24 bytes per key (hash and offset), hundreds of thousands of keys
+            # per cleaning pass (Kafka configuration docs, log.cleaner.dedupe.buffer.size).
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
         if self.brokers > 1:
             # A killed node is fenced (and its partitions get new leaders) after 6 s without a heartbeat instead

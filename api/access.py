@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool
 
 from api.analytics import ClickHouseReader
 from api.readmodels import coach_cohorts, learner_visible_to_coach
-from runtime.http_auth import authenticate, bearer_token, get_pg_pool
+from runtime.http_auth import CurrentPrincipal, authenticate, bearer_token, get_pg_pool
 from runtime.principals import Principal
 
 __all__ = [
@@ -60,15 +60,9 @@ Postgres = Annotated[ConnectionPool, Depends(get_pg_pool)]
 """The read-only PostgreSQL pool (every session has ``default_transaction_read_only = on``)."""
 
 
-def current_caller(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """The caller from ``Authorization: Bearer`` (:func:`runtime.http_auth.authenticate`). Raises 401/429."""
-    return authenticate(request, bearer_token(credentials))
-
-
-Caller = Annotated[Principal, Depends(current_caller)]
-"""The authenticated caller (bearer header)."""
+Caller = CurrentPrincipal
+"""The authenticated caller (bearer header): :data:`runtime.http_auth.CurrentPrincipal`, the one dependency of both
+APIs."""
 
 
 def page_caller(

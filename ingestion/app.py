@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel, Field
 
 from ingestion import idempotency
-from ingestion.probe import probe_audio
+from ingestion.probe import probe_audio, probe_timeout
 from ingestion.rate_limit import UploadLimiter
 from ingestion.rejection import Rejected
 from ingestion.settings import IngestionSettings
@@ -248,7 +248,7 @@ async def _accept(
                 timeout=settings.probe_timeout_s + PROBE_BACKSTOP_S,
             )
         except TimeoutError as exc:
-            raise Rejected(422, "probe_timeout", f"probing the file took over {settings.probe_timeout_s:g} s") from exc
+            raise probe_timeout(settings.probe_timeout_s) from exc
         try:
             uri = await asyncio.to_thread(state.blobs.put_file, upload.path, upload.sha256)
         except OSError as exc:  # the blob store's disk or mount, not the client's upload

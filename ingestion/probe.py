@@ -38,7 +38,7 @@ from runtime.audio_container import (
     open_audio,
 )
 
-__all__ = ["ALLOWED_CONTAINERS", "AudioProbe", "probe_audio"]
+__all__ = ["ALLOWED_CONTAINERS", "AudioProbe", "probe_audio", "probe_timeout"]
 
 ALLOWED_CONTAINERS: dict[str, str] = {c.ffmpeg_name: c.content_type for c in _ALLOWED.values()}
 """FFmpeg demuxer name -> MIME type of the containers we accept (from :mod:`runtime.audio_container`)."""
@@ -108,7 +108,7 @@ def probe_audio(
         raise Rejected(415, code, exc.reason) from exc
     except av.FFmpegError as exc:
         if deadline.expired():
-            raise _timeout(timeout_s) from exc
+            raise probe_timeout(timeout_s) from exc
         raise Rejected(415, "not_audio", f"not a recognised audio file: {exc}") from exc
 
 
@@ -169,7 +169,9 @@ def _check_limits(duration: float, min_duration_s: float, max_duration_s: float)
         raise Rejected(422, "too_long", f"duration {duration:.1f} s exceeds the {max_duration_s:g} s limit")
 
 
-def _timeout(timeout_s: float | None) -> Rejected:
+def probe_timeout(timeout_s: float | None) -> Rejected:
+    """422 ``probe_timeout``: probing took over ``timeout_s`` seconds (the probe's own deadline, or the caller's
+    backstop)."""
     return Rejected(422, "probe_timeout", f"probing the file took over {timeout_s:g} s")
 
 
@@ -232,7 +234,7 @@ def _check_tail(
         container.seek(int(max(0.0, duration - 2.0) / time_base), stream=stream, backward=True)
         for packet in container.demux(stream):
             if deadline.expired():
-                raise _timeout(deadline.seconds)
+                raise probe_timeout(deadline.seconds)
             if packet.pts is None or packet.size == 0:
                 continue
             last_end = float((packet.pts + (packet.duration or 0)) * time_base)
@@ -286,7 +288,7 @@ def _packet_duration(
         if packets > max_packets:
             raise Rejected(422, "probe_limit", f"the file holds more than {max_packets} audio packets")
         if deadline.expired():
-            raise _timeout(deadline.seconds)
+            raise probe_timeout(deadline.seconds)
         if codec == "opus":
             seconds += _opus_samples(memoryview(packet)[:2].tobytes()) / 48_000
         elif codec == "flac" and rate and (blocksize := _flac_blocksize(memoryview(packet)[:16].tobytes())) is not None:

@@ -260,14 +260,26 @@ def lookup_principal(
     :class:`LookupsRateLimited` (429) without a query; a query finding no active key is recorded against the token
     and the address. PostgreSQL errors propagate.
     """
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
-        return None
     failed = failed if failed is not None else failed_lookups()
     address = address if address is not None else client_address.get()
+    digest = _screen(token, failed, address)
+    return None if digest is None else _query(conn, digest, failed, address)
+
+
+def _screen(token: str, failed: FailedLookups, address: str | None) -> str | None:
+    """The token's digest when PostgreSQL must be asked; None for a malformed token or one in the negative cache.
+    Raises :class:`LookupsRateLimited` when ``address`` is out of failed lookups. No I/O."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
+        return None
     digest = hash_token(token)
     if failed.known_bad(digest):
         return None
     failed.check(address)
+    return digest
+
+
+def _query(conn: Any, digest: str, failed: FailedLookups, address: str | None) -> Principal | None:
+    """The active key of ``digest``; a miss is recorded against the digest and ``address``."""
     row = conn.execute(
         "SELECT user_id, role, key_id FROM api_keys WHERE token_sha256 = %s AND revoked_at IS NULL",
         (digest,),
@@ -289,17 +301,15 @@ def active_principals(conn: Any, token_hashes: list[str]) -> dict[str, Principal
 
 
 def _lookup(token: str, pool: Any, address: str | None) -> Principal | None:
-    """One uncached lookup: malformed tokens, tokens in the negative cache and addresses out of failed lookups are
-    answered before a pooled connection is taken."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
-        return None
+    """:func:`lookup_principal` through ``pool``: a pooled connection is taken only when :func:`_screen` leaves a
+    query to make."""
     failed = failed_lookups()
     address = address if address is not None else client_address.get()
-    if failed.known_bad(hash_token(token)):
+    digest = _screen(token, failed, address)
+    if digest is None:
         return None
-    failed.check(address)
     with pool.connection() as conn:
-        return lookup_principal(conn, token, address=address, failed=failed)
+        return _query(conn, digest, failed, address)
 
 
 log = logging.getLogger(__name__)

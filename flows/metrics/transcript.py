@@ -32,12 +32,13 @@ Conventions (part of the metric definitions; a change needs a bump of :data:`MET
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, compress, repeat
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,7 +56,7 @@ from flows.metrics.lexicon import (
     YOU_KNOW_BLOCK_PREVIOUS,
     filled_pause_form,
 )
-from flows.metrics.tokens import is_filled_pause, lexical_tokens, lexical_word_tokens, word_tokens
+from flows.metrics.tokens import is_filled_pause, word_tokens
 from flows.metrics.vocabulary import VocabularyMetrics, batch_vocabulary
 
 __all__ = [
@@ -193,37 +194,95 @@ _Array = npt.NDArray[Any]
 
 
 def _timing(words: TimedWords, threshold_s: float) -> _Timing:
-    """Tokens, silent pauses, runs and speech span of a transcript.
+    """The timing of one transcript: :func:`_timings` of a batch of one (raises its ``ValueError``)."""
+    (timing,) = _timings([words], _check_threshold(threshold_s))
+    if isinstance(timing, ValueError):
+        raise timing
+    return timing
+
+
+def _timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Timing | ValueError]:
+    """Tokens, silent pauses, runs and speech span of each transcript (``threshold_s`` already checked).
 
     Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`; columns of unequal
     length are a ``ValueError`` too); a word without tokens is ignored, timing included. A pause is the gap between
     consecutive words with tokens (the next one's start minus the previous one's end) when it is ``>= threshold_s``
     (sub-microsecond tolerance); the span runs from the earliest start to the latest end of those words.
+
+    Returns one item per transcript: its :class:`_Timing`, or the ``ValueError`` of its words. The batch's words are
+    measured together, as one concatenation of their columns; when a word of the batch is invalid, each transcript
+    is measured as a batch of one, so that the error names the word within its transcript and the others are
+    unaffected.
     """
-    threshold_s = _check_threshold(threshold_s)
-    texts, start_list, end_list = words.text, words.start, words.end
-    if not len(texts) == len(start_list) == len(end_list):
-        raise ValueError(f"text, start and end differ in length ({len(texts)}, {len(start_list)}, {len(end_list)})")
-    starts, ends = _checked_times(start_list, end_list)
-    per_word = list(map(word_tokens, texts))
-    counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))
-    spoken = counts > 0
-    if not spoken.all():
-        starts, ends, counts = starts[spoken], ends[spoken], counts[spoken]
-    if counts.size == 0:
-        return _Timing(threshold_s, 0, 0.0, (), frozenset(), ())
-    gaps = starts[1:] - ends[:-1]
-    after_pause = np.flatnonzero(gaps + _TIME_EPSILON_S >= threshold_s) + 1  # the spoken words that begin a run
-    first_token = np.cumsum(counts) - counts  # each spoken word's first token
-    tokens = tuple(chain.from_iterable(per_word))
-    return _Timing(
-        threshold_s,
-        len(tokens),
-        _seconds(float(ends.max()) - float(starts.min())),
-        tuple(_round_to_microseconds(gaps[after_pause - 1]).tolist()),
-        frozenset([0, *first_token[after_pause].tolist()]),
-        tokens,
+    try:
+        return _concatenated_timings(transcripts, threshold_s)
+    except ValueError as error:
+        if len(transcripts) == 1:
+            return [error]
+        return [timing for words in transcripts for timing in _timings([words], threshold_s)]
+
+
+def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Timing]:
+    """:func:`_timings` over the concatenated words of all ``transcripts``; raises ``ValueError`` for the batch."""
+    count = len(transcripts)
+    lengths: list[int] = []
+    for words in transcripts:
+        texts, start_list, end_list = words.text, words.start, words.end
+        if not len(texts) == len(start_list) == len(end_list):
+            raise ValueError(f"text, start and end differ in length ({len(texts)}, {len(start_list)}, {len(end_list)})")
+        lengths.append(len(texts))
+    starts, ends = (
+        _checked_times(
+            [value for words in transcripts for value in words.start],
+            [value for words in transcripts for value in words.end],
+        )
+        if count != 1
+        else _checked_times(transcripts[0].start, transcripts[0].end)
     )
+    per_word = list(map(word_tokens, chain.from_iterable(words.text for words in transcripts)))
+    counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))
+    owner = np.repeat(np.arange(count, dtype=np.int64), lengths)  # each word's transcript
+    token_ends = np.cumsum(counts)
+    first_token = token_ends - counts  # each word's first token, in the batch's tokens
+    word_offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+    token_offsets = np.concatenate(([0], token_ends))[word_offsets]  # each transcript's first token
+    spoken = counts > 0
+    starts, ends, owner, first_token = starts[spoken], ends[spoken], owner[spoken], first_token[spoken]
+    gaps = starts[1:] - ends[:-1]
+    # The spoken words that begin a run after a pause: a gap within one transcript of at least the threshold.
+    after_pause = np.flatnonzero((owner[1:] == owner[:-1]) & (gaps + _TIME_EPSILON_S >= threshold_s)) + 1
+    pause_owner = owner[after_pause]
+    pauses = _round_to_microseconds(gaps[after_pause - 1]).tolist()
+    run_starts = (first_token[after_pause] - token_offsets[pause_owner]).tolist()
+    pause_offsets = np.concatenate(([0], np.cumsum(np.bincount(pause_owner, minlength=count)))).tolist()
+    spoken_words = np.bincount(owner, minlength=count)
+    with_words = spoken_words > 0
+    spans = np.zeros(count, dtype=np.float64)
+    if starts.size:
+        first_word = (np.cumsum(spoken_words) - spoken_words)[with_words]
+        spans[with_words] = _round_to_microseconds(
+            np.maximum.reduceat(ends, first_word) - np.minimum.reduceat(starts, first_word)
+        )
+    tokens = list(chain.from_iterable(per_word))
+    token_bounds = token_offsets.tolist()
+    timings: list[_Timing] = []
+    for index, span in enumerate(spans.tolist()):
+        own = tuple(tokens[token_bounds[index] : token_bounds[index + 1]])
+        if not own:
+            timings.append(_Timing(threshold_s, 0, 0.0, (), frozenset(), ()))
+            continue
+        first, last = pause_offsets[index], pause_offsets[index + 1]
+        timings.append(
+            _Timing(
+                threshold_s,
+                len(own),
+                span,
+                tuple(pauses[first:last]),
+                frozenset([0, *run_starts[first:last]]),
+                own,
+            )
+        )
+    return timings
 
 
 def _round_to_microseconds(values: _Array) -> _Array:
@@ -421,6 +480,12 @@ def find_discourse_markers(
 _MARKER_FIRST_TOKENS = frozenset({sequence[0] for sequence in MULTIWORD_DISCOURSE_MARKERS} | {"like", "so", "well"})
 
 
+@functools.lru_cache(maxsize=65536)
+def _read_by_marker_scan(token: str) -> bool:
+    """Whether the discourse-marker scan must read ``token``: a filled pause, or a token a marker can begin with."""
+    return token in _MARKER_FIRST_TOKENS or filled_pause_form(token) is not None
+
+
 def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Collection[int]) -> list[tuple[int, str]]:
     """:func:`find_discourse_markers` given the tokens' filled-pause forms and the run starts."""
     found: list[tuple[int, str]] = []
@@ -428,9 +493,17 @@ def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Co
         return found
     at_run_start = False  # only filled pauses and markers since the start of the run
     after_disfluency = False  # the previous token was a filled pause or ended a marker
-    index = 0
+    index = 0  # the next token to read
     count = len(tokens)
-    while index < count:
+    # Any other token just clears both states, so the scan visits only filled pauses and the tokens a marker
+    # can begin with, and clears the states when it skips over other tokens.
+    for visited in list(compress(range(count), map(_read_by_marker_scan, tokens))):
+        if visited < index:  # inside a multi-word marker just found
+            continue
+        if visited > index:
+            at_run_start = False
+            after_disfluency = False
+        index = visited
         if index in starts:
             at_run_start = True
         if forms[index] is not None:
@@ -438,11 +511,6 @@ def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Co
             index += 1
             continue
         token = tokens[index]
-        if token not in _MARKER_FIRST_TOKENS:  # cannot be (the start of) a marker
-            at_run_start = False
-            after_disfluency = False
-            index += 1
-            continue
         previous = _neighbour(tokens, forms, index, -1)
         marker: str | None = None
         length = 1
@@ -509,22 +577,25 @@ def find_repetitions(tokens: Sequence[str]) -> list[str]:
 def _repetitions(content: Sequence[str]) -> list[str]:
     """:func:`find_repetitions` of the tokens without filled pauses."""
     repetitions: list[str] = []
-    # Every repetition needs a token equal to the next one or to the one after it.
-    if not (any(map(operator.eq, content, content[1:])) or any(map(operator.eq, content, content[2:]))):
-        return repetitions
-    index = 0
+    # Every repetition begins at a token equal to the next one (a repeated token) or to the one after it (maybe a
+    # repeated 2-gram); the scan visits only those, left to right, and skips the second token of a repeated 2-gram.
     count = len(content)
-    while index + 1 < count:
-        token = content[index]
-        if token == content[index + 1]:
+    doubled = set(compress(range(count), map(operator.eq, content, content[1:])))
+    spaced = list(compress(range(count), map(operator.eq, content, content[2:])))
+    if not doubled and not spaced:
+        return repetitions
+    index = 0  # the next token that can begin a repetition
+    for visited in sorted(doubled.union(spaced)):
+        if visited < index:
+            continue
+        token = content[visited]
+        if visited in doubled:
             if token not in EMPHATIC_REDUPLICATIONS:
                 repetitions.append(token)
-            index += 1
-        elif index + 3 < count and token == content[index + 2] and content[index + 1] == content[index + 3]:
-            repetitions.append(f"{token} {content[index + 1]}")
-            index += 2
-        else:
-            index += 1
+            index = visited + 1
+        elif visited + 3 < count and content[visited + 1] == content[visited + 3]:
+            repetitions.append(f"{token} {content[visited + 1]}")
+            index = visited + 2
     return repetitions
 
 
@@ -620,8 +691,7 @@ class _Measured(NamedTuple):
     filled: dict[str, int]
     markers: dict[str, int]
     repetitions: tuple[str, ...]
-    vocabulary_tokens: tuple[str, ...]  # vocabulary_metrics(tokens)'s tokens: re-normalised, no filled pauses
-    lexical_tokens: tuple[str, ...]  # lexical_tokens(words), for the windows
+    lexical_tokens: tuple[str, ...]  # lexical_tokens(words): the vocabulary's tokens, and the windows'
 
 
 def compute_metrics_batch(
@@ -639,22 +709,25 @@ def compute_metrics_batch(
     Returns one item per transcript, in order: a :class:`ScoredTranscript`, or the ``ValueError`` that makes the
     transcript's metrics undefined (invalid timestamps, columns of unequal length, an invalid recording duration),
     so that one bad transcript does not affect the others. Raises ``ValueError`` for the whole batch on an invalid
-    threshold or when ``recording_durations_s`` is not as long as ``transcripts``. The vocabulary of all transcripts
-    is computed in one call of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`), the rest
-    transcript by transcript.
+    threshold or when ``recording_durations_s`` is not as long as ``transcripts``. The timing of all transcripts
+    (checks, gaps, pauses, runs, spans) is computed over their concatenated words (:func:`_timings`), their
+    vocabulary in one call of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`), and the
+    disfluencies transcript by transcript, visiting only the tokens a rule can apply to.
     """
     threshold = _check_threshold(pause_threshold_s)
     recordings = [None] * len(transcripts) if recording_durations_s is None else list(recording_durations_s)
     if len(recordings) != len(transcripts):
         raise ValueError(f"{len(recordings)} recording durations for {len(transcripts)} transcripts")
     measured: list[_Measured | ValueError] = []
-    for words, recording in zip(transcripts, recordings, strict=True):
+    for timing, recording in zip(_timings(transcripts, threshold), recordings, strict=True):
         try:
-            measured.append(_measure(words, recording, threshold))
+            if isinstance(timing, ValueError):
+                raise timing
+            measured.append(_measure(timing, recording))
         except ValueError as error:
             measured.append(error)
     good = [item for item in measured if not isinstance(item, ValueError)]
-    vocabularies = iter(batch_vocabulary([[item.vocabulary_tokens] for item in good]))
+    vocabularies = iter(batch_vocabulary([[item.lexical_tokens] for item in good]))
     return [
         item
         if isinstance(item, ValueError)
@@ -663,20 +736,21 @@ def compute_metrics_batch(
     ]
 
 
-def _measure(words: TimedWords, recording_duration_s: float | None, threshold_s: float) -> _Measured:
-    """Timing and disfluencies of one transcript (``ValueError`` on invalid input, see :func:`compute_metrics`)."""
-    timing = _timing(words, threshold_s)
+def _measure(timing: _Timing, recording_duration_s: float | None) -> _Measured:
+    """Disfluencies of one transcript given its timing (``ValueError`` on an invalid recording duration)."""
     recording = None if recording_duration_s is None else _check_time(recording_duration_s, "recording_duration_s")
     tokens = timing.tokens
     forms = list(map(filled_pause_form, tokens))  # the same tokens' forms serve every disfluency measure
+    # The lexical tokens: the tokens without filled pauses. They equal lexical_tokens(words.text), since a token
+    # tokenizes to itself (tokenize is idempotent), and they are what the repetitions look at.
+    lexical = tuple(compress(tokens, map(operator.is_, forms, repeat(None))))
     return _Measured(
         timing,
         recording,
         _count_forms(forms),
         _count_markers(_find_markers(tokens, forms, timing.run_starts)),
-        tuple(_repetitions([token for token, form in zip(tokens, forms, strict=True) if form is None])),
-        tuple(chain.from_iterable(map(lexical_word_tokens, tokens))),
-        lexical_tokens(words.text),
+        tuple(_repetitions(lexical)),
+        lexical,
     )
 
 

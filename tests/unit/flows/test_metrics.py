@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import string
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -20,10 +21,12 @@ from flows.metrics import (
     TimedWord,
     articulation_rate,
     compute_metrics,
+    compute_metrics_batch,
     count_discourse_markers,
     count_filled_pauses,
     find_discourse_markers,
     find_repetitions,
+    lexical_tokens,
     mattr,
     mean_length_of_run,
     mtld,
@@ -130,6 +133,31 @@ def test_timed_word_protocol_accepts_dataclasses_and_named_tuples() -> None:
 def test_tokenize_normalises_case_and_punctuation(raw: str, expected: list[str]) -> None:
     assert tokenize(raw) == expected
     assert tokenize(" ".join(expected)) == expected  # idempotent
+
+
+class _Columns(NamedTuple):
+    text: list[str]
+    start: list[float]
+    end: list[float]
+
+
+_TOKEN_ALPHABET = (
+    string.ascii_letters + string.digits + " .,'-_`\u2019\u2018\u02bc\u2032!?;:\"()" + "éÉßİıſKΣσς\u0307\u00b2ǅﬁ"
+)
+
+
+def test_every_token_tokenizes_to_itself() -> None:
+    """What lets compute_metrics_batch take a transcript's lexical tokens from its tokens: a token is its own
+    tokenization, so lexical_tokens(words) is the transcript's tokens without filled pauses."""
+    rnd = random.Random(7)
+    texts = ["".join(rnd.choice(_TOKEN_ALPHABET) for _ in range(rnd.randint(1, 12))) for _ in range(20000)]
+    tokens = [token for text in texts for token in tokenize(text)]
+    assert len(tokens) > 10000
+    assert [t for t in tokens if tokenize(t) != [t]] == []
+    columns = _Columns(texts[:3000], [float(i) for i in range(3000)], [i + 0.5 for i in range(3000)])
+    (scored,) = compute_metrics_batch([columns])
+    assert not isinstance(scored, ValueError)
+    assert scored.lexical_tokens == lexical_tokens(texts[:3000])
 
 
 def test_normalisation_in_counts() -> None:

@@ -1,7 +1,7 @@
 """Event contracts of the Speech Coach platform (the bottom layer: imports nothing of ours).
 
 Public API re-exported here; the modules are: ``envelope`` (common fields), ``events`` (payloads),
-``events_v1`` (superseded versions and their upcasters),
+``events_v1`` and ``events_v2`` (superseded versions and their upcasters),
 ``dead_letter``, ``registry`` (decode/encode, upcasters), ``topics`` (topic registry, consumer
 groups), ``export`` (JSON Schema files) and ``compatibility`` (breaking-change check).
 """
@@ -13,6 +13,7 @@ from schemas.events import (
     FeedbackGenerated,
     FeedbackGeneratedPayload,
     FeedbackPoint,
+    HesitationSpan,
     ProviderAttempt,
     StageTimings,
     SubmissionReceived,
@@ -53,6 +54,7 @@ __all__ = [
     "LEARNERS_CDC_TOPIC",
     "FeedbackGenerated",
     "FeedbackGeneratedPayload",
+    "HesitationSpan",
     "FeedbackPoint",
     "ProviderAttempt",
     "StageTimings",

@@ -1,9 +1,9 @@
-"""Event contracts, current versions: ``SubmissionReceived`` v1, ``TranscriptCreated`` v2, ``FeedbackGenerated`` v1.
+"""Event contracts, current versions: ``SubmissionReceived`` v1, ``TranscriptCreated`` v3, ``FeedbackGenerated`` v1.
 
 Events are immutable; a change that breaks readers of an existing version requires a new version
 (a new class with ``schema_version = 2``) plus an upcaster ``upcast_v1_v2`` registered in
 :mod:`schemas.registry`, following the eventsourcing library's convention; the superseded classes live in
-:mod:`schemas.events_v1`.
+:mod:`schemas.events_v1` and :mod:`schemas.events_v2`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ __all__ = [
     "Word",
     "TranscriptSegment",
     "StageTimings",
+    "HesitationKind",
+    "HesitationSpan",
     "TranscriptCreatedPayload",
     "TranscriptCreated",
     "FeedbackPoint",
@@ -162,8 +164,31 @@ class StageTimings(FrozenModel):
     batch_size: int = Field(ge=1, description="Messages in the batch this one was transcribed with")
 
 
+HesitationKind = Literal["voiced_gap", "held_sound"]
+"""What a :class:`HesitationSpan` is: ``"voiced_gap"``, voicing that no recognised word covers (a filled pause or a
+lengthened sound the recogniser left out); ``"held_sound"``, recognised words that are likely hallucinated out of
+one held sound (a run of very short, low-probability repeated words: "the the the" for "uhhh")."""
+
+
+class HesitationSpan(FrozenModel):
+    """One audible hesitation found in the audio by the transcription worker (seconds from the start of the
+    recording; ``transcription.hesitation`` documents how)."""
+
+    start: _Seconds
+    end: _Seconds = Field(description="seconds, >= start")
+    kind: HesitationKind
+    confidence: _Probability = Field(description="How sure the detector is that this is a hesitation, 0..1")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HesitationSpan:
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        return self
+
+
 class TranscriptCreatedPayload(FrozenModel):
-    """The transcript of one submission with word timestamps (v2: words as parallel arrays)."""
+    """The transcript of one submission with word timestamps (v3: words as parallel arrays, hesitations heard in
+    the audio, what the decoder did)."""
 
     text: str
     language: str = Field(description="ISO 639-1 code detected or forced, e.g. 'en'")
@@ -178,6 +203,20 @@ class TranscriptCreatedPayload(FrozenModel):
     recorded_at: UtcDatetime | None = Field(
         default=None, description="Copied from SubmissionReceived.payload.recorded_at: the event time of metrics"
     )
+    hesitations: list[HesitationSpan] | None = Field(
+        default=None,
+        description="Hesitations heard in the audio, in order of start; None when the detector did not run (every "
+        "event before v3), [] when it ran and found none",
+    )
+    initial_prompt: str | None = Field(
+        default=None, description="The text the decoder was prompted with (the disfluency prompt), None for none"
+    )
+    redecoded_chunks: int = Field(
+        default=0,
+        ge=0,
+        description="Whisper windows whose first decode stopped well before their speech did and whose rest was "
+        "decoded again",
+    )
 
     @model_validator(mode="after")
     def _words_inside_clip(self) -> TranscriptCreatedPayload:
@@ -186,20 +225,24 @@ class TranscriptCreatedPayload(FrozenModel):
         if last > self.duration_s + 0.05:
             i = self.words.end.index(last)
             raise ValueError(f"words.end[{i}] {last} s is after the clip's end {self.duration_s} s")
+        for i, span in enumerate(self.hesitations or ()):
+            if span.end > self.duration_s + 0.05:
+                raise ValueError(f"hesitations[{i}].end {span.end} s is after the clip's end {self.duration_s} s")
         return self
 
 
 class TranscriptCreated(EventEnvelope):
     """Emitted by the transcription consumer group; caused by a ``SubmissionReceived``.
 
-    Version 2 (2026-11-22): ``payload.words`` are parallel arrays (:class:`TranscriptWords`). Version 1 events
-    (one object per word) are upcast on read by :func:`schemas.registry.decode_event`
-    (:func:`schemas.events_v1.upcast_transcript_created_v1_v2`)."""
+    Version 3 (2026-12-03): ``payload.hesitations`` (:class:`HesitationSpan`), ``payload.initial_prompt`` and
+    ``payload.redecoded_chunks``. Older versions are upcast on read by :func:`schemas.registry.decode_event`:
+    v1 (one object per word; :func:`schemas.events_v1.upcast_transcript_created_v1_v2`) and v2 (words as parallel
+    arrays; :func:`schemas.events_v2.upcast_transcript_created_v2_v3`: no hesitations, since no detector ran)."""
 
     EVENT_TYPE: ClassVar[str] = "TranscriptCreated"
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
     event_type: Literal["TranscriptCreated"] = "TranscriptCreated"
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     payload: TranscriptCreatedPayload
 
 

@@ -1,7 +1,7 @@
 """Decoding events from bytes: the map from (event_type, schema_version) to the contract class.
 
 Older versions are upcast to the current one on read, the eventsourcing library's convention
-(``upcast_v1_v2`` functions, kept with the superseded classes in :mod:`schemas.events_v1`):
+(``upcast_v1_v2`` functions, kept with the superseded classes in :mod:`schemas.events_v1` and :mod:`schemas.events_v2`):
 ``TranscriptCreated`` v1 -> v2.
 """
 
@@ -20,6 +20,8 @@ from schemas.envelope import EventEnvelope
 from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCreated
 from schemas.events_v1 import TranscriptCreated as TranscriptCreatedV1
 from schemas.events_v1 import upcast_transcript_created_v1_v2
+from schemas.events_v2 import TranscriptCreated as TranscriptCreatedV2
+from schemas.events_v2 import upcast_transcript_created_v2_v3
 
 __all__ = ["EVENT_CLASSES", "UPCASTERS", "decode_event", "decode_expected", "encode_event", "Event"]
 
@@ -29,12 +31,13 @@ Event = SubmissionReceived | TranscriptCreated | FeedbackGenerated
 
 EVENT_CLASSES: dict[tuple[str, int], type[EventEnvelope]] = {
     (cls.EVENT_TYPE, cls.SCHEMA_VERSION): cls
-    for cls in (SubmissionReceived, TranscriptCreatedV1, TranscriptCreated, FeedbackGenerated)
+    for cls in (SubmissionReceived, TranscriptCreatedV1, TranscriptCreatedV2, TranscriptCreated, FeedbackGenerated)
 }
 """Every (event_type, schema_version) a reader understands, including those only upcast."""
 
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("TranscriptCreated", 1): upcast_transcript_created_v1_v2,
+    ("TranscriptCreated", 2): upcast_transcript_created_v2_v3,
 }
 """(event_type, from_version) -> function returning the dict at from_version + 1."""
 

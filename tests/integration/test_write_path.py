@@ -93,8 +93,8 @@ def test_jfk_clip_is_transcribed_with_low_wer(client: TestClient, token: str, wo
     payload = event["payload"]
     wer = normalised_wer(JFK_TEXT, payload["text"])
     assert wer <= 0.10, f"WER {wer:.2%}: {payload['text']!r}"
-    assert event["schema_version"] == 2
-    words = payload["words"]  # v2: parallel arrays
+    assert event["schema_version"] == 3
+    words = payload["words"]  # v2 on: parallel arrays
     assert words["text"], "word timestamps missing"
     assert len(words["text"]) == len(words["start"]) == len(words["end"]) == len(words["probability"])
     for start, end in zip(words["start"], words["end"], strict=True):

@@ -90,8 +90,18 @@ def _decoded(data: bytes | str | dict[str, object]) -> tuple[str, object]:
         return type(exc).__name__, str(exc)
 
 
+_V3_ONLY = ("hesitations", "initial_prompt", "redecoded_chunks")
+
+
+def _as_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (a v3 ``TranscriptCreated``) as v2: without the fields v3 added."""
+    payload = {key: value for key, value in raw["payload"].items() if key not in _V3_ONLY}
+    return {**raw, "schema_version": 2, "payload": payload}
+
+
 def _as_v1(raw: dict[str, Any]) -> dict[str, Any]:
-    """``raw`` (a v2 ``TranscriptCreated``) in the v1 layout: one object per word."""
+    """``raw`` (a v3 ``TranscriptCreated``) in the v1 layout: one object per word."""
+    raw = _as_v2(raw)
     words = raw["payload"]["words"]
     rows = [
         {"word": w, "start": s, "end": e, "probability": p}
@@ -104,12 +114,14 @@ def _as_v1(raw: dict[str, Any]) -> dict[str, Any]:
     "edit",
     [
         lambda raw: raw,
-        lambda raw: {**raw, "schema_version": 2.0},  # the JSON fast path's Literal[2] would take 2.0
+        lambda raw: {**raw, "schema_version": 3.0},  # the JSON fast path's Literal[3] would take 3.0
         lambda raw: {**raw, "schema_version": True},
-        lambda raw: {**raw, "schema_version": "2"},
-        lambda raw: {**raw, "schema_version": 3},
+        lambda raw: {**raw, "schema_version": "3"},
+        lambda raw: {**raw, "schema_version": 4},
+        lambda raw: {**raw, "schema_version": 2},  # v2 with v3's fields: rejected by v2's contract
+        _as_v2,  # a valid v2 event: upcast to v3
         lambda raw: {**raw, "schema_version": 1},  # v1 with v2's word arrays: rejected by v1's contract
-        _as_v1,  # a valid v1 event: upcast to v2
+        _as_v1,  # a valid v1 event: upcast to v3
         lambda raw: {key: value for key, value in raw.items() if key != "schema_version"},
         lambda raw: {**raw, "event_type": "Nope"},
         lambda raw: {**raw, "occurred_at": 1_700_000_000},

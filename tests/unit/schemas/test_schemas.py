@@ -181,7 +181,7 @@ def test_transcript_v2_words_are_parallel_arrays_checked_together(as_bytes: bool
 
     good = {"text": [" hi", " there."], "start": [0.1, 0.6], "end": [0.5, 1.2], "probability": [0.9, 1.0]}
     event = decode(_transcript_v2(good))
-    assert isinstance(event, TranscriptCreated) and event.schema_version == 2
+    assert isinstance(event, TranscriptCreated) and event.schema_version == 3  # upcast
     assert len(event.payload.words) == 2
     assert event.payload.words.timed()[1] == (" there.", 0.6, 1.2, 1.0)
     assert event.payload.words.timed()[1].start == 0.6
@@ -207,7 +207,7 @@ def test_transcript_v1_is_upcast_to_v2_with_the_same_words() -> None:
     raw["schema_version"] = 1
     for data in (raw, json.dumps(raw).encode()):
         event = decode_event(data)
-        assert isinstance(event, TranscriptCreated) and event.schema_version == 2
+        assert isinstance(event, TranscriptCreated) and event.schema_version == 3  # v1 -> v2 -> v3
         assert [w._asdict() for w in event.payload.words.timed()] == rows
         columns = {"text": [r["word"] for r in rows]} | {
             k: [r[k] for r in rows] for k in ("start", "end", "probability")
@@ -220,6 +220,41 @@ def test_transcript_v1_is_upcast_to_v2_with_the_same_words() -> None:
         decode_event(raw)
     assert "end (0.55) is before start (0.6)" in str(info.value)
     assert "payload.words.1" in error_fields(info.value)
+
+
+def test_transcript_v2_is_upcast_to_v3_without_hesitations() -> None:
+    words = {"text": [" hi", " there."], "start": [0.1, 0.6], "end": [0.5, 1.2], "probability": [0.9, 1.0]}
+    raw = _transcript_v2(words)
+    for data in (raw, json.dumps(raw).encode()):
+        event = decode_event(data)
+        assert isinstance(event, TranscriptCreated) and event.schema_version == 3
+        assert event.payload.hesitations is None  # the detector did not run: not "none found"
+        assert event.payload.initial_prompt is None and event.payload.redecoded_chunks == 0
+        assert event.payload.words.text == [" hi", " there."]
+        current = {**raw, "schema_version": 3}
+        current["payload"] = {**raw["payload"], "hesitations": None, "initial_prompt": None, "redecoded_chunks": 0}
+        assert event == decode_event(current)
+
+
+def test_transcript_v3_hesitations_are_checked() -> None:
+    words = {"text": [" hi"], "start": [0.1], "end": [0.5], "probability": [0.9]}
+    raw = {**_transcript_v2(words), "schema_version": 3}
+    span = {"start": 0.6, "end": 1.1, "kind": "voiced_gap", "confidence": 0.8}
+    raw["payload"] = {**raw["payload"], "hesitations": [span], "initial_prompt": "Um, uh.", "redecoded_chunks": 1}
+    event = decode_event(json.dumps(raw).encode())
+    assert isinstance(event, TranscriptCreated)
+    assert event.payload.hesitations is not None and event.payload.hesitations[0].kind == "voiced_gap"
+    cases = [
+        ({**span, "end": 0.5}, "end (0.5) is before start (0.6)"),
+        ({**span, "kind": "cough"}, "voiced_gap"),
+        ({**span, "confidence": 1.5}, "less than or equal to 1"),
+        ({**span, "end": 2.5}, "hesitations[0].end 2.5 s is after the clip's end 2.0 s"),
+    ]
+    for bad, message in cases:
+        raw["payload"]["hesitations"] = [bad]
+        with pytest.raises(ValidationError) as info:
+            decode_event(json.dumps(raw).encode())
+        assert message in str(info.value), bad
 
 
 def test_caused_event_inherits_correlation() -> None:

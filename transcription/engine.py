@@ -635,7 +635,7 @@ class BatchTranscriber:
             condition_on_previous_text=False,
             prompt_reset_on_temperature=0.5,
             temperatures=[s.temperature],
-            initial_prompt=None,
+            initial_prompt=s.disfluency_prompt,
             prefix=None,
             suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),

@@ -86,6 +86,23 @@ class TranscriptionSettings(BaseSettings):
     log_prob_threshold (Whisper's silence rule)"""
     log_prob_threshold: float | None = -1.0
     """Average log-probability bound used by the no-speech rule"""
+    disfluency_prompt: str | None = "Um, uh, hmm."
+    """Initial prompt of every Whisper window, so that filled pauses are transcribed instead of left out (Whisper
+    omits "um" and "uh" unless its prompt shows them: faster-whisper issues #319, #901); empty = no prompt. Its
+    effect on word error rate is measured in bench/RESULTS.md (Fluency)"""
+    redecode_tail_s: float = Field(default=2.0, gt=0.0)
+    """A window's decode that ends this long or more before the window's speech does is taken to have stopped
+    early: the rest of the window is decoded again (TranscriptCreated.redecoded_chunks counts it)"""
+    hesitation_detection: bool = True
+    """Look for hesitations in the audio (transcription.hesitation: voicing no word covers, words hallucinated out
+    of a held sound) and put them on TranscriptCreated.hesitations"""
+
+    @field_validator("disfluency_prompt", mode="before")
+    @classmethod
+    def _no_prompt(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("language", mode="before")
     @classmethod
@@ -128,6 +145,7 @@ class TranscriptionSettings(BaseSettings):
             "vad_parameters": self.vad_options(),
             "no_speech_threshold": self.no_speech_threshold,
             "log_prob_threshold": self.log_prob_threshold,
+            "initial_prompt": self.disfluency_prompt,
         }
 
     @field_validator("cache_dir")

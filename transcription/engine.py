@@ -24,7 +24,10 @@ messages instead:
    then moves them to the original, untrimmed timeline and they are clamped to ``[0, duration]``.
 
 Decoding uses one temperature without fallback and no timestamp tokens, like
-``BatchedInferencePipeline``; Whisper's no-speech rule (``no_speech_threshold`` with
+``BatchedInferencePipeline``, with the disfluency prompt (``TranscriptionSettings.disfluency_prompt``) as every
+chunk's initial prompt. A chunk whose decode stops early (``BatchTranscriber._stopped_early``) is decoded again by
+faster-whisper's sequential decoder, timestamp tokens and seek included (``TranscriptionResult.redecoded_chunks``).
+Whisper's no-speech rule (``no_speech_threshold`` with
 ``log_prob_threshold``) drops chunks the model considers silent, as ``WhisperModel.transcribe`` does.
 """
 
@@ -49,7 +52,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_timestamps, get_vad_model
 
-from schemas.events import Word
+from schemas.events import HesitationSpan, Word
 from transcription.audio import TARGET_SAMPLE_RATE
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
@@ -167,6 +170,11 @@ class TranscriptionResult:
         num_chunks: ≤30 s chunks decoded for this item.
         batch_size: items in the batch it was transcribed with.
         timings: :class:`EngineTimings`.
+        redecoded_chunks: chunks whose one-pass decode stopped before their speech did and that were
+            decoded again by the sequential decoder.
+        initial_prompt: the prompt every chunk was decoded with (``disfluency_prompt``), or ``None``.
+        hesitations: the hesitations heard in the audio (:mod:`transcription.hesitation`), in order; ``None``
+            when ``hesitation_detection`` is off.
     """
 
     id: str
@@ -183,6 +191,9 @@ class TranscriptionResult:
     num_chunks: int
     batch_size: int
     timings: EngineTimings
+    redecoded_chunks: int = 0
+    initial_prompt: str | None = None
+    hesitations: Sequence[HesitationSpan] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +285,8 @@ class _Chunk:
     offset_s: float
     duration_s: float
     features: npt.NDArray[np.float32] | None  # (n_mels, 3000) until decoded
+    samples: npt.NDArray[np.float32] | None = None  # the chunk's speech audio, until decoded (for a re-decode)
+    redecoded: list[dict[str, Any]] | None = None  # segments of the sequential re-decode, when the first stopped early
     tokens: list[int] = field(default_factory=list)
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
@@ -430,7 +443,8 @@ class BatchTranscriber:
             if samples.size == 0:
                 continue
             features = pad_or_trim(extractor(samples)[..., :-1])
-            message.chunks.append(_Chunk(message, float(metadata["offset"]), float(metadata["duration"]), features))
+            offset, length = float(metadata["offset"]), float(metadata["duration"])
+            message.chunks.append(_Chunk(message, offset, length, features, samples))
         message.features_ms = _ms(time.perf_counter() - started)
         if not message.chunks:
             timings = EngineTimings(vad_ms, message.features_ms, inference_ms=0.0, batch_inference_ms=0.0)
@@ -458,7 +472,15 @@ class BatchTranscriber:
                 message.language, message.language_probability = token[2:-2], float(probability)
 
     def _infer(self, chunks: list[_Chunk], tokenizer: Tokenizer) -> None:
-        """Decode and align ``chunks`` (from many messages) in stacks of ``inference_batch_size``.
+        """Decode and align ``chunks`` (from many messages) in stacks (:meth:`_decode`), then decode again, one by
+        one, the chunks whose decode stopped early (:meth:`_stopped_early`, :meth:`_redecode`)."""
+        for chunk in self._decode(chunks, tokenizer):
+            samples, chunk.samples = chunk.samples, None
+            if samples is not None and self._stopped_early(chunk):
+                self._redecode(chunk, samples, tokenizer)
+
+    def _decode(self, chunks: list[_Chunk], tokenizer: Tokenizer) -> list[_Chunk]:
+        """Decode and align ``chunks`` in stacks of ``inference_batch_size``; returns them, decoded.
 
         Source: ``BatchedInferencePipeline.forward`` (generate, then split and align), with the
         alignment computed for the whole stack here and its post-processing deferred per message.
@@ -488,6 +510,61 @@ class BatchTranscriber:
             share = _ms(time.perf_counter() - started) / len(stack)
             for chunk in stack:
                 chunk.message.inference_ms += share
+        return ordered
+
+    def _stopped_early(self, chunk: _Chunk) -> bool:
+        """Whether the one-pass decode of ``chunk`` ended before its speech did (the decoder emitted end-of-text
+        while speech went on). The chunk holds speech only (VAD's regions joined), so its decoded words should
+        reach its end. Two signs, from the word alignment: the last word ends ``redecode_tail_s`` or more before
+        the chunk does, or one word lasts longer than that (the alignment stretches the last words it has over
+        speech it has no words for). Never for a silent chunk or without word timestamps."""
+        if chunk.silent or not chunk.alignment:
+            return False
+        tail = self.settings.redecode_tail_s
+        last_end = max(float(word["end"]) for word in chunk.alignment)
+        longest = max(float(word["end"]) - float(word["start"]) for word in chunk.alignment)
+        return chunk.duration_s - last_end >= tail or longest >= tail
+
+    def _redecode(self, chunk: _Chunk, samples: npt.NDArray[np.float32], tokenizer: Tokenizer) -> None:
+        """Decode ``chunk`` again with faster-whisper's sequential decoder (``WhisperModel.transcribe``: timestamp
+        tokens, and a seek past the last timestamp after each window, so an early end-of-text does not end the
+        transcript; the temperature fallback of its defaults; the same prompt, no VAD since the chunk is speech).
+        Its segments, with words on the chunk's speech-only timeline, replace the first decode's
+        (``chunk.redecoded``)."""
+        started = time.perf_counter()
+        s = self.settings
+        segments, _info = self.model.transcribe(
+            samples,
+            language=tokenizer.language_code,
+            task="transcribe",
+            beam_size=s.beam_size,
+            condition_on_previous_text=False,
+            initial_prompt=s.disfluency_prompt,
+            word_timestamps=True,
+            vad_filter=False,
+            no_speech_threshold=s.no_speech_threshold,
+            log_prob_threshold=s.log_prob_threshold,
+            prepend_punctuations=_PREPEND_PUNCTUATIONS,
+            append_punctuations=_APPEND_PUNCTUATIONS,
+        )
+        chunk.redecoded = [
+            {
+                "text": segment.text,
+                "start": chunk.offset_s + segment.start,
+                "end": chunk.offset_s + segment.end,
+                "words": [
+                    {
+                        "word": word.word,
+                        "start": chunk.offset_s + word.start,
+                        "end": chunk.offset_s + word.end,
+                        "probability": word.probability,
+                    }
+                    for word in segment.words or ()
+                ],
+            }
+            for segment in segments
+        ]
+        chunk.message.inference_ms += _ms(time.perf_counter() - started)
 
     def _is_silent(self, chunk: _Chunk) -> bool:
         """Whisper's no-speech rule, as in ``WhisperModel.generate_segments``."""
@@ -514,6 +591,9 @@ class BatchTranscriber:
         # Chunk-level segments in the shape BatchedInferencePipeline.forward builds.
         decoded: list[tuple[_Chunk, list[dict[str, Any]]]] = []
         for chunk in message.chunks:
+            if chunk.redecoded is not None:
+                decoded.append((chunk, chunk.redecoded))
+                continue
             if chunk.silent or not tokenizer.decode(chunk.tokens).strip():
                 continue
             segment_size = int(math.ceil(chunk.duration_s) * fps)
@@ -546,13 +626,14 @@ class BatchTranscriber:
         if not decoded:
             return TranscriptionFailure(message.item.id, NO_SPEECH, duration, timings)
 
-        if self.settings.word_timestamps:
+        aligned = [(chunk, subsegments) for chunk, subsegments in decoded if chunk.redecoded is None]
+        if self.settings.word_timestamps and aligned:
             WhisperModel.add_word_timestamps(
-                _PrecomputedAlignment(fps, [chunk.alignment for chunk, _ in decoded]),  # type: ignore[arg-type]
-                [subsegments for _, subsegments in decoded],
+                _PrecomputedAlignment(fps, [chunk.alignment for chunk, _ in aligned]),  # type: ignore[arg-type]
+                [subsegments for _, subsegments in aligned],
                 tokenizer,
                 None,
-                [int(math.ceil(chunk.duration_s) * fps) for chunk, _ in decoded],
+                [int(math.ceil(chunk.duration_s) * fps) for chunk, _ in aligned],
                 _PREPEND_PUNCTUATIONS,
                 _APPEND_PUNCTUATIONS,
                 0.0,
@@ -608,6 +689,8 @@ class BatchTranscriber:
             num_chunks=len(message.chunks),
             batch_size=batch_size,
             timings=timings,
+            redecoded_chunks=sum(chunk.redecoded is not None for chunk in message.chunks),
+            initial_prompt=self.settings.disfluency_prompt,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -270,6 +270,9 @@ class TranscriptionWorker:
                     inference_ms=r.timings.inference_ms,
                     batch_size=batch_size,
                 ),
+                hesitations=None if r.hesitations is None else list(r.hesitations),
+                initial_prompt=r.initial_prompt,
+                redecoded_chunks=r.redecoded_chunks,
             ),
         )
 

@@ -228,6 +228,39 @@ def test_audio_item_must_be_mono() -> None:
         AudioItem("stereo", np.zeros((2, 100), np.float32))
 
 
+def test_an_early_stopped_decode_is_caught_and_its_rest_decoded(
+    settings: TranscriptionSettings, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection on the real model: the first decode of every window keeps only its first four text tokens
+    (as when Whisper emits end-of-text while speech goes on). The engine notices from the word alignment that the
+    words do not reach the end of the window's speech and decodes the window again with the sequential decoder;
+    the transcript keeps every word."""
+    transcriber = BatchTranscriber(settings)
+    real = transcriber._pipeline.generate_segment_batched
+    calls: list[int] = []
+
+    def first_decode_stops_early(features, tokenizer, options):  # type: ignore[no-untyped-def]
+        encoder_output, outputs = real(features, tokenizer, options)
+        calls.append(len(outputs))
+        if len(calls) == 1:
+            outputs = [{**output, "tokens": list(output["tokens"])[:4]} for output in outputs]
+        return encoder_output, outputs
+
+    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", first_decode_stops_early)
+    result = transcriber.transcribe(AudioItem("jfk", jfk))
+    assert isinstance(result, TranscriptionResult), result
+    assert calls == [1]  # one batched decode; the second is the sequential decoder's
+    assert result.redecoded_chunks == 1 and result.num_chunks == 1
+    assert wer(result.text) <= MAX_WER, result.text
+    assert [w.start for w in result.words] == sorted(w.start for w in result.words)
+    assert result.words[-1].end > 9.0  # "...for your country." ends near 10.5 s
+
+    # Without the fault nothing is decoded twice.
+    monkeypatch.undo()
+    again = transcriber.transcribe(AudioItem("jfk", jfk))
+    assert isinstance(again, TranscriptionResult) and again.redecoded_chunks == 0
+
+
 def test_settings_drive_the_direct_baseline(settings: TranscriptionSettings, jfk: np.ndarray) -> None:
     loaded = load_whisper_model(settings)
     segments, info = loaded.model.transcribe(jfk, **settings.transcribe_kwargs())

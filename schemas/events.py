@@ -214,8 +214,13 @@ class TranscriptCreatedPayload(FrozenModel):
     redecoded_chunks: int = Field(
         default=0,
         ge=0,
-        description="Whisper windows whose first decode stopped well before their speech did and whose rest was "
+        description="Whisper windows whose first decode stopped well before their speech did and that were "
         "decoded again",
+    )
+    unprompted_chunks: int = Field(
+        default=0,
+        ge=0,
+        description="Whisper windows decoded without initial_prompt, because with it their decode was doubtful",
     )
 
     @model_validator(mode="after")

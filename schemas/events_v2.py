@@ -65,14 +65,15 @@ class TranscriptCreated(EventEnvelope):
 
 def upcast_transcript_created_v2_v3(raw: dict[str, Any]) -> dict[str, Any]:
     """``TranscriptCreated`` v2 -> v3 (a JSON-shaped dict in, one out): ``hesitations`` is ``None`` (no detector
-    ran, so the metrics do not claim to have looked for unrecognised hesitations), ``initial_prompt`` ``None`` and
-    ``redecoded_chunks`` 0 (v2 decoders had neither); ``schema_version`` becomes 3; nothing else changes.
+    ran, so the metrics do not claim to have looked for unrecognised hesitations), ``initial_prompt`` ``None``,
+    ``redecoded_chunks`` and ``unprompted_chunks`` 0 (v2 decoders had neither); ``schema_version`` becomes 3;
+    nothing else changes.
 
     The input is validated against v2 first, so a broken v2 event is rejected with v2's own error: raises
     ``pydantic.ValidationError``.
     """
     event = TranscriptCreated.model_validate(raw)
     data = event.model_dump(mode="json")
-    data["payload"].update(hesitations=None, initial_prompt=None, redecoded_chunks=0)
+    data["payload"].update(hesitations=None, initial_prompt=None, redecoded_chunks=0, unprompted_chunks=0)
     data["schema_version"] = 3
     return data

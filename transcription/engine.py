@@ -172,7 +172,8 @@ class TranscriptionResult:
         timings: :class:`EngineTimings`.
         redecoded_chunks: chunks whose one-pass decode stopped before their speech did and that were
             decoded again by the sequential decoder.
-        initial_prompt: the prompt every chunk was decoded with (``disfluency_prompt``), or ``None``.
+        initial_prompt: the prompt the chunks were decoded with (``disfluency_prompt``), or ``None``.
+        unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
         hesitations: the hesitations heard in the audio (:mod:`transcription.hesitation`), in order; ``None``
             when ``hesitation_detection`` is off.
     """
@@ -193,6 +194,7 @@ class TranscriptionResult:
     timings: EngineTimings
     redecoded_chunks: int = 0
     initial_prompt: str | None = None
+    unprompted_chunks: int = 0
     hesitations: Sequence[HesitationSpan] | None = None
 
 
@@ -287,6 +289,7 @@ class _Chunk:
     features: npt.NDArray[np.float32] | None  # (n_mels, 3000) until decoded
     samples: npt.NDArray[np.float32] | None = None  # the chunk's speech audio, until decoded (for a re-decode)
     redecoded: list[dict[str, Any]] | None = None  # segments of the sequential re-decode, when the first stopped early
+    unprompted: bool = False  # decoded without the disfluency prompt, which made its decode doubtful
     tokens: list[int] = field(default_factory=list)
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
@@ -306,6 +309,25 @@ class _Message:
     vad_ms: float = 0.0
     features_ms: float = 0.0
     inference_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    """What one decode of a chunk produced, kept while the chunk is decoded another way."""
+
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    silent: bool
+    alignment: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, chunk: _Chunk) -> _Decoded:
+        return cls(chunk.tokens, chunk.avg_logprob, chunk.no_speech_prob, chunk.silent, chunk.alignment)
+
+    def restore(self, chunk: _Chunk) -> None:
+        chunk.tokens, chunk.avg_logprob, chunk.no_speech_prob = self.tokens, self.avg_logprob, self.no_speech_prob
+        chunk.silent, chunk.alignment = self.silent, self.alignment
 
 
 class _PrecomputedAlignment:
@@ -472,20 +494,41 @@ class BatchTranscriber:
                 message.language, message.language_probability = token[2:-2], float(probability)
 
     def _infer(self, chunks: list[_Chunk], tokenizer: Tokenizer) -> None:
-        """Decode and align ``chunks`` (from many messages) in stacks (:meth:`_decode`), then decode again, one by
-        one, the chunks whose decode stopped early (:meth:`_stopped_early`, :meth:`_redecode`)."""
-        for chunk in self._decode(chunks, tokenizer):
-            samples, chunk.samples = chunk.samples, None
+        """Decode and align ``chunks`` (from many messages) in stacks (:meth:`_decode`), with the disfluency
+        prompt; decode without it the chunks that it made doubtful (:meth:`_doubtful`: Whisper's no-speech rule
+        fired or the average log-probability fell below ``log_prob_threshold``), keeping whichever decode is more
+        probable; then decode again, one by one, the chunks whose decode stopped early (:meth:`_stopped_early`,
+        :meth:`_redecode`)."""
+        prompt = self.settings.disfluency_prompt
+        self._decode(chunks, tokenizer, prompt)
+        doubtful = [chunk for chunk in chunks if prompt is not None and self._doubtful(chunk)]
+        if doubtful:
+            prompted = {id(chunk): _Decoded.of(chunk) for chunk in doubtful}
+            self._decode(doubtful, tokenizer, None)
+            for chunk in doubtful:
+                first = prompted[id(chunk)]
+                if first.avg_logprob >= chunk.avg_logprob:
+                    first.restore(chunk)
+                else:
+                    chunk.unprompted = True
+        for chunk in chunks:
+            samples, chunk.samples, chunk.features = chunk.samples, None, None
             if samples is not None and self._stopped_early(chunk):
                 self._redecode(chunk, samples, tokenizer)
 
-    def _decode(self, chunks: list[_Chunk], tokenizer: Tokenizer) -> list[_Chunk]:
-        """Decode and align ``chunks`` in stacks of ``inference_batch_size``; returns them, decoded.
+    def _doubtful(self, chunk: _Chunk) -> bool:
+        """Whether a decode is doubtful: Whisper's no-speech rule dropped the chunk (VAD found speech in it), or
+        its average log-probability is below ``log_prob_threshold``."""
+        bound = self.settings.log_prob_threshold
+        return chunk.silent or (bound is not None and chunk.avg_logprob < bound)
+
+    def _decode(self, chunks: list[_Chunk], tokenizer: Tokenizer, prompt: str | None) -> None:
+        """Decode and align ``chunks`` in stacks of ``inference_batch_size``, with ``prompt`` as the initial prompt.
 
         Source: ``BatchedInferencePipeline.forward`` (generate, then split and align), with the
         alignment computed for the whole stack here and its post-processing deferred per message.
         """
-        options = self._options(tokenizer)
+        options = dataclasses.replace(self._options(tokenizer), initial_prompt=prompt)
         size = self.settings.inference_batch_size
         ordered = sorted(chunks, key=lambda c: c.duration_s, reverse=True)
         fps = self.model.frames_per_second
@@ -499,7 +542,7 @@ class BatchTranscriber:
                 chunk.avg_logprob = float(output["avg_logprob"])
                 chunk.no_speech_prob = float(output["no_speech_prob"])
                 chunk.silent = self._is_silent(chunk)
-                chunk.features = None  # free memory early
+                chunk.alignment = []
             if options.word_timestamps:
                 text_tokens = [[] if c.silent else [t for t in c.tokens if t < tokenizer.eot] for c in stack]
                 if any(text_tokens):
@@ -510,7 +553,6 @@ class BatchTranscriber:
             share = _ms(time.perf_counter() - started) / len(stack)
             for chunk in stack:
                 chunk.message.inference_ms += share
-        return ordered
 
     def _stopped_early(self, chunk: _Chunk) -> bool:
         """Whether the one-pass decode of ``chunk`` ended before its speech did (the decoder emitted end-of-text
@@ -691,6 +733,7 @@ class BatchTranscriber:
             timings=timings,
             redecoded_chunks=sum(chunk.redecoded is not None for chunk in message.chunks),
             initial_prompt=self.settings.disfluency_prompt,
+            unprompted_chunks=sum(chunk.unprompted for chunk in message.chunks),
         )
 
     # ------------------------------------------------------------------ helpers

@@ -273,6 +273,7 @@ class TranscriptionWorker:
                 hesitations=None if r.hesitations is None else list(r.hesitations),
                 initial_prompt=r.initial_prompt,
                 redecoded_chunks=r.redecoded_chunks,
+                unprompted_chunks=r.unprompted_chunks,
             ),
         )
 

@@ -232,7 +232,13 @@ def test_transcript_v2_is_upcast_to_v3_without_hesitations() -> None:
         assert event.payload.initial_prompt is None and event.payload.redecoded_chunks == 0
         assert event.payload.words.text == [" hi", " there."]
         current = {**raw, "schema_version": 3}
-        current["payload"] = {**raw["payload"], "hesitations": None, "initial_prompt": None, "redecoded_chunks": 0}
+        current["payload"] = {
+            **raw["payload"],
+            "hesitations": None,
+            "initial_prompt": None,
+            "redecoded_chunks": 0,
+            "unprompted_chunks": 0,
+        }
         assert event == decode_event(current)
 
 

@@ -261,6 +261,32 @@ def test_an_early_stopped_decode_is_caught_and_its_rest_decoded(
     assert isinstance(again, TranscriptionResult) and again.redecoded_chunks == 0
 
 
+def test_a_window_the_prompt_made_doubtful_is_decoded_without_it(
+    settings: TranscriptionSettings, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection on the real model: with the disfluency prompt, the window's decode comes back as Whisper's
+    "no speech" (as a prompt sometimes makes it on real speech). The engine decodes it again without the prompt
+    and keeps the more probable decode; the transcript keeps every word."""
+    transcriber = BatchTranscriber(settings)
+    assert settings.disfluency_prompt
+    real = transcriber._pipeline.generate_segment_batched
+    prompts: list[str | None] = []
+
+    def prompted_decode_looks_silent(features, tokenizer, options):  # type: ignore[no-untyped-def]
+        encoder_output, outputs = real(features, tokenizer, options)
+        prompts.append(options.initial_prompt)
+        if options.initial_prompt is not None:
+            outputs = [{**output, "no_speech_prob": 0.99, "avg_logprob": -3.0} for output in outputs]
+        return encoder_output, outputs
+
+    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", prompted_decode_looks_silent)
+    result = transcriber.transcribe(AudioItem("jfk", jfk))
+    assert isinstance(result, TranscriptionResult), result
+    assert prompts == [settings.disfluency_prompt, None]
+    assert result.unprompted_chunks == 1 and result.redecoded_chunks == 0
+    assert wer(result.text) <= MAX_WER, result.text
+
+
 def test_settings_drive_the_direct_baseline(settings: TranscriptionSettings, jfk: np.ndarray) -> None:
     loaded = load_whisper_model(settings)
     segments, info = loaded.model.transcribe(jfk, **settings.transcribe_kwargs())

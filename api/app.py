@@ -36,7 +36,7 @@ from api.time_range import resolve_range
 from runtime.garbage_collector import freeze_startup_objects, raise_young_threshold
 from runtime.http_errors import error_response, install_error_handlers
 from runtime.http_latency import install_latency_histogram
-from runtime.http_server import LimitsMiddleware, granian_limits, serve_uvicorn
+from runtime.http_server import serve_uvicorn
 from runtime.principals import PrincipalCache
 from runtime.settings import PlatformSettings
 
@@ -83,7 +83,6 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             max_bytes=settings.progress_cache_max_bytes,
             ttl_s=settings.progress_cache_ttl_s,
             stale_s=settings.progress_cache_stale_s,
-            gzip_max_bytes=settings.progress_gzip_max_bytes,
         )
         app.state.progress_feed = feed = WindowsChangeFeed(
             app.state.clickhouse, app.state.progress_cache, interval_s=settings.progress_cache_poll_s
@@ -141,62 +140,11 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
 def serve_api(
     stop: threading.Event | None = None, settings: ApiSettings | None = None, *, app: FastAPI | None = None
 ) -> None:
-    """Serve ``app`` (default :func:`create_app` of ``settings``) on ``COACH_API_HOST:COACH_API_PORT`` with
-    ``COACH_API_SERVER`` (granian or uvicorn) until ``stop`` is set (or, with no ``stop``, until the process is
-    interrupted). What ``coach serve api``, ``coach run`` and ``bench/api.py`` call. The server is built by
-    :mod:`runtime.http_server` with :meth:`ApiSettings.http_limits` (connections, requests in flight, header and
-    body deadlines, header size). Raises ``OSError`` when the address cannot be bound (granian)."""
+    """Serve ``app`` (default :func:`create_app` of ``settings``) on ``COACH_API_HOST:COACH_API_PORT`` with uvicorn
+    until ``stop`` is set (or, with no ``stop``, until the process is interrupted). What ``coach serve api``,
+    ``coach run`` and ``bench/api.py`` call. The server is built by :mod:`runtime.http_server` with
+    :meth:`ApiSettings.http_limits` (connections, requests in flight, header and body deadlines, header size)."""
     settings = settings or ApiSettings()
     app = app if app is not None else create_app(settings=settings)
-    if settings.server == "granian":
-        _serve_granian(app, settings, stop)
-        return
     # uvicorn installs its signal handlers only in the main thread; limits: COACH_API_* (runtime.http_server)
     serve_uvicorn(app, settings.host, settings.port, settings.http_limits(), stop=stop)
-
-
-def _serve_granian(app: FastAPI, settings: ApiSettings, stop: threading.Event | None) -> None:
-    """Serve ``app`` with granian's embedded server (https://github.com/emmett-framework/granian,
-    ``granian.server.embed``) on an event loop of this thread (uvloop when installed), so the app shares the
-    process, as the local mode requires (chDB opens its data directory in one process only). Granian's Rust
-    runtime parses HTTP and writes responses outside the Python thread. Granian marks the embedded server
-    experimental; ``COACH_API_SERVER=uvicorn`` is the fallback. ``stop`` (or, in the main thread, SIGINT/SIGTERM)
-    ends it gracefully. Limits: granian's own header deadline and backpressure plus the ASGI body deadline and
-    in-flight limit (:func:`runtime.http_server.granian_limits`, :class:`~runtime.http_server.LimitsMiddleware`)."""
-    import asyncio
-    import signal
-
-    from granian.constants import Interfaces
-    from granian.server.embed import Server
-
-    try:
-        import uvloop
-
-        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; asyncio works the same, slower
-        loop = asyncio.new_event_loop()
-    limits = settings.http_limits()
-    server = Server(
-        LimitsMiddleware(app, limits),
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        log_enabled=False,
-        **granian_limits(limits),
-    )
-    asyncio.set_event_loop(loop)
-    if stop is not None:
-
-        def watch() -> None:
-            stop.wait()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(server.stop)
-
-        threading.Thread(target=watch, name="api-stop-watcher", daemon=True).start()
-    elif threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.stop)
-    try:
-        loop.run_until_complete(server.serve())
-    finally:
-        loop.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -19,11 +17,6 @@ class ApiSettings(HttpServerSettings):
 
     host: str = "127.0.0.1"
     """bind address"""
-    server: Literal["uvicorn", "granian"] = "uvicorn"
-    """the HTTP server in front of the ASGI app: 'uvicorn' (httptools + uvloop; under one core) or 'granian' (embedded,
-    marked experimental by granian: HTTP and socket writes in a Rust thread; 1.3-1.8x the warm requests/s and a lower
-    p99 under writes, but ~1.3 cores, so its p99 suffers more from other jobs on a 2-core machine; bench/RESULTS.md,
-    API)"""
     port: int = 8001
     """progress API port"""
     pg_pool_min: int = Field(default=1, ge=0)
@@ -55,10 +48,6 @@ class ApiSettings(HttpServerSettings):
     the learner (coalesced) runs, for at most this many seconds, then dropped; the staleness bound is then
     COACH_API_PROGRESS_CACHE_POLL_S plus one poll plus one reload, or, when the reload takes longer than this, plus this
     and one read by the next reader. 0: the entry is dropped at once and readers read ClickHouse until one fills it"""
-    progress_gzip_max_bytes: int = Field(default=64 * 2**20, ge=0)
-    """memory bound of the gzip-compressed progress bodies remembered for clients sending 'Accept-Encoding: gzip' (one
-    per learner and request with an explicit 'to'; ~15-25 KB for a 135 KB body; least recently used first), bytes; 0
-    compresses every such response"""
     gc_young_threshold: int = Field(default=200_000, ge=0)
     """allocations between young collections of Python's garbage collector in the API process (CPython's default 700 ran
     ~6 collections a second under warm load, pauses up to 26 ms, up to 86 ms while entries were rebuilt; 200,000: none

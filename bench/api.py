@@ -10,8 +10,8 @@ What it does:
 1. **server** (a subprocess, because chDB is in-process and the load generator must not share the server's CPU
    time slice or GIL): a fresh chDB directory, all ClickHouse migrations, ``learners × days`` rows in
    ``submission_metrics`` (one submission a day per learner; 1,000,000 by default) and the daily, weekly and
-   7-day sliding windows derived from them; then the API (``create_app``, one process: uvicorn by default, as
-   ``coach serve api``, or granian's embedded server with ``--server granian``) on a free port;
+   7-day sliding windows derived from them; then the API (``create_app``, one process, uvicorn, as
+   ``coach serve api``) on a free port;
 2. **keys**: ``--keyed`` learners get a bearer token (PostgreSQL of the stack); each request reads the progress of
    a random one of them with its own token (a learner reading itself);
 3. **load**: ``--clients`` concurrent closed-loop clients (HTTP/1.1 keep-alive) for ``--duration`` seconds after
@@ -22,10 +22,9 @@ What it does:
    reports its load generator's CPU seconds per second and the server's. ``cold`` always uses http.client (each
    keyed learner read exactly once).
 
-The server is ``--server`` (default ``uvicorn``, ``COACH_API_SERVER``'s default, with ``--http``/``--loop``
-choosing its protocol and loop, default ``auto``: httptools and uvloop when installed; or ``granian``); ``stats`` of the
-server also reports its garbage collector's runs and longest pause per scenario (a full collection stops the event
-loop).
+The server is uvicorn, with ``--http``/``--loop`` choosing its protocol and loop (default ``auto``: httptools and
+uvloop when installed); ``stats`` of the server also reports its garbage collector's runs and longest pause per
+scenario (a full collection stops the event loop).
 
 With the per-learner progress cache (the default; ``--no-cache`` sets ``COACH_API_PROGRESS_CACHE_MAX_BYTES=0``)
 the scenarios are, in this order:
@@ -208,7 +207,7 @@ def serve(args: argparse.Namespace) -> None:
     ``write <every_s> <learners>`` (start the writer), ``stop-write`` (stop it; answers its numbers)."""
     import uvicorn
 
-    from api.app import create_app, serve_api
+    from api.app import create_app
     from api.settings import ApiSettings
     from clickhouse import SQL_DIR
     from clickhouse.seed import derive_windows, seed_submission_metrics
@@ -240,7 +239,6 @@ def serve(args: argparse.Namespace) -> None:
     settings = ApiSettings(
         host="127.0.0.1",
         port=args.port,
-        server=args.server,
         clickhouse_pool_size=args.pool,
         pg_pool_max=args.pool * 2,
         progress_cache_max_bytes=ApiSettings().progress_cache_max_bytes if args.cache else 0,
@@ -268,9 +266,6 @@ def serve(args: argparse.Namespace) -> None:
 
     threading.Thread(target=commands, daemon=True).start()
     gc_watch.start()
-    if args.server == "granian":
-        serve_api(settings=settings, app=app)
-        return
     config = uvicorn.Config(
         app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False, http=args.http, loop=args.loop
     )
@@ -492,7 +487,7 @@ def _machine() -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     names = (
-        "fastapi", "starlette", "granian", "uvicorn", "httptools", "uvloop", "h11", "pydantic", "chdb",
+        "fastapi", "starlette", "uvicorn", "httptools", "uvloop", "h11", "pydantic", "chdb",
         "clickhouse-connect", "psycopg", "httpx", "cachetools",
     )  # fmt: skip
     out = {}
@@ -531,7 +526,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sys.executable, "-m", "bench.api", "serve", "--chdb", str(Path(tmp) / "chdb"), "--port", str(port),
             "--learners", str(args.learners), "--days", str(args.days), "--pool", str(args.pool),
             "--keys-file", str(keys_file), "--cache" if args.cache else "--no-cache", "--http", args.http,
-            "--server", args.server,
             "--loop", args.loop,
         ]  # fmt: skip
         server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -626,13 +620,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clickhouse_pool": args.pool,
             "clickhouse": "embedded chDB (in the API process)",
             "progress_cache": args.cache,
-            "server": args.server,
+            "server": "uvicorn",
             "uvicorn_http": _resolved(args.http, "httptools", "h11"),
             "uvicorn_loop": _resolved(args.loop, "uvloop", "asyncio"),
             "load_generator": args.load_generator,
             "api_settings": {
-                name: getattr(ApiSettings(), name)
-                for name in ("progress_cache_stale_s", "progress_gzip_max_bytes", "gc_young_threshold")
+                name: getattr(ApiSettings(), name) for name in ("progress_cache_stale_s", "gc_young_threshold")
             },
             "write_every_s": args.write_every,
             "write_learners": args.write_learners,
@@ -666,12 +659,6 @@ def main() -> None:
             default="auto",
             choices=["auto", "asyncio", "uvloop"],
             help="uvicorn's event loop (auto: uvloop when installed, as `coach serve api`)",
-        )
-        p.add_argument(
-            "--server",
-            default="uvicorn",
-            choices=["uvicorn", "granian"],
-            help="the HTTP server in front of the ASGI app (COACH_API_SERVER; --http/--loop apply to uvicorn)",
         )
         p.add_argument(
             "--cache",

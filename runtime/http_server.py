@@ -1,4 +1,4 @@
-"""The one place HTTP servers are built: a uvicorn server (or granian's embedded server) with connection, request,
+"""The one place HTTP servers are built: a uvicorn server with connection, request,
 header and body limits, for both APIs (``coach serve ingestion|api``, ``coach run``, tests).
 
 What uvicorn offers and what is added here (uvicorn 0.55, httptools parser):
@@ -21,9 +21,6 @@ What uvicorn offers and what is added here (uvicorn 0.55, httptools parser):
   ``/metrics``), which always get through, so liveness answers while the app is saturated. It also sets
   :data:`runtime.principals.client_address` for the per-address limit of failed token lookups.
 
-Granian (``COACH_API_SERVER=granian``) takes the header deadline (``HTTP1Settings.header_read_timeout``, ms), the
-header buffer bound (``max_buffer_size``) and ``backpressure`` (concurrent requests) natively; the ASGI middleware
-adds the body deadline and the in-flight limit there too.
 """
 
 from __future__ import annotations
@@ -45,7 +42,6 @@ __all__ = [
     "HttpServerSettings",
     "LimitsMiddleware",
     "build_uvicorn_server",
-    "granian_limits",
     "serve_uvicorn",
 ]
 
@@ -93,7 +89,7 @@ class HttpServerSettings(BaseSettings):
     model_config = SettingsConfigDict(use_attribute_docstrings=True)
 
     max_connections: int = Field(default=HttpLimits.max_connections, ge=1)
-    """open HTTP connections at most (uvicorn limit_concurrency, granian backpressure; requests past it get 503)"""
+    """open HTTP connections at most (uvicorn limit_concurrency; requests past it get 503)"""
     max_requests_in_flight: int = Field(default=HttpLimits.max_requests_in_flight, ge=1)
     """requests answered at once; more get 503 with Retry-After: 1 (/healthz, /readyz, /metrics exempt)"""
     header_timeout_s: float = Field(default=HttpLimits.header_timeout_s, gt=0)
@@ -309,19 +305,3 @@ def serve_uvicorn(
         threading.Thread(target=watch, name=f"http-stop-watcher-{port}", daemon=True).start()
     server.run()
     return server
-
-
-def granian_limits(limits: HttpLimits) -> dict[str, Any]:
-    """Keyword arguments of ``granian.server.embed.Server`` for ``limits``: ``backpressure`` (requests at once),
-    ``http1_settings`` (``header_read_timeout`` in ms, ``max_buffer_size`` bytes at least granian's default).
-    Wrap the app in :class:`LimitsMiddleware` too for the body deadline and the operational-path exemption."""
-    from granian.http import HTTP1Settings
-
-    return {
-        "backpressure": limits.max_connections,
-        "http1_settings": HTTP1Settings(
-            header_read_timeout=max(1, int(limits.header_timeout_s * 1000)),
-            keep_alive=True,
-            max_buffer_size=max(limits.max_header_bytes, 417_792),
-        ),
-    }

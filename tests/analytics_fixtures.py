@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -310,15 +310,15 @@ def learner_window_points(days: int = 60) -> dict[WindowKind, list[WindowPoint]]
 
 
 @contextmanager
-def served_api(platform: Any, server: Literal["uvicorn", "granian"] | None = None) -> Iterator[int]:
-    """The progress API of ``platform`` served by :func:`api.app.serve_api` (``server``; None: COACH_API_SERVER's
-    default) on a free local port, in a thread of this process as ``coach run`` serves it (chDB is in-process).
-    Yields the port once ``/healthz`` answers 200; on exit sets the stop event and asserts the thread ended."""
+def served_api(platform: Any) -> Iterator[int]:
+    """The progress API of ``platform`` served by :func:`api.app.serve_api` on a free local port, in a thread of
+    this process as ``coach run`` serves it (chDB is in-process). Yields the port once ``/healthz`` answers 200; on
+    exit sets the stop event and asserts the thread ended."""
     from api.app import create_app, serve_api
     from api.settings import ApiSettings
 
     port = free_port()
-    settings = ApiSettings(host="127.0.0.1", port=port, **({"server": server} if server else {}))
+    settings = ApiSettings(host="127.0.0.1", port=port)
     app = create_app(platform, settings)
-    with serving(lambda stop: serve_api(stop, settings, app=app), port, f"the API ({settings.server})"):
+    with serving(lambda stop: serve_api(stop, settings, app=app), port, "the API"):
         yield port

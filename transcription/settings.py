@@ -91,8 +91,9 @@ class TranscriptionSettings(BaseSettings):
     omits "um" and "uh" unless its prompt shows them: faster-whisper issues #319, #901); empty = no prompt. Its
     effect on word error rate is measured in bench/RESULTS.md (Fluency)"""
     redecode_tail_s: float = Field(default=2.0, gt=0.0)
-    """A window's decode that ends this long or more before the window's speech does is taken to have stopped
-    early: the rest of the window is decoded again (TranscriptCreated.redecoded_chunks counts it)"""
+    """A window's decode whose last word ends this long or more before the window's speech does, or that stretches
+    one word over this long, is taken to have stopped early: the window is decoded again by the sequential decoder
+    (TranscriptCreated.redecoded_chunks counts it)"""
     hesitation_detection: bool = True
     """Look for hesitations in the audio (transcription.hesitation: voicing no word covers, words hallucinated out
     of a held sound) and put them on TranscriptCreated.hesitations"""

@@ -224,16 +224,15 @@ def _http_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes
         connection.close()
 
 
-@pytest.mark.parametrize("server", ["granian", "uvicorn"])
-def test_serve_api_answers_over_http_and_stops_on_its_event(client: TestClient, world: ApiWorld, server: str) -> None:
-    """``serve_api`` with each COACH_API_SERVER, in a thread of this process (as ``coach run`` does): the warm
+def test_serve_api_answers_over_http_and_stops_on_its_event(client: TestClient, world: ApiWorld) -> None:
+    """``serve_api`` in a thread of this process (as ``coach run`` does): the warm
     progress read over a real socket (the fast path) sends the route's bytes, plain and gzip, 401 without a token;
     setting the stop event ends the server and its thread."""
     route = f"/v1/users/{world.other}/progress"
     query = {"window": "weekly", "from": "2024-01-10T00:00:00Z", "to": "2024-01-30T12:00:00Z"}
     path = f"{route}?{urlencode(query)}"
     headers = {**auth_header(world, "other"), "Accept-Encoding": "identity"}
-    with served_api(world.platform, server) as port:  # type: ignore[arg-type]
+    with served_api(world.platform) as port:
         expected = _raw_get(client, route, headers, query)
         for _ in range(2):  # the first read fills this app's cache, the second is served by the fast path
             status, body, answered = _http_get(port, path, headers)

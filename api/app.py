@@ -83,6 +83,7 @@ def create_app(platform: PlatformSettings | None = None, settings: ApiSettings |
             max_bytes=settings.progress_cache_max_bytes,
             ttl_s=settings.progress_cache_ttl_s,
             stale_s=settings.progress_cache_stale_s,
+            gzip_max_bytes=settings.progress_gzip_max_bytes,
         )
         app.state.progress_feed = feed = WindowsChangeFeed(
             app.state.clickhouse, app.state.progress_cache, interval_s=settings.progress_cache_poll_s

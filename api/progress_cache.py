@@ -47,11 +47,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from pydantic import TypeAdapter
 
 from api.analytics import ClickHouseReader, fetch_learner_windows, utc
-from api.encoding import gzip_body
+from api.encoding import GZIP_LEVEL, GZIP_LEVEL_UNREMEMBERED, gzip_body
 from api.models import WINDOW_KINDS, WindowKind, WindowPoint
 from api.progress import summarize
 from api.telemetry import PROGRESS_CACHE_EVENTS, PROGRESS_CACHE_INVALIDATIONS
@@ -190,12 +190,13 @@ def build_learner_progress(
 
 class ProgressCache:
     """Thread-safe LRU + TTL cache of :class:`LearnerProgress` by learner id, bounded in bytes, with
-    stale-while-revalidate for learners whose windows changed.
+    stale-while-revalidate for learners whose windows changed and a memo of gzip-compressed bodies.
 
     ``max_bytes``: total ``nbytes`` of the entries (0 disables caching: every :meth:`load` reads ClickHouse);
     ``ttl_s``: longest life of an entry, seconds; ``timer``: the clock of the TTL and of ``stale_s`` (monotonic
     seconds); ``stale_s``: how long an invalidated learner's previous entry is still served while one background
     reload of the learner runs (0: :meth:`invalidate` drops the entry, every reader then misses until one fills it);
+    ``gzip_max_bytes``: memory bound of the remembered gzip bodies (:meth:`body`), bytes (0: compress per request);
     ``fetch``: reads one learner's windows (:func:`api.analytics.fetch_learner_windows`; replaceable in tests).
 
     **Stale-while-revalidate** (``stale_s > 0``): :meth:`invalidate` marks a cached learner stale instead of
@@ -217,6 +218,7 @@ class ProgressCache:
         ttl_s: float,
         timer: Callable[[], float] = time.monotonic,
         stale_s: float = 0.0,
+        gzip_max_bytes: int = 0,
         fetch: Callable[[ClickHouseReader, str], dict[WindowKind, list[WindowPoint]]] = fetch_learner_windows,
     ) -> None:
         self._reader = reader
@@ -228,6 +230,10 @@ class ProgressCache:
         self._entries: TTLCache[str, LearnerProgress] = TTLCache(
             maxsize=max(max_bytes, 1), ttl=ttl_s, timer=timer, getsizeof=lambda entry: entry.nbytes
         )
+        self._gzip: LRUCache[tuple[int, tuple[str, ...], int, int], bytes] = LRUCache(
+            maxsize=max(gzip_max_bytes, 1), getsizeof=len
+        )
+        self._gzip_enabled = gzip_max_bytes > 0
         self._lock = threading.Lock()
         self._generation = 0
         self._changed: OrderedDict[str, int] = OrderedDict()  # learner -> generation of its last invalidation
@@ -273,12 +279,30 @@ class ProgressCache:
         end: datetime,
         *,
         gzip: bool,
+        remember: bool,
     ) -> tuple[bytes, bool]:
         """The response body of ``entry`` for ``kinds`` and ``[start, end)`` (:meth:`LearnerProgress.render`) and
-        whether it is gzip-compressed (exactly when ``gzip``: the client accepts it; :func:`api.encoding.gzip_body`,
-        compressed for each request)."""
-        body = entry.render(kinds, start, end)
-        return (gzip_body(body), True) if gzip else (body, False)
+        whether it is gzip-compressed (exactly when ``gzip``: the client accepts it). With ``remember`` (the caller
+        expects the same request again: ``to`` was given) a compressed body is kept, keyed by the entry and the
+        request, in an LRU memo bounded by ``gzip_max_bytes`` (a new entry of the learner is a new key); else it is
+        compressed at a cheaper level."""
+        if not gzip:
+            return entry.render(kinds, start, end), False
+        remember = remember and self._gzip_enabled
+        key = (entry.serial, kinds, _us(start), _us(end))
+        if remember:
+            with self._lock:
+                known = self._gzip.get(key)
+            if known is not None:
+                return known, True
+        compressed = gzip_body(entry.render(kinds, start, end), GZIP_LEVEL if remember else GZIP_LEVEL_UNREMEMBERED)
+        if remember:
+            with self._lock:
+                try:
+                    self._gzip[key] = compressed
+                except ValueError:  # larger than the whole memo
+                    pass
+        return compressed, True
 
     def load(self, user_id: str) -> LearnerProgress:
         """Read the learner's windows from ClickHouse, build the entry and cache it (unless the learner's data
@@ -355,19 +379,23 @@ class ProgressCache:
             self._changed.clear()
             PROGRESS_CACHE_INVALIDATIONS.inc(len(self._entries))
             self._entries.clear()
+            self._gzip.clear()
             self._stale.clear()
             self._pending.clear()
             if suspend is not None:
                 self._suspended = suspend
 
     def stats(self) -> dict[str, int]:
-        """``entries`` and ``bytes`` currently cached, ``stale`` entries, and the background reloads so far:
-        ``reloads_stored``, ``reloads_superseded`` (the learner changed again while it was read), ``reloads_failed``."""
+        """``entries`` and ``bytes`` currently cached, ``stale`` entries, ``gzip_bodies``/``gzip_bytes``
+        remembered, and the background reloads so far: ``reloads_stored``, ``reloads_superseded`` (the learner
+        changed again while it was read), ``reloads_failed``."""
         with self._lock:
             return {
                 "entries": len(self._entries),
                 "bytes": int(self._entries.currsize),
                 "stale": len(self._stale),
+                "gzip_bodies": len(self._gzip),
+                "gzip_bytes": int(self._gzip.currsize),
                 **{f"reloads_{name}": count for name, count in self.reloads.items()},
             }
 

@@ -131,7 +131,7 @@ class ProgressFastPath:
         if entry is None:
             return None
         gzip = bool(accept_encoding) and accepts_gzip(b",".join(accept_encoding).decode("latin-1"))
-        return cache.body(entry, kinds, range_from, range_to, gzip=gzip)
+        return cache.body(entry, kinds, range_from, range_to, gzip=gzip, remember=end is not None)
 
 
 def _parse_query(raw: bytes) -> _Query | None:

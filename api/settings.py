@@ -48,6 +48,10 @@ class ApiSettings(HttpServerSettings):
     the learner (coalesced) runs, for at most this many seconds, then dropped; the staleness bound is then
     COACH_API_PROGRESS_CACHE_POLL_S plus one poll plus one reload, or, when the reload takes longer than this, plus this
     and one read by the next reader. 0: the entry is dropped at once and readers read ClickHouse until one fills it"""
+    progress_gzip_max_bytes: int = Field(default=64 * 2**20, ge=0)
+    """memory bound of the gzip-compressed progress bodies remembered for clients sending 'Accept-Encoding: gzip' (one
+    per learner and request with an explicit 'to'; least recently used first), bytes; 0 compresses every such response
+    (what compressing each response costs a warm reader, in p99, is measured in bench/RESULTS.md, API)"""
     gc_young_threshold: int = Field(default=200_000, ge=0)
     """allocations between young collections of Python's garbage collector in the API process (CPython's default 700 ran
     ~6 collections a second under warm load, pauses up to 26 ms, up to 86 ms while entries were rebuilt; 200,000: none

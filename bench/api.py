@@ -625,7 +625,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "uvicorn_loop": _resolved(args.loop, "uvloop", "asyncio"),
             "load_generator": args.load_generator,
             "api_settings": {
-                name: getattr(ApiSettings(), name) for name in ("progress_cache_stale_s", "gc_young_threshold")
+                name: getattr(ApiSettings(), name)
+                for name in ("progress_cache_stale_s", "progress_gzip_max_bytes", "gc_young_threshold")
             },
             "write_every_s": args.write_every,
             "write_learners": args.write_learners,

@@ -50,7 +50,7 @@ def build(settings: ApiSettings) -> APIRouter:
             entry = await run_in_threadpool(cache.load, user_id)
         # Pre-serialised windows joined as bytes: the same body as ProgressResponse.model_dump_json(by_alias=True).
         gzip = accepts_gzip(",".join(request.headers.getlist("accept-encoding")))
-        body, gzipped = cache.body(entry, kinds, range_from, range_to, gzip=gzip)
+        body, gzipped = cache.body(entry, kinds, range_from, range_to, gzip=gzip, remember=end is not None)
         return Response(body, media_type="application/json", headers=progress_header_map(gzipped))
 
     return router

@@ -158,18 +158,37 @@ def test_window_models_are_kept_when_their_json_does_not_round_trip() -> None:
 # --- gzip bodies (api.encoding) ---------------------------------------------------------------------------------
 
 
-def test_gzip_body_is_the_rendered_body_compressed() -> None:
-    cache = ProgressCache(_NoReader(), baseline_weeks=2, max_bytes=10**7, ttl_s=60.0)  # type: ignore[arg-type]
+def test_gzip_body_is_the_rendered_body_compressed_and_remembered_per_entry_and_request() -> None:
+    cache = ProgressCache(_NoReader(), baseline_weeks=2, max_bytes=10**7, ttl_s=60.0, gzip_max_bytes=10**6)  # type: ignore[arg-type]
     entry = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)
     start, end = START, START + timedelta(days=91)
-    plain, gzipped = cache.body(entry, WINDOW_KINDS, start, end, gzip=False)
+    plain, gzipped = cache.body(entry, WINDOW_KINDS, start, end, gzip=False, remember=True)
     assert not gzipped and plain == entry.render(WINDOW_KINDS, start, end)
-    first, gzipped = cache.body(entry, WINDOW_KINDS, start, end, gzip=True)
+    first, gzipped = cache.body(entry, WINDOW_KINDS, start, end, gzip=True, remember=True)
     assert gzipped and gzip.decompress(first) == plain and first == gzip_body(plain)
-    again, _ = cache.body(entry, WINDOW_KINDS, start, end, gzip=True)
-    assert again == first  # deterministic: the same bytes for the same body
-    daily, gzipped = cache.body(entry, ("daily",), start, end, gzip=True)
-    assert gzipped and gzip.decompress(daily) == entry.render(("daily",), start, end)
+    again, _ = cache.body(entry, WINDOW_KINDS, start, end, gzip=True, remember=True)
+    assert again is first  # remembered, not compressed again
+    assert cache.stats()["gzip_bodies"] == 1 and cache.stats()["gzip_bytes"] == len(first)
+    rebuilt = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)  # e.g. after new windows
+    other, _ = cache.body(rebuilt, WINDOW_KINDS, start, end, gzip=True, remember=True)
+    assert other is not first and other == first and cache.stats()["gzip_bodies"] == 2  # a new entry, a new key
+    once, gzipped = cache.body(entry, ("daily",), start, end, gzip=True, remember=False)  # 'to' = now: not kept
+    assert gzipped and gzip.decompress(once) == entry.render(("daily",), start, end)
+    assert cache.stats()["gzip_bodies"] == 2
+
+
+def test_the_gzip_memo_is_bounded_in_bytes() -> None:
+    entry = build_learner_progress("ana", learner_window_points(), baseline_weeks=2)
+    cache = ProgressCache(_NoReader(), baseline_weeks=2, max_bytes=10**7, ttl_s=60.0, gzip_max_bytes=10**6)  # type: ignore[arg-type]
+    one, _ = cache.body(entry, WINDOW_KINDS, START, START + timedelta(days=91), gzip=True, remember=True)
+    bounded = ProgressCache(_NoReader(), baseline_weeks=2, max_bytes=10**7, ttl_s=60.0, gzip_max_bytes=len(one) * 2)  # type: ignore[arg-type]
+    for days in (30, 60, 91):
+        bounded.body(entry, WINDOW_KINDS, START, START + timedelta(days=days), gzip=True, remember=True)
+    assert bounded.stats()["gzip_bytes"] <= len(one) * 2 and bounded.stats()["gzip_bodies"] < 3
+    off = ProgressCache(_NoReader(), baseline_weeks=2, max_bytes=10**7, ttl_s=60.0, gzip_max_bytes=0)  # type: ignore[arg-type]
+    body, gzipped = off.body(entry, WINDOW_KINDS, START, START + timedelta(days=91), gzip=True, remember=True)
+    assert gzipped and gzip.decompress(body) == entry.render(WINDOW_KINDS, START, START + timedelta(days=91))
+    assert off.stats()["gzip_bodies"] == 0
 
 
 @pytest.mark.parametrize(

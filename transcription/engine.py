@@ -174,8 +174,8 @@ class TranscriptionResult:
             decoded again by the sequential decoder.
         initial_prompt: the prompt the chunks were decoded with (``disfluency_prompt``), or ``None``.
         unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
-        hesitations: the hesitations heard in the audio (:mod:`transcription.hesitation`), in order; ``None``
-            when ``hesitation_detection`` is off.
+        hesitations: the hesitations heard in the audio, in order; ``None`` when no detector ran (this
+            engine runs none yet).
     """
 
     id: str

@@ -94,9 +94,6 @@ class TranscriptionSettings(BaseSettings):
     """A window's decode whose last word ends this long or more before the window's speech does, or that stretches
     one word over this long, is taken to have stopped early: the window is decoded again by the sequential decoder
     (TranscriptCreated.redecoded_chunks counts it)"""
-    hesitation_detection: bool = True
-    """Look for hesitations in the audio (transcription.hesitation: voicing no word covers, words hallucinated out
-    of a held sound) and put them on TranscriptCreated.hesitations"""
 
     @field_validator("disfluency_prompt", mode="before")
     @classmethod

@@ -52,7 +52,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_timestamps, get_vad_model
 
-from schemas.events import HesitationSpan, Word
+from schemas.events import Word
 from transcription.audio import TARGET_SAMPLE_RATE
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
@@ -174,8 +174,6 @@ class TranscriptionResult:
             decoded again by the sequential decoder.
         initial_prompt: the prompt the chunks were decoded with (``disfluency_prompt``), or ``None``.
         unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
-        hesitations: the hesitations heard in the audio, in order; ``None`` when no detector ran (this
-            engine runs none yet).
     """
 
     id: str
@@ -195,7 +193,6 @@ class TranscriptionResult:
     redecoded_chunks: int = 0
     initial_prompt: str | None = None
     unprompted_chunks: int = 0
-    hesitations: Sequence[HesitationSpan] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,25 +567,21 @@ class BatchTranscriber:
     def _redecode(self, chunk: _Chunk, samples: npt.NDArray[np.float32], tokenizer: Tokenizer) -> None:
         """Decode ``chunk`` again with faster-whisper's sequential decoder (``WhisperModel.transcribe``: timestamp
         tokens, and a seek past the last timestamp after each window, so an early end-of-text does not end the
-        transcript; the temperature fallback of its defaults; the same prompt, no VAD since the chunk is speech).
+        transcript), with the baseline's decoding choices (:meth:`TranscriptionSettings.transcribe_kwargs`: beam,
+        temperature, prompt, no-speech rule), the chunk's language, and no VAD since the chunk is speech only.
         Its segments, with words on the chunk's speech-only timeline, replace the first decode's
         (``chunk.redecoded``)."""
         started = time.perf_counter()
-        s = self.settings
-        segments, _info = self.model.transcribe(
-            samples,
-            language=tokenizer.language_code,
-            task="transcribe",
-            beam_size=s.beam_size,
-            condition_on_previous_text=False,
-            initial_prompt=s.disfluency_prompt,
-            word_timestamps=True,
-            vad_filter=False,
-            no_speech_threshold=s.no_speech_threshold,
-            log_prob_threshold=s.log_prob_threshold,
-            prepend_punctuations=_PREPEND_PUNCTUATIONS,
-            append_punctuations=_APPEND_PUNCTUATIONS,
-        )
+        options = {
+            **self.settings.transcribe_kwargs(),
+            "language": tokenizer.language_code,
+            "word_timestamps": True,
+            "vad_filter": False,
+            "vad_parameters": None,
+            "prepend_punctuations": _PREPEND_PUNCTUATIONS,
+            "append_punctuations": _APPEND_PUNCTUATIONS,
+        }
+        segments, _info = self.model.transcribe(samples, **options)
         chunk.redecoded = [
             {
                 "text": segment.text,

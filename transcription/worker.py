@@ -270,7 +270,6 @@ class TranscriptionWorker:
                     inference_ms=r.timings.inference_ms,
                     batch_size=batch_size,
                 ),
-                hesitations=None if r.hesitations is None else list(r.hesitations),
                 initial_prompt=r.initial_prompt,
                 redecoded_chunks=r.redecoded_chunks,
                 unprompted_chunks=r.unprompted_chunks,

@@ -215,7 +215,8 @@ def _timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Tim
     unaffected.
     """
     try:
-        return _concatenated_timings(transcripts, threshold_s)
+        timings: list[_Timing | ValueError] = list(_concatenated_timings(transcripts, threshold_s))
+        return timings
     except ValueError as error:
         if len(transcripts) == 1:
             return [error]
@@ -231,13 +232,9 @@ def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float)
         if not len(texts) == len(start_list) == len(end_list):
             raise ValueError(f"text, start and end differ in length ({len(texts)}, {len(start_list)}, {len(end_list)})")
         lengths.append(len(texts))
-    starts, ends = (
-        _checked_times(
-            [value for words in transcripts for value in words.start],
-            [value for words in transcripts for value in words.end],
-        )
-        if count != 1
-        else _checked_times(transcripts[0].start, transcripts[0].end)
+    starts, ends = _checked_times(
+        list(chain.from_iterable(words.start for words in transcripts)),
+        list(chain.from_iterable(words.end for words in transcripts)),
     )
     per_word = list(map(word_tokens, chain.from_iterable(words.text for words in transcripts)))
     counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))

@@ -65,7 +65,7 @@ def api_port(migrated_stack: PlatformSettings) -> Iterator[int]:
     """The progress API served by :func:`api.app.serve_api` (uvicorn), header deadline from the environment."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COACH_API_HEADER_TIMEOUT_S", str(HEADER_TIMEOUT_S))
-        with served_api(migrated_stack, "uvicorn") as port:
+        with served_api(migrated_stack) as port:
             yield port
 
 

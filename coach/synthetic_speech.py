@@ -43,6 +43,12 @@ __all__ = [
     "render",
     "generate_scripts",
     "clean_script",
+    "FillerScore",
+    "filler_events",
+    "score_fillers",
+    "word_loss",
+    "normalise_text",
+    "repetitions",
 ]
 
 SAMPLE_RATE = 16000
@@ -349,3 +355,95 @@ def generate_scripts(
         pieces.append(Text(" ".join(words[last:])))
         scripts.append(Script(f"{kind}-{n}", tuple(pieces), rate_wpm=rate))
     return scripts
+
+
+# --------------------------------------------------------------------------- scoring against the truth
+
+
+@dataclass(frozen=True)
+class FillerScore:
+    """How the hesitations found in one clip compare with its truth.
+
+    Attributes:
+        found: merged filler events (start, end) in seconds: filled-pause words plus detector spans.
+        expected: the clip's true hesitations (:attr:`RenderedSpeech.hesitations`).
+        matched: ``(truth, event)`` pairs; an event matches a truth span it overlaps (the truth widened by
+            ``tolerance_s`` on each side), each event at most once, nearest start first.
+        start_errors_s: ``|event.start - truth.start|`` of every matched pair, seconds.
+    """
+
+    found: tuple[tuple[float, float], ...]
+    expected: tuple[Span, ...]
+    matched: tuple[tuple[Span, tuple[float, float]], ...]
+    start_errors_s: tuple[float, ...]
+
+    @property
+    def count_error(self) -> int:
+        """Found events minus expected hesitations."""
+        return len(self.found) - len(self.expected)
+
+
+def filler_events(words: Sequence[object], spans: Sequence[object] = ()) -> list[tuple[float, float]]:
+    """Filler events of a transcript: every word that is a filled pause (``flows.metrics.is_filled_pause`` of its
+    tokens) and every hesitation span (``start``/``end`` attributes), merged where they overlap or touch.
+
+    ``words`` are ``schemas.events.Word``-like (``word``, ``start``, ``end``); times in seconds.
+    """
+    from flows.metrics import is_filled_pause, word_tokens
+
+    intervals = [
+        (float(w.start), float(w.end))  # type: ignore[attr-defined]
+        for w in words
+        if (tokens := word_tokens(w.word)) and all(is_filled_pause(t) for t in tokens)  # type: ignore[attr-defined]
+    ]
+    intervals += [(float(s.start), float(s.end)) for s in spans]  # type: ignore[attr-defined]
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def score_fillers(
+    rendered: RenderedSpeech, found: Sequence[tuple[float, float]], *, tolerance_s: float = 0.2
+) -> FillerScore:
+    """Match ``found`` filler events (:func:`filler_events`) to ``rendered``'s true hesitations."""
+    expected = rendered.hesitations
+    free = list(found)
+    matched: list[tuple[Span, tuple[float, float]]] = []
+    for truth in expected:
+        near = [e for e in free if e[0] < truth.end + tolerance_s and e[1] > truth.start - tolerance_s]
+        if near:
+            best = min(near, key=lambda e: abs(e[0] - truth.start))
+            free.remove(best)
+            matched.append((truth, best))
+    errors = tuple(round(abs(e[0] - t.start), 3) for t, e in matched)
+    return FillerScore(tuple(found), expected, tuple(matched), errors)
+
+
+def word_loss(reference: str, hypothesis: str) -> float:
+    """Share of ``reference`` words that no ``hypothesis`` word matches (substitutions plus deletions over the
+    reference length; jiwer alignment, lower-cased, punctuation removed). 0 for an empty reference."""
+    import jiwer
+
+    ref, hyp = normalise_text(reference), normalise_text(hypothesis)
+    if not ref:
+        return 0.0
+    if not hyp:
+        return 1.0
+    out = jiwer.process_words(ref, hyp)
+    return (out.substitutions + out.deletions) / len(ref.split())
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, punctuation removed, single spaces (apostrophes inside words kept)."""
+    return " ".join(w for w in (_normalise(t) for t in text.replace("-", " ").split()) if w)
+
+
+def repetitions(text: str) -> list[str]:
+    """Immediate repetitions in ``text`` (``flows.metrics.find_repetitions`` of its tokens, fillers ignored)."""
+    from flows.metrics import find_repetitions, tokenize
+
+    return find_repetitions(tokenize(text))

@@ -8,7 +8,8 @@ audio, the words with their timings and the VAD speech regions:
   :attr:`HesitationSettings.word_margin_s`) where the signal is voiced for at least
   :attr:`HesitationSettings.min_voiced_gap_s`: an unrecognised filled pause or a lengthened sound. Words the
   recogniser did emit, filled pauses included, cover their own time, so a transcribed "um" is never reported
-  again here.
+  again here; nor is a voiced stretch next to a recognised filled pause (within
+  :attr:`HesitationSettings.filler_reach_s`): Whisper often misplaces a filler's timing beside the sound it heard.
 * **held sounds** (``kind="held_sound"``): runs of at least :attr:`HesitationSettings.held_min_words` consecutive
   identical words (normalised with :func:`flows.metrics.word_tokens`) that are each shorter than
   :attr:`HesitationSettings.held_max_word_s` and less probable than :attr:`HesitationSettings.held_max_probability`,
@@ -39,6 +40,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.metrics import word_tokens
+from flows.metrics.lexicon import filled_pause_form
 from schemas.events import HesitationSpan, Word
 
 __all__ = ["HesitationSettings", "Voicing", "frame_voicing", "find_hesitations", "voiced_gaps", "held_sounds"]
@@ -74,6 +76,9 @@ class HesitationSettings(BaseSettings):
     """Lowest fundamental frequency searched, Hz (the 40 ms frame holds three periods of 75 Hz)"""
     max_pitch_hz: float = Field(default=500.0, gt=0.0)
     """Highest fundamental frequency searched, Hz"""
+    filler_reach_s: float = Field(default=0.3, ge=0.0)
+    """A voiced gap this close (seconds, edge to edge) to a recognised filled pause ("um", "uh": the
+    flows.metrics lexicon) is taken to be that filler, whose word timing is off, and is not reported"""
     held_max_word_s: float = Field(default=0.2, gt=0.0)
     """A word of a held-sound run is shorter than this, seconds"""
     held_max_probability: float = Field(default=0.5, gt=0.0, le=1.0)
@@ -178,7 +183,21 @@ def voiced_gaps(
         else:
             merged.append((lo, hi))
     min_frames = settings.min_voiced_gap_s / voicing.hop_s - 1e-9
-    return [_gap_span(voicing, lo, hi) for lo, hi in merged if hi - lo >= min_frames]
+    fillers = [(w.start, w.end) for w in words if _is_filled_pause(w.word)]
+    reach = settings.filler_reach_s
+    spans = []
+    for lo, hi in merged:
+        if hi - lo < min_frames:
+            continue
+        span = _gap_span(voicing, lo, hi)
+        if not any(start - reach <= span.end and span.start <= end + reach for start, end in fillers):
+            spans.append(span)
+    return spans
+
+
+def _is_filled_pause(text: str) -> bool:
+    tokens = word_tokens(text)
+    return bool(tokens) and all(filled_pause_form(t) is not None for t in tokens)
 
 
 def _gap_span(voicing: Voicing, lo: int, hi: int) -> HesitationSpan:

@@ -95,3 +95,12 @@ def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert HesitationSettings().min_voiced_gap_s == 0.3
     with pytest.raises(ValueError):
         HesitationSettings(min_pitch_hz=300, max_pitch_hz=200)
+
+
+def test_voiced_gap_next_to_a_misplaced_filler_word_is_that_filler() -> None:
+    audio = _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.5))
+    # Whisper put "um" (zero length) just after the sound it heard at 1.3-1.9.
+    words = [Word(" first", 0.5, 1.0, 0.9), Word(" um,", 2.1, 2.1, 0.2)]
+    assert find_hesitations(audio, words, [(0.1, 2.3)], sample_rate=SR) == []
+    far = [Word(" first", 0.5, 1.0, 0.9), Word(" um,", 2.3, 2.3, 0.2)]
+    assert [s.kind for s in find_hesitations(audio, far, [(0.1, 2.4)], sample_rate=SR)] == ["voiced_gap"]

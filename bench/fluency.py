@@ -3,6 +3,7 @@
 Usage::
 
     PYTHONPATH=. .venv/bin/python -m bench.fluency [--clips 12] [--fillers 8] [--held 4] [--clean 4] [--no-write]
+    PYTHONPATH=. .venv/bin/python -m bench.fluency --from-json bench/results/fluency-<time>.json  # re-render only
 
 Clip sets:
 
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
     return {
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "PYTHONPATH=. .venv/bin/python -m bench.fluency " + " ".join(map(shlex.quote, sys.argv[1:])),
+        "command": " ".join(["PYTHONPATH=. .venv/bin/python -m bench.fluency", *map(shlex.quote, sys.argv[1:])]),
         "machine": _machine(engines["prompt"]),
         "versions": _versions(),
         "prompt": default.disfluency_prompt,
@@ -268,8 +269,11 @@ def write_section(results: dict[str, Any], json_path: Path) -> None:
             "",
             f"`transcription.hesitation.frame_voicing` (numpy autocorrelation, Boersma 1993): "
             f"{results['voicing_ms_per_30s_audio']} ms per 30 s of audio on this machine (all clips of this run, "
-            "one thread), against roughly a second or more of tiny.en decoding per 30 s window on the same CPU "
-            "(decode times above). librosa's `pyin` was not used: librosa 0.11.0 (ISC) requires `soxr` 1.1.0, "
+            "numpy's FFT, one thread), against "
+            f"{results['decode_s']['prompt'] / results['audio_s'] * 30:.2f} s (with the prompt) and "
+            f"{results['decode_s']['no prompt'] / results['audio_s'] * 30:.2f} s (without) of tiny.en decoding "
+            "per 30 s of audio in the same run. librosa's `pyin` was not used: librosa 0.11.0 (ISC) requires "
+            "`soxr` 1.1.0, "
             "which is LGPL-2.1-or-later (`pip install --dry-run --report`), which does not fit the Apache-2.0 "
             "project; its cost was therefore not measured.",
             "",
@@ -282,7 +286,7 @@ def write_section(results: dict[str, Any], json_path: Path) -> None:
         text = text[:anchor] + section + "\n" + text[anchor:] if anchor != -1 else text + "\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end != -1 else "")
     RESULTS_MD.write_text(text)
 
 
@@ -294,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "bench-fluency")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument("--from-json", type=Path, help="re-render the section from a previous run's raw results")
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_section(json.loads(args.from_json.read_text()), args.from_json.resolve())
+        return 0
     results = run(args, args.workdir)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     json_path = RESULTS_DIR / f"fluency-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -24,6 +24,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "runtime.principals:AuthSettings",
     "ingestion.settings:IngestionSettings",
     "transcription.settings:TranscriptionSettings",
+    "transcription.hesitation:HesitationSettings",
     "transcription.worker:WorkerSettings",
     "projections.projector:ProjectorSettings",
     "projections.debezium:DebeziumSettings",

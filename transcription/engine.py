@@ -22,6 +22,8 @@ messages instead:
    ``WhisperModel.add_word_timestamps`` (fed the precomputed alignments), which places them on the
    message's speech-only timeline; ``SpeechTimestampsMap`` (as in ``restore_speech_timestamps``)
    then moves them to the original, untrimmed timeline and they are clamped to ``[0, duration]``.
+5. **Hesitations** heard in the audio (``hesitation_detection``): :func:`transcription.hesitation.find_hesitations`
+   of the message's audio, its final words and its VAD regions (seconds).
 
 Decoding uses one temperature without fallback and no timestamp tokens, like
 ``BatchedInferencePipeline``, with the disfluency prompt (``TranscriptionSettings.disfluency_prompt``) as every
@@ -52,8 +54,9 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_compression_ratio, get_suppressed_tokens
 from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_timestamps, get_vad_model
 
-from schemas.events import Word
+from schemas.events import HesitationSpan, Word
 from transcription.audio import TARGET_SAMPLE_RATE
+from transcription.hesitation import HesitationSettings, find_hesitations
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
 from transcription.word_timing import snap_to_silences
@@ -174,6 +177,8 @@ class TranscriptionResult:
             decoded again by the sequential decoder.
         initial_prompt: the prompt the chunks were decoded with (``disfluency_prompt``), or ``None``.
         unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
+        hesitations: voiced gaps and held sounds heard in the audio
+            (:func:`transcription.hesitation.find_hesitations`), or ``None`` when ``hesitation_detection`` is off.
     """
 
     id: str
@@ -193,6 +198,7 @@ class TranscriptionResult:
     redecoded_chunks: int = 0
     initial_prompt: str | None = None
     unprompted_chunks: int = 0
+    hesitations: list[HesitationSpan] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +376,7 @@ class BatchTranscriber:
     def __init__(self, settings: TranscriptionSettings | None = None, *, loaded: LoadedModel | None = None) -> None:
         self.settings = settings or TranscriptionSettings()
         self.loaded = loaded or load_whisper_model(self.settings)
+        self._hesitation_settings = HesitationSettings()
         self.model = self.loaded.model
         self._pipeline = BatchedInferencePipeline(self.model)
         self._multilingual = bool(self.model.model.is_multilingual)
@@ -700,6 +707,12 @@ class BatchTranscriber:
 
         if self.settings.snap_words_to_silence and words:
             words = snap_to_silences(words, message.item.audio, TARGET_SAMPLE_RATE)
+        hesitations = None
+        if self.settings.hesitation_detection:
+            regions = [(r["start"] / TARGET_SAMPLE_RATE, r["end"] / TARGET_SAMPLE_RATE) for r in message.speech]
+            hesitations = find_hesitations(
+                message.item.audio, words, regions, sample_rate=TARGET_SAMPLE_RATE, settings=self._hesitation_settings
+            )
         sentence: list[Word] = []
         for index, (timing, chunk) in enumerate(zip(words, word_chunks, strict=True)):
             sentence.append(timing)
@@ -727,6 +740,7 @@ class BatchTranscriber:
             redecoded_chunks=sum(chunk.redecoded is not None for chunk in message.chunks),
             initial_prompt=self.settings.disfluency_prompt,
             unprompted_chunks=sum(chunk.unprompted for chunk in message.chunks),
+            hesitations=hesitations,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -90,6 +90,10 @@ class TranscriptionSettings(BaseSettings):
     """Initial prompt of every Whisper window, so that filled pauses are transcribed instead of left out (Whisper
     omits "um" and "uh" unless its prompt shows them: faster-whisper issues #319, #901); empty = no prompt. Its
     effect on word error rate is measured in bench/RESULTS.md (Fluency)"""
+    hesitation_detection: bool = True
+    """Listen for hesitations no word covers (voiced gaps, held sounds: transcription.hesitation, thresholds in
+    COACH_HESITATION_*) and put them on TranscriptCreated.hesitations; off = the event says no detector ran, and the
+    metrics and feedback then say nothing about filled pauses they could not hear"""
     redecode_tail_s: float = Field(default=2.0, gt=0.0)
     """A window's decode whose last word ends this long or more before the window's speech does, or that stretches
     one word over this long, is taken to have stopped early: the window is decoded again by the sequential decoder

@@ -1,6 +1,6 @@
 """Fluency measures on speech with known hesitations (issue 18): espeak-ng answers with fillers and held vowels at
 known times (``coach.synthetic_speech``), clean sentences and the JFK clip, transcribed by the real engine (tiny.en,
-default settings, so with the disfluency prompt) and searched by ``transcription.hesitation.find_hesitations``.
+default settings, so with the disfluency prompt) with the hesitations it heard (``transcription.hesitation.find_hesitations``, run by the engine).
 
 A filler counts as found when a filled-pause word or a hesitation span (merged where they overlap) overlaps its true
 span widened by 0.2 s (``coach.synthetic_speech.score_fillers``).
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faster_whisper.vad import get_speech_timestamps
 
 from coach.synthetic_speech import (
     FillerScore,
@@ -27,7 +26,6 @@ from coach.synthetic_speech import (
 from schemas.events import HesitationSpan
 from transcription.audio import decode_audio
 from transcription.engine import AudioItem, BatchTranscriber, TranscriptionResult
-from transcription.hesitation import find_hesitations
 from transcription.settings import TranscriptionSettings
 
 pytestmark = pytest.mark.integration
@@ -73,9 +71,8 @@ def heard(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Heard]]:
     out: dict[str, list[Heard]] = {}
     for (kind, name, reference, truth, _), result in zip(items, results, strict=True):
         assert isinstance(result, TranscriptionResult), result
-        regions = get_speech_timestamps(audio[name], settings.vad_options(), sampling_rate=16000)
-        speech = [(r["start"] / 16000, r["end"] / 16000) for r in regions]
-        spans = find_hesitations(audio[name], result.words, speech)
+        assert result.hesitations is not None, "hesitation_detection is on by default"
+        spans = result.hesitations
         lexical = truth.lexical_reference if truth is not None else reference
         out.setdefault(kind, []).append(Heard(name, reference, lexical, truth, result, spans))
     return out

@@ -76,6 +76,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
 from bench.clips import Clip, build_clips  # noqa: E402
 from bench.host import children, cpu_seconds, loadavg, machine, proc_status_kib, replace_section, wait_for_quiet  # noqa: E402
 from bench.own_stack import stack_env, use_stack_env  # noqa: E402
+from stack.process import run_python  # noqa: E402
 
 RESULTS_MD = _BENCH_DIR / "RESULTS.md"
 SECTION = "## Transcription"
@@ -607,15 +608,7 @@ def start_stack(bench: TranscriptionBenchSettings, fresh: bool) -> None:
         if done.returncode != 0:
             stack_cli("down")
             raise RuntimeError(f"python -m stack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    migrated = subprocess.run(
-        [sys.executable, "-m", "coach.cli", "migrate", "--no-clickhouse"],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if migrated.returncode != 0:
-        raise RuntimeError(f"coach migrate failed:\n{migrated.stdout}\n{migrated.stderr}")
+    run_python("-m", "coach.cli", "migrate", "--no-clickhouse", what="coach migrate", cwd=_REPO_ROOT)
 
 
 def create_learners(count: int) -> list[str]:

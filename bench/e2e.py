@@ -11,7 +11,7 @@ What it does:
    ``.coach-e2ebench``) on ports of its own (``COACH_E2E_*`` below), so it touches neither a developer's stack,
    the tests' nor the other benchmarks';
 2. creates ``--learners`` learners in six timezones (PostgreSQL ``learners`` table, captured by Debezium) with a key
-   each, and a pool of recordings: the JFK clip and espeak-ng answers of 4 to 24 s at 120 to 200 words/min
+   each, and a pool of recordings: the JFK clip and espeak-ng answers of 3 to 20 s at 130 to 190 words/min
    (:mod:`bench.clips`), plus 3 s of silence as the poison upload;
 3. starts every service of the local mode as one process (``coach run``: ingestion API, transcription worker,
    projector, feedback worker (rules provider), metric and observability dataflows, lag sampler, progress API),
@@ -61,7 +61,7 @@ import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bench.clips import AUDIO_FIXTURES, SENTENCES, decoded_duration_s, synthesize
+from bench.clips import AUDIO_FIXTURES, SENTENCES, SYNTH_PLAN, decoded_duration_s, synthesize
 from bench.host import loadavg, machine, proc_status_kib, replace_section
 from bench.own_stack import stack_env, use_stack_env
 
@@ -70,17 +70,11 @@ RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
 SECTION = "## End to end"
 COACH = [sys.executable, "-m", "coach.cli"]
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "America/Sao_Paulo")
-#: (target seconds, words per minute, first sentence of :data:`bench.clips.SENTENCES`) of the synthesized answers.
-ANSWERS: tuple[tuple[float, int, int], ...] = (
-    (4, 160, 1),
-    (8, 120, 6),
-    (12, 200, 9),
-    (16, 140, 12),
-    (6, 180, 18),
-    (24, 160, 3),
-    (10, 130, 14),
-    (14, 190, 7),
-)
+ANSWER_MAX_S = 24
+"""Longest synthesized answer of the upload pool (target seconds)."""
+ANSWERS: tuple[tuple[float, int, int], ...] = tuple(plan for plan in SYNTH_PLAN if plan[0] <= ANSWER_MAX_S)
+"""(target seconds, words per minute, first sentence) of the synthesized answers: the clips of
+:data:`bench.clips.SYNTH_PLAN` (the transcription benchmark's) of at most :data:`ANSWER_MAX_S`."""
 
 
 class E2EBenchSettings(BaseSettings):

@@ -70,50 +70,50 @@ def _utc_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
     return row
 
 
+def _select(conn: Connection[Any], sql: str, params: Any, *utc_names: str) -> list[dict[str, Any]]:
+    """The rows of ``sql`` as dicts, the ``utc_names`` columns made timezone-aware UTC (``None`` kept)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(sql, params).fetchall()
+    return [_utc_fields(row, *utc_names) for row in rows]
+
+
+def _select_one(conn: Connection[Any], sql: str, params: Any, *utc_names: str) -> dict[str, Any] | None:
+    """The first row of :func:`_select`, or None when there is none."""
+    rows = _select(conn, sql, params, *utc_names)
+    return rows[0] if rows else None
+
+
 def fetch_submission(conn: Connection[Any], submission_id: uuid.UUID) -> dict[str, Any] | None:
     """The ``submissions`` row (with ``user_id``), or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT submission_id, user_id, prompt_id, status, received_at, recorded_at, transcribed_at, feedback_at,"
-            " failed_at, failure_reason, duration_s, asr_model FROM submissions WHERE submission_id = %s",
-            (submission_id,),
-        ).fetchone()
-    if row is None:
-        return None
-    return _utc_fields(row, "received_at", "recorded_at", "transcribed_at", "feedback_at", "failed_at")
+    return _select_one(
+        conn,
+        "SELECT submission_id, user_id, prompt_id, status, received_at, recorded_at, transcribed_at, feedback_at,"
+        " failed_at, failure_reason, duration_s, asr_model FROM submissions WHERE submission_id = %s",
+        (submission_id,),
+        *("received_at", "recorded_at", "transcribed_at", "feedback_at", "failed_at"),
+    )
 
 
 def fetch_timeline(conn: Connection[Any], submission_id: uuid.UUID) -> list[TimelineEntry]:
     """Status changes of a submission, oldest first."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            "SELECT status, at, detail, event_id FROM submission_timeline WHERE submission_id = %s"
-            " ORDER BY at, event_id",
-            (submission_id,),
-        ).fetchall()
-    return [TimelineEntry(**_utc_fields(r, "at")) for r in rows]
+    sql = "SELECT status, at, detail, event_id FROM submission_timeline WHERE submission_id = %s ORDER BY at, event_id"
+    return [TimelineEntry(**row) for row in _select(conn, sql, (submission_id,), "at")]
 
 
 def fetch_transcript(conn: Connection[Any], submission_id: uuid.UUID, *, words: bool) -> TranscriptOut | None:
     """The transcript (word timestamps only when ``words``), or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT text, language, duration_s, word_count, asr_model, occurred_at"
-            + (", words" if words else "")
-            + " FROM transcripts WHERE submission_id = %s",
-            (submission_id,),
-        ).fetchone()
-    return TranscriptOut(**_utc_fields(row, "occurred_at")) if row else None
+    columns = "text, language, duration_s, word_count, asr_model, occurred_at" + (", words" if words else "")
+    row = _select_one(
+        conn, f"SELECT {columns} FROM transcripts WHERE submission_id = %s", (submission_id,), "occurred_at"
+    )
+    return TranscriptOut(**row) if row else None
 
 
 def fetch_feedback(conn: Connection[Any], submission_id: uuid.UUID) -> FeedbackOut | None:
     """The feedback, or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(
-            "SELECT provider, model, text, points, occurred_at, latency_ms FROM feedback WHERE submission_id = %s",
-            (submission_id,),
-        ).fetchone()
-    return FeedbackOut(**_utc_fields(row, "occurred_at")) if row else None
+    sql = "SELECT provider, model, text, points, occurred_at, latency_ms FROM feedback WHERE submission_id = %s"
+    row = _select_one(conn, sql, (submission_id,), "occurred_at")
+    return FeedbackOut(**row) if row else None
 
 
 def list_submissions(
@@ -134,14 +134,12 @@ def list_submissions(
         + " AND ".join(clauses)
         + " ORDER BY sort_at DESC, submission_id DESC LIMIT %(limit)s"
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sql, params).fetchall()
+    rows = _select(conn, sql, params, "received_at", "recorded_at")
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = Cursor(rows[-1]["sort_at"], rows[-1]["submission_id"]) if more else None
     for row in rows:
         row.pop("sort_at")
-        _utc_fields(row, "received_at", "recorded_at")
     return rows, next_cursor
 
 

@@ -64,6 +64,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -286,31 +287,43 @@ def _create_keys(count: int) -> list[tuple[str, str]]:
             return [(f"learner-{i}", create_api_key(conn, f"learner-{i}", "learner")) for i in range(count)]
 
 
+@dataclass(frozen=True)
+class LoadRun:
+    """One load-generator run of a scenario: ``clients`` closed-loop clients ask ``base_url`` (``http://host:port``)
+    for the progress of ``keys`` (``(user_id, bearer token)``) with the query ``params``, ``warmup_s`` seconds
+    unmeasured, then ``duration_s`` seconds measured."""
+
+    base_url: str
+    keys: list[tuple[str, str]]
+    params: dict[str, Any]
+    clients: int
+    warmup_s: float
+    duration_s: float
+
+
 def _load(
-    base_url: str,
-    keys: list[tuple[str, str]],
-    params: dict[str, Any],
-    clients: int,
-    warmup_s: float,
-    duration_s: float,
+    run: LoadRun,
     *,
     once: bool = False,
 ) -> dict[str, Any]:
-    """``clients`` closed-loop clients (one thread and one keep-alive ``http.client`` connection each: the
+    """``run.clients`` closed-loop clients (one thread and one keep-alive ``http.client`` connection each: the
     standard library's C-buffered body reads cost the load generator far less CPU per 135 KB response than httpx,
-    which saturated a core at ~90 req/s here); with ``once`` they read each of ``keys`` exactly once (shuffled), no
-    warmup, until all are read; else random keys for ``warmup_s`` + ``duration_s`` (only the latter measured).
+    which saturated a core at ~90 req/s here); with ``once`` they read each of ``run.keys`` exactly once
+    (shuffled), no warmup, until all are read; else random keys for ``run.warmup_s`` + ``run.duration_s`` (only
+    the latter measured).
     A request is timed from sending to the last byte of the body."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sizes: list[int] = []
     rng = random.Random(7)
-    pending = rng.sample(keys, len(keys)) if once else []
+    pending = rng.sample(run.keys, len(run.keys)) if once else []
     lock = threading.Lock()
     start = time.perf_counter()
-    measure_from, stop_at = (start, float("inf")) if once else (start + warmup_s, start + warmup_s + duration_s)
-    url = httpx.URL(base_url)
-    query = httpx.QueryParams(params)
+    measure_from, stop_at = (
+        (start, float("inf")) if once else (start + run.warmup_s, start + run.warmup_s + run.duration_s)
+    )
+    url = httpx.URL(run.base_url)
+    query = httpx.QueryParams(run.params)
 
     def client_loop(seed: int) -> None:
         local = random.Random(seed)
@@ -322,7 +335,7 @@ def _load(
                         break
                     user, token = pending.pop()
             else:
-                user, token = keys[local.randrange(len(keys))]
+                user, token = run.keys[local.randrange(len(run.keys))]
             sent = time.perf_counter()
             try:
                 conn.request("GET", f"/v1/users/{user}/progress?{query}", headers={"Authorization": f"Bearer {token}"})
@@ -344,12 +357,12 @@ def _load(
         conn.close()
 
     cpu = time.process_time()
-    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(run.clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - start if once else duration_s
+    elapsed = time.perf_counter() - start if once else run.duration_s
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -368,7 +381,7 @@ def _load(
             "mean": round(statistics.fmean(latencies) * 1000, 1) if latencies else 0.0,
         },
         "response_bytes_median": int(statistics.median(sizes)) if sizes else 0,
-        "load_generator": f"http.client ({clients} threads)",
+        "load_generator": f"http.client ({run.clients} threads)",
         "load_generator_cpu_s_per_s": round((time.process_time() - cpu) / (time.perf_counter() - start), 2),
     }
 
@@ -404,28 +417,23 @@ end
 
 
 def _load_wrk(
-    base_url: str,
-    keys: list[tuple[str, str]],
-    params: dict[str, Any],
-    clients: int,
-    warmup_s: float,
-    duration_s: float,
+    run: LoadRun,
     *,
     threads: int = 1,
     gzip: bool = False,
 ) -> dict[str, Any]:
-    """``clients`` closed-loop connections of ``wrk`` (Debian's ``wrk`` 4.1, C, HTTP/1.1 keep-alive; ``threads``
-    event-loop threads), each request to a random one of ``keys`` with its own bearer token (a Lua script), and
-    with ``gzip`` an ``Accept-Encoding: gzip`` header (wrk does not decompress: the bytes are the compressed ones):
-    ``warmup_s`` seconds unmeasured (one wrk run), then ``duration_s`` measured (another). Latency is wrk's, from
-    writing the request to the end of the response (microsecond histogram); wrk reports p50/p90/p99/max/mean.
-    Requests answered with a status >= 400 are counted as ``errors.status`` (wrk still times them); a
-    request not answered within 30 s is a timeout (not timed). ``load_generator_cpu_s_per_s``: wrk's user + system
-    CPU seconds per second of the measured run (``getrusage`` of the child)."""
-    query = httpx.QueryParams(params)
+    """``run.clients`` closed-loop connections of ``wrk`` (Debian's ``wrk`` 4.1, C, HTTP/1.1 keep-alive;
+    ``threads`` event-loop threads), each request to a random one of ``run.keys`` with its own bearer token (a Lua
+    script), and with ``gzip`` an ``Accept-Encoding: gzip`` header (wrk does not decompress: the bytes are the
+    compressed ones): ``run.warmup_s`` seconds unmeasured (one wrk run), then ``run.duration_s`` measured (another).
+    Latency is wrk's, from writing the request to the end of the response (microsecond histogram); wrk reports
+    p50/p90/p99/max/mean. Requests answered with a status >= 400 are counted as ``errors.status`` (wrk still times
+    them); a request not answered within 30 s is a timeout (not timed). ``load_generator_cpu_s_per_s``: wrk's
+    user + system CPU seconds per second of the measured run (``getrusage`` of the child)."""
+    query = httpx.QueryParams(run.params)
     entries = ", ".join(
         "{" + json.dumps(f"/v1/users/{user}/progress?{query}") + ", " + json.dumps(f"Bearer {token}") + "}"
-        for user, token in keys
+        for user, token in run.keys
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-api-", delete=False) as script:
         script.write(_WRK_LUA % {"keys": entries, "seed": 7, "gzip": "true" if gzip else "false"})
@@ -433,8 +441,8 @@ def _load_wrk(
 
         def wrk(seconds: float) -> tuple[str, float, float]:
             command = [
-                "wrk", "-t", str(threads), "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
-                "-s", script.name, base_url,
+                "wrk", "-t", str(threads), "-c", str(run.clients), "-d", f"{max(1, round(seconds))}s",
+                "--timeout", "30s", "-s", script.name, run.base_url,
             ]  # fmt: skip
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
@@ -444,9 +452,9 @@ def _load_wrk(
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             return done.stdout, elapsed, cpu
 
-        if warmup_s > 0:
-            wrk(warmup_s)
-        out, elapsed, cpu = wrk(duration_s)
+        if run.warmup_s > 0:
+            wrk(run.warmup_s)
+        out, elapsed, cpu = wrk(run.duration_s)
     finally:
         os.unlink(script.name)
     line = next((line for line in out.splitlines() if line.startswith("WRK_RESULT ")), None)
@@ -565,26 +573,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         ask("stats")  # starts the garbage collector's counts of this scenario
                     if name == "cold":
                         ask("clear")
-                        result = _load(base, keys, query, clients, 0, 0, once=True)
+                        result = _load(LoadRun(base, keys, query, clients, 0, 0), once=True)
                     else:
                         writes, gzip = name.startswith("write"), name.endswith("gzip")
                         if writes:
                             ask(f"write {args.write_every} {args.write_learners}")
+                        run = LoadRun(base, keys, query, clients, args.warmup, args.duration)
                         if args.load_generator == "wrk":
-                            result = _load_wrk(
-                                base,
-                                keys,
-                                query,
-                                clients,
-                                args.warmup,
-                                args.duration,
-                                threads=args.wrk_threads,
-                                gzip=gzip,
-                            )
+                            result = _load_wrk(run, threads=args.wrk_threads, gzip=gzip)
                         elif gzip:
                             raise SystemExit("the gzip scenarios need --load-generator wrk")
                         else:
-                            result = _load(base, keys, query, clients, args.warmup, args.duration)
+                            result = _load(run)
                         if writes:
                             extra["writer"] = ask("stop-write")
                     spent = result["seconds"] if name == "cold" else args.warmup + args.duration

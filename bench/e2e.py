@@ -11,7 +11,7 @@ What it does:
    ``.coach-e2ebench``) on ports of its own (``COACH_E2E_*`` below), so it touches neither a developer's stack,
    the tests' nor the other benchmarks';
 2. creates ``--learners`` learners in six timezones (PostgreSQL ``learners`` table, captured by Debezium) with a key
-   each, and a pool of recordings: the JFK clip and espeak-ng answers of 4 to 24 s at 120 to 200 words/min
+   each, and a pool of recordings: the JFK clip and espeak-ng answers of 3 to 20 s at 130 to 190 words/min
    (:mod:`bench.clips`), plus 3 s of silence as the poison upload;
 3. starts every service of the local mode as one process (``coach run``: ingestion API, transcription worker,
    projector, feedback worker (rules provider), metric and observability dataflows, lag sampler, progress API),
@@ -59,54 +59,40 @@ from typing import Any
 
 import httpx
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from bench.clips import AUDIO_FIXTURES, SENTENCES, decoded_duration_s, synthesize
+from bench.clips import AUDIO_FIXTURES, SENTENCES, SYNTH_PLAN, decoded_duration_s, synthesize
 from bench.host import loadavg, machine, proc_status_kib, replace_section
-from bench.own_stack import stack_env, use_stack_env
+from bench.own_stack import OwnStackSettings, use_stack_env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
 SECTION = "## End to end"
 COACH = [sys.executable, "-m", "coach.cli"]
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "America/Sao_Paulo")
-#: (target seconds, words per minute, first sentence of :data:`bench.clips.SENTENCES`) of the synthesized answers.
-ANSWERS: tuple[tuple[float, int, int], ...] = (
-    (4, 160, 1),
-    (8, 120, 6),
-    (12, 200, 9),
-    (16, 140, 12),
-    (6, 180, 18),
-    (24, 160, 3),
-    (10, 130, 14),
-    (14, 190, 7),
-)
+ANSWER_MAX_S = 24
+"""Longest synthesized answer of the upload pool (target seconds)."""
+ANSWERS: tuple[tuple[float, int, int], ...] = tuple(plan for plan in SYNTH_PLAN if plan[0] <= ANSWER_MAX_S)
+"""(target seconds, words per minute, first sentence) of the synthesized answers: the clips of
+:data:`bench.clips.SYNTH_PLAN` (the transcription benchmark's) of at most :data:`ANSWER_MAX_S`."""
 
 
-class E2EBenchSettings(BaseSettings):
-    """Where the benchmark's own stack and services listen (``COACH_E2E_*``); frozen. None of the ports ends like
-    the developer's (9092, 8083, 5433, 8000, 8001), the tests' or the other benchmarks' schemes."""
+class E2EBenchSettings(OwnStackSettings):
+    """Where the benchmark's own stack and services listen (``COACH_E2E_*``); frozen. The stack's ports are the
+    developer's + 20200 (29292, 29293, 28283, 25633), the services' too (28200, 28201): none ends like the
+    developer's (9092, 8083, 5433, 8000, 8001), the tests' or the other benchmarks' schemes."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_E2E_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COACH_E2E_")
+    PORT_OFFSET = 20200
 
     home: Path = Field(default=REPO_ROOT / ".coach-e2ebench", description="COACH_E2E_HOME: state of the bench stack")
-    kafka_port: int = Field(default=29292, description="COACH_E2E_KAFKA_PORT: Kafka broker port")
-    kafka_controller_port: int = Field(default=29293, description="COACH_E2E_KAFKA_CONTROLLER_PORT: KRaft port")
-    connect_port: int = Field(default=28283, description="COACH_E2E_CONNECT_PORT: Kafka Connect REST port")
-    pg_port: int = Field(default=25633, description="COACH_E2E_PG_PORT: PostgreSQL port")
     ingestion_port: int = Field(default=28200, description="COACH_E2E_INGESTION_PORT: ingestion API port")
     api_port: int = Field(default=28201, description="COACH_E2E_API_PORT: progress API port")
 
     def env(self) -> dict[str, str]:
         """The ``COACH_*`` variables that point the stack CLI and every service at the bench stack."""
         return {
-            **stack_env(
-                self.home,
-                kafka_port=self.kafka_port,
-                kafka_controller_port=self.kafka_controller_port,
-                connect_port=self.connect_port,
-                pg_port=self.pg_port,
-            ),
+            **self.stack_env(),
             "COACH_INGESTION_PORT": str(self.ingestion_port),
             "COACH_API_PORT": str(self.api_port),
             "COACH_TRANSCRIPTION_WORKER_METRICS_PORT": "0",

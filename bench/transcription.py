@@ -71,40 +71,27 @@ from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
 
 from pydantic import Field  # noqa: E402
-from pydantic_settings import BaseSettings, SettingsConfigDict  # noqa: E402
+from pydantic_settings import SettingsConfigDict  # noqa: E402
 
 from bench.clips import Clip, build_clips  # noqa: E402
 from bench.host import children, cpu_seconds, loadavg, machine, proc_status_kib, replace_section, wait_for_quiet  # noqa: E402
-from bench.own_stack import stack_env, use_stack_env  # noqa: E402
+from bench.own_stack import OwnStackSettings, use_stack_env  # noqa: E402
+from stack.process import run_python  # noqa: E402
 
 RESULTS_MD = _BENCH_DIR / "RESULTS.md"
 SECTION = "## Transcription"
 WARMUP_CLIP = _REPO_ROOT / "tests" / "fixtures" / "audio" / "hotwords.mp3"
 
 
-class TranscriptionBenchSettings(BaseSettings):
-    """Where the benchmark's own stack lives (``COACH_BENCH_*``); frozen."""
+class TranscriptionBenchSettings(OwnStackSettings):
+    """Where the benchmark's own stack lives (``COACH_BENCH_*``); frozen. Its ports are the developer's + 20100
+    (29192, 29193, 28183, 25533)."""
 
-    model_config = SettingsConfigDict(env_prefix="COACH_BENCH_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="COACH_BENCH_")
+    PORT_OFFSET = 20100
 
     home: Path = Field(default=_REPO_ROOT / ".coach-bench", description="COACH_BENCH_HOME: state of the bench stack")
-    kafka_port: int = Field(default=29192, description="COACH_BENCH_KAFKA_PORT: Kafka broker port of the bench stack")
-    kafka_controller_port: int = Field(
-        default=29193, description="COACH_BENCH_KAFKA_CONTROLLER_PORT: KRaft controller port of the bench stack"
-    )
-    connect_port: int = Field(default=28183, description="COACH_BENCH_CONNECT_PORT: Kafka Connect REST port")
-    pg_port: int = Field(default=25533, description="COACH_BENCH_PG_PORT: PostgreSQL port of the bench stack")
     learners: int = Field(default=12, ge=1, description="COACH_BENCH_LEARNERS: learners the uploads rotate over")
-
-    def stack_env(self) -> dict[str, str]:
-        """The ``COACH_*`` variables that point the stack CLI and every service at the bench stack."""
-        return stack_env(
-            self.home,
-            kafka_port=self.kafka_port,
-            kafka_controller_port=self.kafka_controller_port,
-            connect_port=self.connect_port,
-            pg_port=self.pg_port,
-        )
 
 
 # --------------------------------------------------------------------------- environment facts
@@ -607,15 +594,7 @@ def start_stack(bench: TranscriptionBenchSettings, fresh: bool) -> None:
         if done.returncode != 0:
             stack_cli("down")
             raise RuntimeError(f"python -m stack {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
-    migrated = subprocess.run(
-        [sys.executable, "-m", "coach.cli", "migrate", "--no-clickhouse"],
-        cwd=_REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if migrated.returncode != 0:
-        raise RuntimeError(f"coach migrate failed:\n{migrated.stdout}\n{migrated.stderr}")
+    run_python("-m", "coach.cli", "migrate", "--no-clickhouse", what="coach migrate", cwd=_REPO_ROOT)
 
 
 def create_learners(count: int) -> list[str]:

@@ -23,20 +23,10 @@ from pydantic import BaseModel
 
 from projections.cdc_dedup import ChangeEvent
 from projections.debezium import CAPTURED_TABLES, cdc_topic
+from schemas import topics
 from schemas.dead_letter import DeadLetterRecord
 from schemas.events import FeedbackGenerated, SubmissionReceived, TranscriptCreated
-from schemas.topics import (
-    FEEDBACK,
-    FEEDBACK_DLQ,
-    LEARNERS_CDC_DLQ,
-    SUBMISSIONS,
-    SUBMISSIONS_DLQ,
-    TOPICS,
-    TRANSCRIPTS,
-    TRANSCRIPTS_DLQ,
-    ConsumerGroups,
-    TopicSpec,
-)
+from schemas.topics import TOPICS, ConsumerGroups, TopicSpec
 
 __all__ = ["DOC_PATH", "asyncapi_yaml", "build_broker", "documented_topics", "write_asyncapi"]
 
@@ -59,22 +49,22 @@ _MODELS: dict[str, type[BaseModel]] = {
 # Who produces each topic, and which consumer groups read it (the DLQ topics are written by the consumer groups of
 # their source topic and read by the projector, which marks the submission failed).
 _PRODUCERS: dict[str, tuple[str, ...]] = {
-    SUBMISSIONS.name: ("ingestion",),
-    TRANSCRIPTS.name: (ConsumerGroups.TRANSCRIPTION,),
-    FEEDBACK.name: (ConsumerGroups.FEEDBACK,),
-    SUBMISSIONS_DLQ.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
-    TRANSCRIPTS_DLQ.name: (ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
-    FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
-    LEARNERS_CDC_DLQ.name: (ConsumerGroups.METRICS_FLOW,),
+    topics.SUBMISSIONS.name: ("ingestion",),
+    topics.TRANSCRIPTS.name: (ConsumerGroups.TRANSCRIPTION,),
+    topics.FEEDBACK.name: (ConsumerGroups.FEEDBACK,),
+    topics.SUBMISSIONS_DLQ.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
+    topics.TRANSCRIPTS_DLQ.name: (ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
+    topics.FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
+    topics.LEARNERS_CDC_DLQ.name: (ConsumerGroups.METRICS_FLOW,),
 }
 _CONSUMERS: dict[str, tuple[str, ...]] = {
-    SUBMISSIONS.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
-    TRANSCRIPTS.name: (ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
-    FEEDBACK.name: (ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
-    SUBMISSIONS_DLQ.name: (ConsumerGroups.PROJECTOR,),
-    TRANSCRIPTS_DLQ.name: (ConsumerGroups.PROJECTOR,),
-    FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR,),
-    LEARNERS_CDC_DLQ.name: (),
+    topics.SUBMISSIONS.name: (ConsumerGroups.TRANSCRIPTION, ConsumerGroups.PROJECTOR),
+    topics.TRANSCRIPTS.name: (ConsumerGroups.FEEDBACK, ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
+    topics.FEEDBACK.name: (ConsumerGroups.PROJECTOR, ConsumerGroups.METRICS_FLOW),
+    topics.SUBMISSIONS_DLQ.name: (ConsumerGroups.PROJECTOR,),
+    topics.TRANSCRIPTS_DLQ.name: (ConsumerGroups.PROJECTOR,),
+    topics.FEEDBACK_DLQ.name: (ConsumerGroups.PROJECTOR,),
+    topics.LEARNERS_CDC_DLQ.name: (),
 }
 _CDC_CONSUMERS: dict[str, tuple[str, ...]] = {"learners": (ConsumerGroups.METRICS_FLOW,)}
 

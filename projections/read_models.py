@@ -186,69 +186,33 @@ def apply_event(conn: Connection[Any], event: Event) -> bool:
         return True
     if isinstance(event, TranscriptCreated):
         t = event.payload
-        inserted = conn.execute(
-            _INSERT_TRANSCRIPT,
+        row = (t.text, t.language, t.duration_s, len(t.words), t.asr_model, event.occurred_at)
+        words = Jsonb([w._asdict() for w in t.words.timed()])
+        return _project_first(
+            conn,
+            event,
+            (_INSERT_TRANSCRIPT, (*row, words)),
             (
-                event.submission_id,
-                event.event_id,
-                event.user_id,
-                t.text,
-                t.language,
-                t.duration_s,
-                len(t.words),
-                t.asr_model,
-                event.occurred_at,
-                Jsonb([w._asdict() for w in t.words.timed()]),
+                _UPSERT_SUBMISSION_TRANSCRIBED,
+                {"recorded_at": t.recorded_at, "asr_model": t.asr_model, "duration_s": t.duration_s},
             ),
-        ).rowcount
-        if not inserted:
-            return False
-        conn.execute(
-            _UPSERT_SUBMISSION_TRANSCRIBED,
-            {
-                "submission_id": event.submission_id,
-                "user_id": event.user_id,
-                "at": event.occurred_at,
-                "recorded_at": t.recorded_at,
-                "asr_model": t.asr_model,
-                "duration_s": t.duration_s,
-            },
+            SubmissionStatus.TRANSCRIBED,
+            f"{t.asr_model} ({t.device}, {t.compute_type}), {len(t.words)} words",
         )
-        detail = f"{t.asr_model} ({t.device}, {t.compute_type}), {len(t.words)} words"
-        _timeline(conn, event.event_id, event.submission_id, event.user_id, SubmissionStatus.TRANSCRIBED, event, detail)
-        return True
     if isinstance(event, FeedbackGenerated):
         f = event.payload
-        inserted = conn.execute(
-            _INSERT_FEEDBACK,
+        points = Jsonb([point.model_dump(mode="json") for point in f.points])
+        return _project_first(
+            conn,
+            event,
             (
-                event.submission_id,
-                event.event_id,
-                event.user_id,
-                f.provider,
-                f.model,
-                f.text,
-                Jsonb([point.model_dump(mode="json") for point in f.points]),
-                event.occurred_at,
-                f.latency_ms,
-                f.metrics_version,
-                f.asr_model,
+                _INSERT_FEEDBACK,
+                (f.provider, f.model, f.text, points, event.occurred_at, f.latency_ms, f.metrics_version, f.asr_model),
             ),
-        ).rowcount
-        if not inserted:
-            return False
-        conn.execute(
-            _UPSERT_SUBMISSION_FEEDBACK,
-            {
-                "submission_id": event.submission_id,
-                "user_id": event.user_id,
-                "at": event.occurred_at,
-                "asr_model": f.asr_model,
-            },
+            (_UPSERT_SUBMISSION_FEEDBACK, {"asr_model": f.asr_model}),
+            SubmissionStatus.FEEDBACK,
+            f.provider + (f"/{f.model}" if f.model else ""),
         )
-        detail = f.provider + (f"/{f.model}" if f.model else "")
-        _timeline(conn, event.event_id, event.submission_id, event.user_id, SubmissionStatus.FEEDBACK, event, detail)
-        return True
     raise TypeError(f"no projection for {type(event).__name__}")
 
 
@@ -280,6 +244,32 @@ def apply_dead_letter(conn: Connection[Any], record: DeadLetterRecord) -> bool:
             f"{record.consumer_group} on {record.original_topic}: {record.error_class}: {record.reason}"[:2000],
         ),
     )
+    return True
+
+
+def _project_first(
+    conn: Connection[Any],
+    event: TranscriptCreated | FeedbackGenerated,
+    insert: tuple[str, tuple[Any, ...]],
+    upsert: tuple[str, dict[str, Any]],
+    status: str,
+    detail: str,
+) -> bool:
+    """Apply a transcript or feedback event, of which the first per submission is kept.
+
+    ``insert`` is the row statement and its values after ``(submission_id, event_id, user_id)``; when it inserts
+    nothing (a later duplicate) nothing else is written and False is returned. Otherwise ``upsert`` (a
+    ``submissions`` statement and its parameters besides ``submission_id``, ``user_id`` and ``at``) and a timeline
+    row with ``status`` and ``detail`` follow, and True is returned. Raises ``psycopg.Error`` as :func:`apply_event`.
+    """
+    sql, values = insert
+    if not conn.execute(sql, (event.submission_id, event.event_id, event.user_id, *values)).rowcount:
+        return False
+    sql, params = upsert
+    conn.execute(
+        sql, {"submission_id": event.submission_id, "user_id": event.user_id, "at": event.occurred_at, **params}
+    )
+    _timeline(conn, event.event_id, event.submission_id, event.user_id, status, event, detail)
     return True
 
 

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -191,6 +192,22 @@ def spawn(
         except OSError as exc:
             raise StackError(f"could not start {argv[0]}: {exc}") from exc
     return proc.pid
+
+
+def run_python(*args: str, what: str, cwd: Path | None = None, timeout_s: float | None = None) -> str:
+    """Run this interpreter with ``args`` (``python <args>``) to completion, its output captured; returns its stdout.
+
+    Raises:
+        RuntimeError: it exited non-zero; the message names ``what`` and quotes the exit code and the last 2,000
+            characters of its stdout and of its stderr.
+        subprocess.TimeoutExpired: it ran longer than ``timeout_s`` seconds (then it is killed).
+    """
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done.stdout
 
 
 def wait_until(

@@ -124,3 +124,14 @@ def migrated_stack(local_stack: StackSettings) -> PlatformSettings:
     console = Console(record=True)
     assert run_migrations(console, settings=settings), console.export_text()
     return settings
+
+
+@pytest.fixture(scope="session")
+def projections_platform(local_stack: StackSettings) -> PlatformSettings:
+    """The local stack with what ``coach migrate`` does for the projections (topics, PostgreSQL migrations, the
+    Debezium connector); returns the platform settings pointing at it. For the projector and CDC tests."""
+    from tests.projection_fixtures import prepare_projections
+
+    settings = PlatformSettings()
+    prepare_projections(settings)
+    return settings

@@ -22,6 +22,7 @@ from psycopg import sql
 from runtime.settings import PlatformSettings
 from schemas import (
     BlobRef,
+    EventEnvelope,
     FeedbackGenerated,
     FeedbackGeneratedPayload,
     FeedbackPoint,
@@ -34,6 +35,7 @@ from schemas import (
     Word,
     new_event_id,
 )
+from schemas.topics import FEEDBACK, SUBMISSIONS, TRANSCRIPTS
 
 BASE_TIME = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -107,6 +109,21 @@ def feedback_generated(cause: TranscriptCreated, *, delay_s: float = 1.0) -> Fee
             asr_model=cause.payload.asr_model,
         ),
     )
+
+
+def recordings(users: list[str], per_user: int, *, start: int = 0) -> list[tuple[str, EventEnvelope]]:
+    """(topic, event) for ``per_user`` recordings of each user, each with submission, transcript and feedback, in a
+    realistic interleaving (plus a redelivered transcript every 7th recording)."""
+    out: list[tuple[str, EventEnvelope]] = []
+    for n in range(start, start + per_user):
+        for user in users:
+            received = submission_received(user, at=BASE_TIME.replace(minute=n % 60, hour=9 + n // 60))
+            transcript = transcript_created(received, text=f"recording {n} of {user}")
+            out += [(SUBMISSIONS.name, received), (TRANSCRIPTS.name, transcript)]
+            if n % 7 == 0:
+                out.append((TRANSCRIPTS.name, transcript))
+            out.append((FEEDBACK.name, feedback_generated(transcript)))
+    return out
 
 
 def user_id(prefix: str = "u") -> str:

@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient
 
 from runtime.settings import PlatformSettings
 from schemas import SUBMISSIONS, ConsumerGroups
-from stack.process import group_members, pid_alive
+from stack.process import group_members, pid_alive, run_python
 
 __all__ = [
     "REPO_ROOT",
@@ -367,13 +367,5 @@ print(json.dumps([[str(v) for v in row] for row in rows]))
 def query_chdb(directory: Path, sql: str, timeout_s: float = 120) -> list[list[str]]:
     """Run ``sql`` on the chDB data directory ``directory`` in a process of its own (the test process has the
     session's chDB open); values come back as strings. Only while no other process has the directory open."""
-    done = subprocess.run(
-        [sys.executable, "-c", _CHDB_QUERY, f"chdb://{directory.resolve()}", sql],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"chDB query failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_python("-c", _CHDB_QUERY, f"chdb://{directory.resolve()}", sql, what="chDB query", timeout_s=timeout_s)
+    return json.loads(out.strip().splitlines()[-1])

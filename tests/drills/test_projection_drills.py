@@ -26,22 +26,17 @@ from projections.projector import ProjectorSettings, run_projector
 from runtime.kafka import EventProducer
 from runtime.settings import PlatformSettings
 from schemas import EventEnvelope
-from schemas.topics import FEEDBACK, SUBMISSIONS, TRANSCRIPTS
 from stack.process import pid_alive
 from stack.settings import StackSettings
 from stack.supervisor import Supervisor
 from tests.projection_fixtures import (
-    BASE_TIME,
     Record,
     create_database,
     drop_database,
     dump_read_models,
-    feedback_generated,
-    prepare_projections,
     read_topic,
+    recordings,
     scalar,
-    submission_received,
-    transcript_created,
     user_id,
     wait_for,
 )
@@ -49,28 +44,6 @@ from tests.projection_fixtures import (
 pytestmark = pytest.mark.drill
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def platform(local_stack: StackSettings) -> PlatformSettings:
-    settings = PlatformSettings()
-    prepare_projections(settings)
-    return settings
-
-
-def recordings(users: list[str], per_user: int, *, start: int = 0) -> list[tuple[str, EventEnvelope]]:
-    """(topic, event) for ``per_user`` recordings of each user, each with submission, transcript and feedback, in a
-    realistic interleaving (plus a redelivered transcript every 7th recording)."""
-    out: list[tuple[str, EventEnvelope]] = []
-    for n in range(start, start + per_user):
-        for user in users:
-            received = submission_received(user, at=BASE_TIME.replace(minute=n % 60, hour=9 + n // 60))
-            transcript = transcript_created(received, text=f"recording {n} of {user}")
-            out += [(SUBMISSIONS.name, received), (TRANSCRIPTS.name, transcript)]
-            if n % 7 == 0:
-                out.append((TRANSCRIPTS.name, transcript))
-            out.append((FEEDBACK.name, feedback_generated(transcript)))
-    return out
 
 
 def produce(settings: PlatformSettings, events: list[tuple[str, EventEnvelope]]) -> None:
@@ -90,24 +63,24 @@ def timeline_count(settings: PlatformSettings, users: list[str]) -> int:
 
 
 @pytest.fixture
-def two_databases(platform: PlatformSettings) -> Iterator[tuple[PlatformSettings, PlatformSettings]]:
+def two_databases(projections_platform: PlatformSettings) -> Iterator[tuple[PlatformSettings, PlatformSettings]]:
     suffix = uuid.uuid4().hex[:8]
     names = (f"drill_{suffix}_killed", f"drill_{suffix}_clean")
     try:
-        yield create_database(platform, names[0]), create_database(platform, names[1])
+        yield create_database(projections_platform, names[0]), create_database(projections_platform, names[1])
     finally:
         for name in names:
-            drop_database(platform, name)
+            drop_database(projections_platform, name)
 
 
 def test_killed_projector_resumes_to_the_projection_of_a_clean_run(
-    platform: PlatformSettings, two_databases: tuple[PlatformSettings, PlatformSettings], tmp_path: Path
+    projections_platform: PlatformSettings, two_databases: tuple[PlatformSettings, PlatformSettings], tmp_path: Path
 ) -> None:
     killed_db, clean_db = two_databases
     users = [user_id("kill") for _ in range(8)]
     first, second = recordings(users, 25), recordings(users, 10, start=25)
     expected = 3 * 8 * 35  # timeline rows: received, transcribed, feedback per recording
-    produce(platform, first)
+    produce(projections_platform, first)
 
     group = f"drill-killed-{uuid.uuid4().hex[:6]}"
     env = dict(
@@ -124,7 +97,7 @@ def test_killed_projector_resumes_to_the_projection_of_a_clean_run(
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
         projected_before_kill = timeline_count(killed_db, users)
-        produce(platform, second)  # more work while it is down
+        produce(projections_platform, second)  # more work while it is down
 
         proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(
@@ -167,16 +140,18 @@ def test_killed_projector_resumes_to_the_projection_of_a_clean_run(
 # --- PostgreSQL restarts while events flow ------------------------------------------------------------------
 
 
-def test_postgres_restart_loses_no_projection_and_cdc_resumes_from_its_slot(platform: PlatformSettings) -> None:
+def test_postgres_restart_loses_no_projection_and_cdc_resumes_from_its_slot(
+    projections_platform: PlatformSettings,
+) -> None:
     users = [user_id("pgrestart") for _ in range(4)]
     events = recordings(users, 40)
     expected = 3 * 4 * 40
     stop = threading.Event()
     projector = threading.Thread(
-        target=run_projector, args=(stop, ProjectorSettings(batch_max_wait_ms=50), platform), daemon=True
+        target=run_projector, args=(stop, ProjectorSettings(batch_max_wait_ms=50), projections_platform), daemon=True
     )
     projector.start()
-    producer = EventProducer(platform, client_id="test-drill-pg")
+    producer = EventProducer(projections_platform, client_id="test-drill-pg")
     half = len(events) // 2
 
     def flow(part: list[tuple[str, EventEnvelope]]) -> None:
@@ -189,19 +164,21 @@ def test_postgres_restart_loses_no_projection_and_cdc_resumes_from_its_slot(plat
     try:
         sender = threading.Thread(target=flow, args=(events[:half],))
         sender.start()
-        wait_for(lambda: timeline_count(platform, users) > 0, what="projection under way")
+        wait_for(lambda: timeline_count(projections_platform, users) > 0, what="projection under way")
         assert postgres.stop()
         flow(events[half:])  # events keep arriving while PostgreSQL is down
         sender.join()
         postgres.start()
-        wait_for(lambda: timeline_count(platform, users) == expected, what="every event projected", timeout_s=180)
+        wait_for(
+            lambda: timeline_count(projections_platform, users) == expected, what="every event projected", timeout_s=180
+        )
     finally:
         stop.set()
         projector.join(60)
         if postgres.pid() is None:
             postgres.start()
 
-    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(projections_platform.postgres_dsn, autocommit=True) as conn:
         statuses = conn.execute(
             "SELECT status, count(*) FROM submissions WHERE user_id = ANY(%s) GROUP BY status", (users,)
         ).fetchall()
@@ -216,12 +193,13 @@ def test_postgres_restart_loses_no_projection_and_cdc_resumes_from_its_slot(plat
     # Debezium resumes from its replication slot: a change made after the restart arrives, and every submission
     # (most written after the restart) reaches the CDC topic with its final status.
     wait_for(
-        lambda: (s := cdc_status(platform))["state"] == "RUNNING" and s["tasks"] == ["RUNNING"], what="connector runs"
+        lambda: (s := cdc_status(projections_platform))["state"] == "RUNNING" and s["tasks"] == ["RUNNING"],
+        what="connector runs",
     )
     read_topic(
         cdc_topic("learners"),
         lambda rs: any((r.value or {}).get("after", {}).get("user_id") == marker for r in rs),
-        settings=platform,
+        settings=projections_platform,
         timeout_s=120,
     )
 
@@ -233,16 +211,16 @@ def test_postgres_restart_loses_no_projection_and_cdc_resumes_from_its_slot(plat
         }
         return submission_ids <= final
 
-    read_topic(cdc_topic("submissions"), all_final, settings=platform, timeout_s=120)
+    read_topic(cdc_topic("submissions"), all_final, settings=projections_platform, timeout_s=120)
 
 
 # --- Kafka Connect crashes: replayed change events are absorbed by deduplication ----------------------------
 
 
-def test_connect_crash_replays_are_absorbed_by_lsn_deduplication(platform: PlatformSettings) -> None:
+def test_connect_crash_replays_are_absorbed_by_lsn_deduplication(projections_platform: PlatformSettings) -> None:
     learners = [user_id("dedup") for _ in range(5)]
     changes = 60
-    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(projections_platform.postgres_dsn, autocommit=True) as conn:
         for i in range(changes):  # 5 inserts, then updates; one transaction each
             upsert_learner(conn, LearnerProfile(user_id=learners[i % 5], cohort=f"c{i}"))
 
@@ -255,7 +233,7 @@ def test_connect_crash_replays_are_absorbed_by_lsn_deduplication(platform: Platf
     read_topic(
         cdc_topic("learners"),
         lambda rs: sum(learner_of(r) in learners for r in rs) >= changes,
-        settings=platform,
+        settings=projections_platform,
         timeout_s=120,
     )
     connect = Supervisor(StackSettings()).engine("connect")
@@ -266,16 +244,19 @@ def test_connect_crash_replays_are_absorbed_by_lsn_deduplication(platform: Platf
     connect.clear_pid_file()
     connect.start()
     wait_for(
-        lambda: (s := cdc_status(platform))["state"] == "RUNNING" and s["tasks"] == ["RUNNING"],
+        lambda: (s := cdc_status(projections_platform))["state"] == "RUNNING" and s["tasks"] == ["RUNNING"],
         what="connector running again",
         timeout_s=180,
     )
     marker = user_id("marker")
-    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(projections_platform.postgres_dsn, autocommit=True) as conn:
         upsert_learner(conn, LearnerProfile(user_id=marker, cohort="after-crash"))
 
     records = read_topic(
-        cdc_topic("learners"), lambda rs: any(learner_of(r) == marker for r in rs), settings=platform, timeout_s=180
+        cdc_topic("learners"),
+        lambda rs: any(learner_of(r) == marker for r in rs),
+        settings=projections_platform,
+        timeout_s=180,
     )
     ours = [(r.key, r.value) for r in records if learner_of(r) in learners]
     deduped = list(dedup_changes(ours))

@@ -19,12 +19,10 @@ from runtime.kafka import EventProducer
 from runtime.settings import PlatformSettings
 from schemas import DeadLetterRecord, encode_event
 from schemas.topics import FEEDBACK, SUBMISSIONS, SUBMISSIONS_DLQ, TRANSCRIPTS, TRANSCRIPTS_DLQ
-from stack.settings import StackSettings
 from tests.projection_fixtures import (
     BASE_TIME,
     Record,
     feedback_generated,
-    prepare_projections,
     read_topic,
     scalar,
     submission_received,
@@ -37,19 +35,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def platform(local_stack: StackSettings) -> PlatformSettings:
-    """Topics, PostgreSQL migrations and the Debezium connector in place (what `coach migrate` does)."""
-    settings = PlatformSettings()
-    prepare_projections(settings)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def projector(platform: PlatformSettings) -> Iterator[None]:
+def projector(projections_platform: PlatformSettings) -> Iterator[None]:
     """The projector running in a thread for the module."""
     stop = threading.Event()
     thread = threading.Thread(
-        target=run_projector, args=(stop, ProjectorSettings(batch_max_wait_ms=100), platform), daemon=True
+        target=run_projector, args=(stop, ProjectorSettings(batch_max_wait_ms=100), projections_platform), daemon=True
     )
     thread.start()
     yield
@@ -59,8 +49,8 @@ def projector(platform: PlatformSettings) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def producer(platform: PlatformSettings) -> EventProducer:
-    return EventProducer(platform, client_id="test-projections")
+def producer(projections_platform: PlatformSettings) -> EventProducer:
+    return EventProducer(projections_platform, client_id="test-projections")
 
 
 def submission_row(dsn: str, submission_id: Any) -> dict[str, Any] | None:
@@ -68,6 +58,11 @@ def submission_row(dsn: str, submission_id: Any) -> dict[str, Any] | None:
         cur = conn.execute("SELECT * FROM submissions WHERE submission_id = %s", (submission_id,))
         row = cur.fetchone()
         return None if row is None else dict(zip([c.name for c in cur.description or ()], row, strict=True))
+
+
+def wait_for_status(dsn: str, submission_id: Any, status: str, *, what: str) -> dict[str, Any]:
+    """The ``submissions`` row of ``submission_id`` once its status is ``status`` (waits as :func:`wait_for`)."""
+    return wait_for(lambda: (r := submission_row(dsn, submission_id)) and r["status"] == status and r, what=what)
 
 
 def changes_of(records: list[Record], column: str, value: str) -> list[dict[str, Any]]:
@@ -81,12 +76,14 @@ def changes_of(records: list[Record], column: str, value: str) -> list[dict[str,
 
 
 def test_submission_received_produces_a_submissions_row(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     event = submission_received(user_id(), prompt_id="intro", recorded_at=BASE_TIME - timedelta(hours=1))
     producer.send(SUBMISSIONS.name, event)
 
-    row = wait_for(lambda: submission_row(platform.postgres_dsn, event.submission_id), what="submissions row")
+    row = wait_for(
+        lambda: submission_row(projections_platform.postgres_dsn, event.submission_id), what="submissions row"
+    )
     assert row["status"] == "received"
     assert row["user_id"] == event.user_id
     assert row["prompt_id"] == "intro"
@@ -95,12 +92,14 @@ def test_submission_received_produces_a_submissions_row(
     assert row["blob_uri"] == event.payload.blob.uri
     assert row["duration_s"] == event.payload.duration_s
     timeline = scalar(
-        platform.postgres_dsn, "SELECT status FROM submission_timeline WHERE event_id = %s", (event.event_id,)
+        projections_platform.postgres_dsn,
+        "SELECT status FROM submission_timeline WHERE event_id = %s",
+        (event.event_id,),
     )
     assert timeline == "received"
 
 
-def test_learner_upsert_is_captured_with_before_and_after_images(platform: PlatformSettings) -> None:
+def test_learner_upsert_is_captured_with_before_and_after_images(projections_platform: PlatformSettings) -> None:
     learner = user_id("learner")
     runner = CliRunner()
     first = runner.invoke(
@@ -117,7 +116,7 @@ def test_learner_upsert_is_captured_with_before_and_after_images(platform: Platf
     assert bad.exit_code == 2
 
     records = read_topic(
-        cdc_topic("learners"), lambda rs: len(changes_of(rs, "user_id", learner)) >= 2, settings=platform
+        cdc_topic("learners"), lambda rs: len(changes_of(rs, "user_id", learner)) >= 2, settings=projections_platform
     )
     created, updated = changes_of(records, "user_id", learner)
     assert created["op"] == "c" and created["before"] is None
@@ -132,21 +131,18 @@ def test_learner_upsert_is_captured_with_before_and_after_images(platform: Platf
 
 
 def test_transcript_updates_the_timeline_and_is_captured(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     received = submission_received(user_id())
     transcript = transcript_created(received, text="so I went to the market")
     producer.send(SUBMISSIONS.name, received)
     producer.send(TRANSCRIPTS.name, transcript)
 
-    row = wait_for(
-        lambda: (
-            (r := submission_row(platform.postgres_dsn, received.submission_id)) and r["status"] == "transcribed" and r
-        ),
-        what="submission transcribed",
+    row = wait_for_status(
+        projections_platform.postgres_dsn, received.submission_id, "transcribed", what="submission transcribed"
     )
     assert row["transcribed_at"] == transcript.occurred_at and row["asr_model"] == "faster-whisper/tiny.en"
-    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(projections_platform.postgres_dsn, autocommit=True) as conn:
         timeline = conn.execute(
             "SELECT status, at FROM submission_timeline WHERE submission_id = %s ORDER BY at", (received.submission_id,)
         ).fetchall()
@@ -160,11 +156,11 @@ def test_transcript_updates_the_timeline_and_is_captured(
     submissions = read_topic(
         cdc_topic("submissions"),
         lambda rs: any(c["after"]["status"] == "transcribed" for c in changes_of(rs, "submission_id", sid)),
-        settings=platform,
+        settings=projections_platform,
     )
     assert [c["after"]["status"] for c in changes_of(submissions, "submission_id", sid)][-1] == "transcribed"
     transcripts = read_topic(
-        cdc_topic("transcripts"), lambda rs: bool(changes_of(rs, "submission_id", sid)), settings=platform
+        cdc_topic("transcripts"), lambda rs: bool(changes_of(rs, "submission_id", sid)), settings=projections_platform
     )
     (captured,) = changes_of(transcripts, "submission_id", sid)
     assert captured["op"] == "c" and captured["after"]["text"] == "so I went to the market"
@@ -172,7 +168,7 @@ def test_transcript_updates_the_timeline_and_is_captured(
 
 
 def test_out_of_order_and_duplicate_events_converge(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     received = submission_received(user_id())
     transcript = transcript_created(received, text="first transcript")
@@ -190,11 +186,11 @@ def test_out_of_order_and_duplicate_events_converge(
 
     def settled() -> tuple[Any, ...] | None:
         count = scalar(
-            platform.postgres_dsn,
+            projections_platform.postgres_dsn,
             "SELECT count(*) FROM submission_timeline WHERE submission_id = %s",
             (received.submission_id,),
         )
-        row = submission_row(platform.postgres_dsn, received.submission_id)
+        row = submission_row(projections_platform.postgres_dsn, received.submission_id)
         return (count, row) if count == 3 and row and row["received_at"] else None
 
     _, row = wait_for(settled, what="three timeline rows and the received fact")
@@ -208,14 +204,16 @@ def test_out_of_order_and_duplicate_events_converge(
     assert row["updated_at"] == feedback.occurred_at
     assert (
         scalar(
-            platform.postgres_dsn, "SELECT text FROM transcripts WHERE submission_id = %s", (received.submission_id,)
+            projections_platform.postgres_dsn,
+            "SELECT text FROM transcripts WHERE submission_id = %s",
+            (received.submission_id,),
         )
         == "first transcript"
     )
 
 
 def test_malformed_event_goes_to_its_dlq_and_the_projector_keeps_going(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     learner = user_id()
     broken_json = b'{"event_type": "SubmissionReceived", "user_id": '
@@ -230,12 +228,13 @@ def test_malformed_event_goes_to_its_dlq_and_the_projector_keeps_going(
     producer.send(SUBMISSIONS.name, after)
 
     wait_for(
-        lambda: submission_row(platform.postgres_dsn, after.submission_id), what="event after the poison projected"
+        lambda: submission_row(projections_platform.postgres_dsn, after.submission_id),
+        what="event after the poison projected",
     )
     dead = read_topic(
         SUBMISSIONS_DLQ.name,
         lambda rs: any(r.key == learner.encode() for r in rs),
-        settings=platform,
+        settings=projections_platform,
     )
     (record,) = [DeadLetterRecord.model_validate(r.value) for r in dead if r.key == learner.encode()]
     assert record.consumer_group == "projector" and record.original_topic == SUBMISSIONS.name
@@ -244,13 +243,15 @@ def test_malformed_event_goes_to_its_dlq_and_the_projector_keeps_going(
     assert record.error_class == "JSONDecodeError"
 
     # The invalid transcript's dead letter names the submission: consuming it marks the submission failed.
-    row = wait_for(
-        lambda: (r := submission_row(platform.postgres_dsn, received.submission_id)) and r["status"] == "failed" and r,
+    row = wait_for_status(
+        projections_platform.postgres_dsn,
+        received.submission_id,
+        "failed",
         what="submission failed from the transcript's dead letter",
     )
     assert "duration_s" in row["failure_reason"]
     transcript_dead = read_topic(
-        TRANSCRIPTS_DLQ.name, lambda rs: any(r.key == learner.encode() for r in rs), settings=platform
+        TRANSCRIPTS_DLQ.name, lambda rs: any(r.key == learner.encode() for r in rs), settings=projections_platform
     )
     assert [r.value["submission_id"] for r in transcript_dead if r.key == learner.encode()] == [
         str(received.submission_id)
@@ -258,7 +259,7 @@ def test_malformed_event_goes_to_its_dlq_and_the_projector_keeps_going(
 
 
 def test_pipeline_dead_letter_marks_the_submission_failed_until_a_later_success(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     received = submission_received(user_id())
     producer.send(SUBMISSIONS.name, received)
@@ -277,23 +278,22 @@ def test_pipeline_dead_letter_marks_the_submission_failed_until_a_later_success(
         event_id=received.event_id,
     )
     producer.send_dead_letter(SUBMISSIONS_DLQ.name, record)
-    row = wait_for(
-        lambda: (r := submission_row(platform.postgres_dsn, received.submission_id)) and r["status"] == "failed" and r,
-        what="submission failed",
-    )
+    row = wait_for_status(projections_platform.postgres_dsn, received.submission_id, "failed", what="submission failed")
     assert row["failure_reason"] == "no audio stream in the container" and row["received_at"] == received.occurred_at
     # A redrive that succeeds later wins over the failure.
     producer.send(TRANSCRIPTS.name, transcript_created(received, delay_s=60))
-    wait_for(
-        lambda: (r := submission_row(platform.postgres_dsn, received.submission_id)) and r["status"] == "transcribed",
+    wait_for_status(
+        projections_platform.postgres_dsn,
+        received.submission_id,
+        "transcribed",
         what="submission transcribed after the redrive",
     )
 
 
-def test_cdc_status_reports_connector_and_slot(platform: PlatformSettings) -> None:
-    again = register_connector(platform)  # idempotent
+def test_cdc_status_reports_connector_and_slot(projections_platform: PlatformSettings) -> None:
+    again = register_connector(projections_platform)  # idempotent
     assert again["connector"]["state"] == "RUNNING"
-    status = cdc_status(platform)
+    status = cdc_status(projections_platform)
     assert status["connector"] == CONNECTOR_NAME
     assert status["state"] == "RUNNING" and status["tasks"] == ["RUNNING"]
     assert isinstance(status["slot_lag_bytes"], int) and status["slot_lag_bytes"] >= 0
@@ -301,7 +301,7 @@ def test_cdc_status_reports_connector_and_slot(platform: PlatformSettings) -> No
 
 
 def test_value_postgres_refuses_is_dead_lettered_without_losing_its_batch(
-    platform: PlatformSettings, projector: None, producer: EventProducer
+    projections_platform: PlatformSettings, projector: None, producer: EventProducer
 ) -> None:
     learner = user_id()
     received = submission_received(learner)
@@ -311,23 +311,27 @@ def test_value_postgres_refuses_is_dead_lettered_without_losing_its_batch(
         producer.produce(topic, event)
     assert producer.flush(30) == 0
 
-    wait_for(lambda: submission_row(platform.postgres_dsn, neighbour.submission_id), what="neighbour projected")
+    wait_for(
+        lambda: submission_row(projections_platform.postgres_dsn, neighbour.submission_id), what="neighbour projected"
+    )
     dead = read_topic(
         TRANSCRIPTS_DLQ.name,
         lambda rs: any((r.value or {}).get("event_id") == str(poisoned.event_id) for r in rs),
-        settings=platform,
+        settings=projections_platform,
     )
     (record,) = [r.value for r in dead if (r.value or {}).get("event_id") == str(poisoned.event_id)]
     assert record["reason"].startswith("PostgreSQL refused the event")
     assert record["error_class"] == "DataError" and record["submission_id"] == str(received.submission_id)
-    row = wait_for(
-        lambda: (r := submission_row(platform.postgres_dsn, received.submission_id)) and r["status"] == "failed" and r,
+    row = wait_for_status(
+        projections_platform.postgres_dsn,
+        received.submission_id,
+        "failed",
         what="the poisoned transcript's submission failed",
     )
     assert row["received_at"] == received.occurred_at
 
 
-def test_projector_prunes_dedup_ids_older_than_the_horizon(platform: PlatformSettings) -> None:
+def test_projector_prunes_dedup_ids_older_than_the_horizon(projections_platform: PlatformSettings) -> None:
     """processed_events keeps recent ids (duplicates still possible) and loses those past the horizon."""
     from uuid import uuid4
 
@@ -335,7 +339,7 @@ def test_projector_prunes_dedup_ids_older_than_the_horizon(platform: PlatformSet
     from projections.read_models import prune_processed_events
 
     old, recent = [uuid4() for _ in range(3)], [uuid4() for _ in range(2)]
-    with psycopg.connect(platform.postgres_dsn, autocommit=True) as conn:
+    with psycopg.connect(projections_platform.postgres_dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO processed_events (event_id, processed_at)"
             " SELECT unnest(%s::uuid[]), now() - interval '3 days'",
@@ -345,7 +349,7 @@ def test_projector_prunes_dedup_ids_older_than_the_horizon(platform: PlatformSet
         with pytest.raises(ValueError):
             prune_processed_events(conn, older_than=timedelta(0))
 
-        Projector(ProjectorSettings(dedup_horizon_days=2), platform)._prune_if_due()
+        Projector(ProjectorSettings(dedup_horizon_days=2), projections_platform)._prune_if_due()
 
         kept = {
             r[0]

@@ -439,8 +439,10 @@ def _neighbour(tokens: Sequence[str], forms: Sequence[str | None], index: int, s
     return None
 
 
-# Longest sequences first, so that a longer spelling wins.
-_MULTIWORD = sorted(MULTIWORD_DISCOURSE_MARKERS.items(), key=lambda item: -len(item[0]))
+# The multi-word markers by their first token, longest sequences first, so that a longer spelling wins.
+_MULTIWORD_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+for _sequence, _name in sorted(MULTIWORD_DISCOURSE_MARKERS.items(), key=lambda item: -len(item[0])):
+    _MULTIWORD_BY_FIRST.setdefault(_sequence[0], []).append((_sequence, _name))
 
 
 def find_discourse_markers(
@@ -508,11 +510,11 @@ def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Co
             index += 1
             continue
         token = tokens[index]
-        previous = _neighbour(tokens, forms, index, -1)
         marker: str | None = None
         length = 1
-        for sequence, name in _MULTIWORD:
+        for sequence, name in _MULTIWORD_BY_FIRST.get(token, ()):
             if tuple(tokens[index : index + len(sequence)]) == sequence:
+                previous = _neighbour(tokens, forms, index, -1)
                 following = _neighbour(tokens, forms, index + len(sequence) - 1, +1)
                 if name == "you know":
                     accepted = previous not in YOU_KNOW_BLOCK_PREVIOUS and following not in YOU_KNOW_BLOCK_NEXT
@@ -523,13 +525,14 @@ def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Co
                 break
         if marker is None and token in ("like", "so", "well"):
             before_filled_pause = index + 1 < count and forms[index + 1] is not None
-            following = _neighbour(tokens, forms, index, +1)
             if token == "like":
-                if previous not in LIKE_BLOCK_PREVIOUS and (after_disfluency or before_filled_pause):
+                if (after_disfluency or before_filled_pause) and _neighbour(
+                    tokens, forms, index, -1
+                ) not in LIKE_BLOCK_PREVIOUS:
                     marker = "like"
             elif at_run_start or before_filled_pause:
                 blocked = SO_BLOCK_NEXT if token == "so" else WELL_BLOCK_NEXT
-                if following not in blocked:
+                if _neighbour(tokens, forms, index, +1) not in blocked:
                     marker = token
         if marker is not None:
             found.append((index, marker))

@@ -185,6 +185,7 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
         computed = compute_metrics_batch(
             [e.payload.words for _, e in decoded],
             recording_durations_s=[e.payload.duration_s for _, e in decoded],
+            hesitations=[e.payload.hesitations for _, e in decoded],
             pause_threshold_s=pause_threshold_s,
         )
     except Exception as exc:  # noqa: BLE001 - a defect must not stop the flow (a restart would repeat it)

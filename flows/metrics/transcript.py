@@ -45,7 +45,7 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -71,6 +71,7 @@ from flows.metrics.vocabulary import VocabularyMetrics, batch_vocabulary
 
 __all__ = [
     "DEFAULT_PAUSE_THRESHOLD_S",
+    "FILLED_PAUSE_MEASURES",
     "FILLED_PAUSE_MERGE_GAP_S",
     "HESITATION_MIN_CONFIDENCE",
     "Hesitation",
@@ -86,6 +87,7 @@ __all__ = [
     "count_filled_pauses",
     "find_discourse_markers",
     "find_repetitions",
+    "known_filled_pauses",
     "mean_length_of_run",
     "phonation_time",
     "silent_pauses",
@@ -773,6 +775,31 @@ class SubmissionMetrics:
     mattr: float | None
     mtld: float | None
     vocabulary_sufficient: bool
+
+
+FILLED_PAUSE_MEASURES: tuple[str, ...] = (
+    "filled_pause_count",
+    "filled_pauses",
+    "filled_pauses_per_minute",
+    "filled_pauses_per_100_words",
+    "voiced_hesitation_count",
+)
+"""The fields of :class:`SubmissionMetrics` (and the stored columns of the same names) that count filled pauses.
+Without hesitation detection (``hesitation_detection`` false) they are unknown, not zero: the recogniser leaves
+most fillers out, and no detector listened for them (:func:`known_filled_pauses`)."""
+
+
+def known_filled_pauses(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` (a metric row or ``dataclasses.asdict`` of :class:`SubmissionMetrics`: field name ->
+    value) in which the :data:`FILLED_PAUSE_MEASURES` present are ``None`` unless ``values["hesitation_detection"]``
+    is true (missing or ``None`` counts as false). The one rule for showing filled pauses as unknown; other keys
+    are unchanged. Never raises."""
+    out = dict(values)
+    if not out.get("hesitation_detection"):
+        for name in FILLED_PAUSE_MEASURES:
+            if name in out:
+                out[name] = None
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,8 +238,8 @@ def fetch_submission_metrics(reader: ClickHouseReader, user_id: str, submission_
 
 
 _HEADLINES_SQL = """
-SELECT toString(submission_id) AS sid, word_count, speech_rate_wpm, articulation_rate_wpm,
-       if(vocabulary_sufficient, mattr, NULL) AS mattr
+SELECT toString(submission_id) AS sid, word_count, speech_rate_wpm, articulation_rate_wpm, speech_rate_sps,
+       articulation_rate_sps, if(vocabulary_sufficient, mattr, NULL) AS mattr
 FROM {table} FINAL
 WHERE user_id = {{user:String}} AND submission_id IN {{submissions:Array(UUID)}}
 ORDER BY sid, metrics_version DESC
@@ -248,7 +248,8 @@ LIMIT 1 BY sid
 
 
 def fetch_headlines(reader: ClickHouseReader, user_id: str, submission_ids: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Word count, speech/articulation rate and MATTR of some of a learner's submissions, by submission id."""
+    """Word count, speech/articulation rate (words per minute and syllables per second) and MATTR of some of a
+    learner's submissions, by submission id."""
     if not submission_ids:
         return {}
     sql = _HEADLINES_SQL.format(table=reader.table("submission_metrics"))

@@ -177,6 +177,8 @@ class SubmissionSummary(_Out):
     word_count: int | None = None
     speech_rate_wpm: float | None = None
     articulation_rate_wpm: float | None = None
+    speech_rate_sps: float | None = Field(default=None, description="Syllables per second over the total time")
+    articulation_rate_sps: float | None = Field(default=None, description="Syllables per second of speaking time")
     mattr: float | None = None
 
 

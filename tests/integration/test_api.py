@@ -192,6 +192,7 @@ def test_submissions_cursor_pagination(client: TestClient, world: ApiWorld) -> N
         f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"status": "feedback"}
     ).json()["items"]
     assert done and all(i["status"] == "feedback" and i["speech_rate_wpm"] == pytest.approx(128.3) for i in done)
+    assert all("speech_rate_sps" in i and i["speech_rate_sps"] is None for i in done)  # a row of before 0007
     bad = client.get(
         f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"cursor": "x"}
     )

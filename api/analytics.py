@@ -29,6 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from api.models import SubmissionMetricsOut, WindowKind, WindowPoint
 from api.telemetry import QUERY_LATENCY
+from flows.metrics import known_filled_pauses
 from runtime.clickhouse import get_clickhouse_client, is_embedded
 from runtime.settings import PlatformSettings
 
@@ -115,8 +116,22 @@ _WINDOW_COLUMNS = """
     speech_rate_wpm_avg AS speech_rate_wpm, articulation_rate_wpm_avg AS articulation_rate_wpm,
     silent_pauses_per_minute_avg AS silent_pauses_per_minute, mean_silent_pause_s_avg AS mean_silent_pause_s,
     mean_length_of_run_avg AS mean_length_of_run, filled_pauses_per_100_words, repetitions_per_100_words,
-    distinct_words, vocabulary_token_count, mattr, mtld, vocabulary_sufficient, metrics_version
+    distinct_words, vocabulary_token_count, mattr, mtld, vocabulary_sufficient, metrics_version,
+    speech_rate_sps_avg AS speech_rate_sps, articulation_rate_sps_avg AS articulation_rate_sps,
+    mean_length_of_run_syllables_avg AS mean_length_of_run_syllables, hesitation_detected_submissions,
+    filled_pauses_per_minute
 """
+
+
+def _window_point(row: dict[str, Any]) -> WindowPoint:
+    """The :class:`WindowPoint` of a ``learner_metrics_windows`` row (``user_id`` and ``window_kind`` removed):
+    its filled-pause figures unknown (:func:`flows.metrics.known_filled_pauses`) when none of its submissions had
+    hesitation detection (rows of metrics version 1 included)."""
+    row["window_start"], row["window_end"] = utc(row["window_start"]), utc(row["window_end"])
+    known = known_filled_pauses(row | {"hesitation_detection": row["hesitation_detected_submissions"] > 0})
+    del known["hesitation_detection"]
+    return WindowPoint(**known)
+
 
 _WINDOWS_SQL = """
 SELECT {columns}
@@ -167,8 +182,7 @@ def fetch_windows(
     )
     out: dict[str, dict[WindowKind, list[WindowPoint]]] = {}
     for row in rows:
-        row["window_start"], row["window_end"] = utc(row["window_start"]), utc(row["window_end"])
-        out.setdefault(row.pop("user_id"), {}).setdefault(row.pop("window_kind"), []).append(WindowPoint(**row))
+        out.setdefault(row.pop("user_id"), {}).setdefault(row.pop("window_kind"), []).append(_window_point(row))
     return out
 
 
@@ -192,9 +206,8 @@ def fetch_learner_windows(reader: ClickHouseReader, user_id: str) -> dict[Window
     sql = _LEARNER_WINDOWS_SQL.format(columns=_WINDOW_COLUMNS, table=reader.table("learner_metrics_windows"))
     out: dict[WindowKind, list[WindowPoint]] = {}
     for row in reader.rows(sql, {"user": user_id}, name="learner_windows"):
-        row["window_start"], row["window_end"] = utc(row["window_start"]), utc(row["window_end"])
         del row["user_id"]
-        out.setdefault(row.pop("window_kind"), []).append(WindowPoint(**row))
+        out.setdefault(row.pop("window_kind"), []).append(_window_point(row))
     return out
 
 
@@ -203,7 +216,8 @@ SELECT occurred_at, language, word_count, total_duration_s, phonation_time_s, sp
        articulation_rate_wpm, silent_pause_count, silent_pauses_per_minute, mean_silent_pause_s, mean_length_of_run,
        filled_pause_count, filled_pauses, filled_pauses_per_100_words, discourse_marker_count, discourse_markers,
        repetition_count, distinct_words, mattr, mtld, vocabulary_sufficient, pause_threshold_s, asr_model,
-       metrics_version
+       metrics_version, syllable_count, speech_rate_sps, articulation_rate_sps, mean_length_of_run_syllables,
+       hesitation_detection, filled_pauses_per_minute, voiced_hesitation_count, hallucinated_word_count
 FROM {table} FINAL
 WHERE user_id = {{user:String}} AND submission_id = {{submission:UUID}}
 ORDER BY metrics_version DESC
@@ -212,19 +226,20 @@ LIMIT 1
 
 
 def fetch_submission_metrics(reader: ClickHouseReader, user_id: str, submission_id: Any) -> SubmissionMetricsOut | None:
-    """Metrics of one submission (newest metric-definition version), or None when not computed yet."""
+    """Metrics of one submission (newest metric-definition version), or None when not computed yet. Without
+    hesitation detection its filled-pause figures are None (:func:`flows.metrics.known_filled_pauses`)."""
     sql = _SUBMISSION_METRICS_SQL.format(table=reader.table("submission_metrics"))
     rows = reader.rows(sql, {"user": user_id, "submission": str(submission_id)}, name="submission_metrics")
     if not rows:
         return None
-    row = rows[0]
+    row = known_filled_pauses(rows[0])
     row["occurred_at"] = utc(row["occurred_at"])
     return SubmissionMetricsOut(**row)
 
 
 _HEADLINES_SQL = """
-SELECT toString(submission_id) AS sid, word_count, speech_rate_wpm, articulation_rate_wpm,
-       if(vocabulary_sufficient, mattr, NULL) AS mattr
+SELECT toString(submission_id) AS sid, word_count, speech_rate_wpm, articulation_rate_wpm, speech_rate_sps,
+       articulation_rate_sps, if(vocabulary_sufficient, mattr, NULL) AS mattr
 FROM {table} FINAL
 WHERE user_id = {{user:String}} AND submission_id IN {{submissions:Array(UUID)}}
 ORDER BY sid, metrics_version DESC
@@ -233,7 +248,8 @@ LIMIT 1 BY sid
 
 
 def fetch_headlines(reader: ClickHouseReader, user_id: str, submission_ids: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    """Word count, speech/articulation rate and MATTR of some of a learner's submissions, by submission id."""
+    """Word count, speech/articulation rate (words per minute and syllables per second) and MATTR of some of a
+    learner's submissions, by submission id."""
     if not submission_ids:
         return {}
     sql = _HEADLINES_SQL.format(table=reader.table("submission_metrics"))

@@ -41,6 +41,12 @@ CHARTS: tuple[Chart, ...] = (
         "words per minute",
         (("speech_rate_wpm", "speech rate"), ("articulation_rate_wpm", "articulation rate")),
     ),
+    Chart(
+        "pace_syllables",
+        "Pace in syllables",
+        "syllables per second",
+        (("speech_rate_sps", "speech rate"), ("articulation_rate_sps", "articulation rate")),
+    ),
     Chart("pauses", "Silent pauses", "pauses per minute", (("silent_pauses_per_minute", "silent pauses / min"),)),
     Chart("pause_length", "Pause length", "seconds", (("mean_silent_pause_s", "mean silent pause"),)),
     Chart(

@@ -89,9 +89,27 @@ class SubmissionMetricsOut(_Out):
     silent_pauses_per_minute: float | None
     mean_silent_pause_s: float | None
     mean_length_of_run: float | None = Field(description="Mean words between silent pauses")
-    filled_pause_count: int = Field(description="um, uh, er…")
-    filled_pauses: dict[str, int]
+    syllable_count: int = Field(default=0, description="Syllables of the recognised words (0 before metrics v2)")
+    speech_rate_sps: float | None = Field(default=None, description="Syllables per second over the total time")
+    articulation_rate_sps: float | None = Field(default=None, description="Syllables per second of speaking time")
+    mean_length_of_run_syllables: float | None = Field(default=None, description="Mean syllables between silent pauses")
+    hesitation_detection: bool = Field(
+        default=False,
+        description="Whether a hesitation detector listened for filled pauses; false: every filled-pause figure is"
+        " null (unknown, not zero)",
+    )
+    filled_pause_count: int | None = Field(
+        description="um, uh, er… (merged spans, recognised or heard by the detector); null without detection"
+    )
+    filled_pauses: dict[str, int] | None = Field(description="Recognised fillers per form; null without detection")
     filled_pauses_per_100_words: float | None
+    filled_pauses_per_minute: float | None = Field(default=None, description="Over the total time")
+    voiced_hesitation_count: int | None = Field(
+        default=None, description="Filled pauses heard only by the detector (not in the transcript)"
+    )
+    hallucinated_word_count: int = Field(
+        default=0, description="Recognised words inside held sounds (likely invented by the recogniser)"
+    )
     discourse_marker_count: int = Field(description="like, you know…")
     discourse_markers: dict[str, int]
     repetition_count: int = Field(description="Immediate repetitions")
@@ -159,6 +177,8 @@ class SubmissionSummary(_Out):
     word_count: int | None = None
     speech_rate_wpm: float | None = None
     articulation_rate_wpm: float | None = None
+    speech_rate_sps: float | None = Field(default=None, description="Syllables per second over the total time")
+    articulation_rate_sps: float | None = Field(default=None, description="Syllables per second of speaking time")
     mattr: float | None = None
 
 
@@ -185,7 +205,18 @@ class WindowPoint(_Out):
     silent_pauses_per_minute: float | None
     mean_silent_pause_s: float | None
     mean_length_of_run: float | None
-    filled_pauses_per_100_words: float | None = Field(description="Pooled: 100 × filled pauses / words")
+    speech_rate_sps: float | None = Field(default=None, description="Mean over the window's submissions, syllables/s")
+    articulation_rate_sps: float | None = Field(default=None, description="Mean, syllables per second of speaking")
+    mean_length_of_run_syllables: float | None = Field(default=None, description="Mean syllables between pauses")
+    hesitation_detected_submissions: int = Field(
+        default=0, description="Submissions with hesitation detection: the filled-pause figures are over these only"
+    )
+    filled_pauses_per_100_words: float | None = Field(
+        description="Pooled: 100 × filled pauses / words; null when no submission had hesitation detection"
+    )
+    filled_pauses_per_minute: float | None = Field(
+        default=None, description="Pooled: filled pauses per minute of total time; null without hesitation detection"
+    )
     repetitions_per_100_words: float | None = Field(description="Pooled: 100 × repetitions / words")
     distinct_words: int
     vocabulary_token_count: int

@@ -63,14 +63,19 @@ HEADLINE_METRICS: tuple[Metric, ...] = (
     Metric("silent_pauses_per_minute", "Silent pauses", "per min", "lower"),
     Metric("mean_silent_pause_s", "Mean pause length", "s", "lower"),
     Metric("mean_length_of_run", "Mean length of run", "words", "higher"),
+    Metric("articulation_rate_sps", "Articulation rate", "syllables/s", "higher"),
+    Metric("mean_length_of_run_syllables", "Mean length of run", "syllables", "higher"),
     Metric("filled_pauses_per_100_words", "Filled pauses", "per 100 words", "lower"),
+    Metric("filled_pauses_per_minute", "Filled pauses", "per min", "lower"),
     Metric("repetitions_per_100_words", "Repetitions", "per 100 words", "lower"),
     Metric("mattr", "Vocabulary diversity (MATTR)", "ratio", "higher"),
     Metric("mtld", "Vocabulary diversity (MTLD)", "tokens", "higher"),
 )
 """Speech rate counts as progress when it moves toward the comfortable band (:data:`PACE_RANGE_WPM`); articulation
-rate is 'higher is better' within the range learners reach (it excludes pauses); a coach reads them together with
-the pause metrics."""
+rate is 'higher is better' within the range learners reach (it excludes pauses), in words and in syllables per
+second; a coach reads them together with the pause metrics. Speech rate in syllables per second has no reference
+band yet, so it is charted (:data:`api.charts.CHARTS`) but not judged here. Filled pauses are null (and their
+change 'unknown') over windows without hesitation detection."""
 
 _VOCABULARY = {"mattr", "mtld"}
 

@@ -1,8 +1,9 @@
 """Synthetic rows of the read side's ClickHouse tables, generated in the engine (``INSERT … SELECT FROM numbers()``):
 ``submission_metrics`` of learners who improve over the seeded period (speech rate and MATTR rise, pauses and
-fillers fall, with deterministic noise), and ``learner_metrics_windows`` derived from them with SQL (daily,
-ISO-weekly and 7-day sliding, UTC): a stand-in for the dataflow's output with the same table shape, not a test of
-the dataflow. What the API benchmark (``bench/api.py``) and the read-side tests seed.
+fillers fall, with deterministic noise; metrics version 2, nine in ten with hesitation detection), and
+``learner_metrics_windows`` derived from them with SQL (daily, ISO-weekly and 7-day sliding, UTC): a stand-in for
+the dataflow's output with the same table shape, not a test of the dataflow. What the API benchmark
+(``bench/api.py``) and the read-side tests seed.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ SELECT
     toUInt32(round(word_count * fillers / 100)) AS filled_pause_count,
     map('um', toUInt32(round(word_count * fillers / 200)), 'uh', toUInt32(round(word_count * fillers / 200)))
         AS filled_pauses,
-    fillers AS filled_pauses_per_100_words,
+    if(detected, fillers, NULL) AS filled_pauses_per_100_words,
     toUInt32(h % 4) AS discourse_marker_count,
     map('like', toUInt32(h % 4)) AS discourse_markers,
     toUInt32(h % 3) AS repetition_count,
@@ -52,8 +53,16 @@ SELECT
     if(vocabulary_token_count >= 50, 0.62 + 0.12 * p + noise / 200, NULL) AS mattr,
     if(vocabulary_token_count >= 50, 42 + 25 * p + noise, NULL) AS mtld,
     vocabulary_token_count >= 50 AS vocabulary_sufficient,
+    if(detected, filled_pause_count / total_duration_s * 60, NULL) AS filled_pauses_per_minute,
+    if(detected, toUInt32(intDiv(filled_pause_count, 3)), 0) AS voiced_hesitation_count,
+    detected AS hesitation_detection,
+    toUInt32(0) AS hallucinated_word_count,
+    toUInt32(round(word_count * (1.35 + 0.05 * p))) AS syllable_count,
+    syllable_count / total_duration_s AS speech_rate_sps,
+    syllable_count / phonation_time_s AS articulation_rate_sps,
+    mean_length_of_run * syllable_count / word_count AS mean_length_of_run_syllables,
     'faster-whisper/base' AS asr_model,
-    1 AS metrics_version,
+    2 AS metrics_version,
     'speech.transcripts.v1' AS source_topic,
     toUInt32(n % 6) AS source_partition,
     n AS source_offset,
@@ -72,7 +81,8 @@ FROM
         100 + 28 * p + noise AS speech_rate,
         word_count / speech_rate * 60 AS total_duration_s,
         greatest(13 - 6 * p + noise / 4, 0.5) AS pauses_pm,
-        greatest(6 - 3.5 * p + noise / 10, 0) AS fillers
+        greatest(6 - 3.5 * p + noise / 10, 0) AS fillers,
+        h % 10 != 0 AS detected
     FROM numbers({{count:UInt64}})
 )
 """
@@ -115,8 +125,10 @@ INSERT INTO {db}.learner_metrics_windows
      silent_pauses_per_minute_p50, mean_silent_pause_s_avg, mean_length_of_run_avg,
      filled_pauses_per_100_words_avg, repetition_count_avg,
      filled_pause_count, filled_pauses_per_100_words, repetition_count, repetitions_per_100_words,
-     vocabulary_token_count, distinct_words, mattr, mtld, vocabulary_sufficient, asr_models, metrics_version,
-     computed_at)
+     vocabulary_token_count, distinct_words, mattr, mtld, vocabulary_sufficient,
+     speech_rate_sps_avg, speech_rate_sps_p50, articulation_rate_sps_avg, articulation_rate_sps_p50,
+     mean_length_of_run_syllables_avg, filled_pauses_per_minute_avg, syllable_count,
+     hesitation_detected_submissions, filled_pauses_per_minute, asr_models, metrics_version, computed_at)
 SELECT
     user_id, w.1 AS kind, w.2 AS start, start + toIntervalDay(w.3), 'UTC', toDate(start), count(),
     min(occurred_at), max(occurred_at), sum(word_count), sum(total_duration_s), sum(phonation_time_s),
@@ -124,9 +136,17 @@ SELECT
     max(speech_rate_wpm), avg(articulation_rate_wpm), quantile(0.5)(articulation_rate_wpm),
     avg(silent_pauses_per_minute), quantile(0.5)(silent_pauses_per_minute), avg(mean_silent_pause_s),
     avg(mean_length_of_run), avg(filled_pauses_per_100_words), avg(repetition_count),
-    sum(filled_pause_count), 100 * sum(filled_pause_count) / sum(word_count), sum(repetition_count),
-    100 * sum(repetition_count) / sum(word_count), sum(vocabulary_token_count), max(distinct_words),
-    avgIf(mattr, vocabulary_sufficient), avgIf(mtld, vocabulary_sufficient), sum(vocabulary_token_count) >= 50,
+    sumIf(filled_pause_count, hesitation_detection),
+    if(countIf(hesitation_detection) > 0,
+       100 * sumIf(filled_pause_count, hesitation_detection) / sumIf(word_count, hesitation_detection), NULL),
+    sum(repetition_count), 100 * sum(repetition_count) / sum(word_count), sum(vocabulary_token_count),
+    max(distinct_words), avgIf(mattr, vocabulary_sufficient), avgIf(mtld, vocabulary_sufficient),
+    sum(vocabulary_token_count) >= 50,
+    avg(speech_rate_sps), quantile(0.5)(speech_rate_sps), avg(articulation_rate_sps),
+    quantile(0.5)(articulation_rate_sps), avg(mean_length_of_run_syllables), avg(filled_pauses_per_minute),
+    sum(syllable_count), countIf(hesitation_detection),
+    if(countIf(hesitation_detection) > 0,
+       60 * sumIf(filled_pause_count, hesitation_detection) / sumIf(total_duration_s, hesitation_detection), NULL),
     groupUniqArray(asr_model), max(metrics_version), max(computed_at)
 FROM
 (

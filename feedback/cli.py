@@ -65,7 +65,11 @@ def generate(
         outcome = chain.generate(
             FeedbackRequest(
                 transcript=event.payload.text,
-                metrics=compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s),
+                metrics=compute_metrics(
+                    event.payload.words.timed(),
+                    recording_duration_s=event.payload.duration_s,
+                    hesitations=event.payload.hesitations,
+                ),
                 level=(level or settings.default_level).upper(),
                 language=event.payload.language,
                 asr_model=event.payload.asr_model,

@@ -66,7 +66,8 @@ Learner's CEFR level: $level
 Language of the answer: $language
 
 Measured metrics (JSON; rates in words per minute, durations in seconds, mattr is a ratio in (0, 1],
-null means there was not enough speech to measure it):
+null means it was not measured: too little speech, or for filled pauses no hesitation detector ran; say
+nothing about a metric that is null):
 $metrics_json
 
 Reference ranges: a comfortable pace is $rate_min-$rate_max words per minute; filled pauses (um, uh) should stay
@@ -159,7 +160,7 @@ def parse_completion_text(content: str | None, request: FeedbackRequest) -> tupl
         )
         for p in answer.points
     )
-    points = tuple(point for point in made if says_only_what_was_measured(point))
+    points = tuple(point for point in made if says_only_what_was_measured(point, request.metrics))
     return answer.summary.strip(), points
 
 

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
-from flows.metrics import SubmissionMetrics
+from flows.metrics import FILLED_PAUSE_MEASURES, SubmissionMetrics, known_filled_pauses
 from schemas.events import FeedbackPoint, TokenUsage
 
 __all__ = [
@@ -137,11 +137,15 @@ of zero or a few means "not heard", not "not said"; a high count is still real (
 reported with its rate. Praise needs a hesitation detector measuring them from the audio."""
 
 
-def says_only_what_was_measured(point: FeedbackPoint) -> bool:
+def says_only_what_was_measured(point: FeedbackPoint, metrics: SubmissionMetrics | None = None) -> bool:
     """Whether ``point`` claims no more than was measured: ``False`` for a ``went_well`` point about a metric in
-    :data:`NOT_PRAISED`. The one rule both providers follow (the rules provider never makes such a point; points
-    of an LLM's answer that break it are dropped)."""
-    return not (point.kind == "went_well" and point.metric in NOT_PRAISED)
+    :data:`NOT_PRAISED`, and, given the ``metrics`` it is about, for any point about filled pauses
+    (:data:`flows.metrics.FILLED_PAUSE_MEASURES`) when they are unknown (no hesitation detection:
+    :func:`flows.metrics.known_filled_pauses`). The one rule both providers follow (the rules provider never makes
+    such a point; points of an LLM's answer that break it are dropped)."""
+    if point.kind == "went_well" and point.metric in NOT_PRAISED:
+        return False
+    return not (metrics is not None and point.metric in FILLED_PAUSE_MEASURES and not metrics.hesitation_detection)
 
 
 def metric_value(metrics: SubmissionMetrics, name: str) -> float | None:
@@ -159,11 +163,13 @@ def metric_value(metrics: SubmissionMetrics, name: str) -> float | None:
 
 
 def metrics_for_prompt(metrics: SubmissionMetrics) -> dict[str, float | int | None]:
-    """The scalar feedback metrics as a name → value dict (floats rounded to 3 decimals), for prompts."""
+    """The scalar feedback metrics as a name → value dict (floats rounded to 3 decimals), for prompts; the
+    filled-pause ones ``None`` (unknown) without hesitation detection (:func:`flows.metrics.known_filled_pauses`)."""
     known = {f.name for f in fields(metrics)}
+    values = known_filled_pauses({f.name: getattr(metrics, f.name) for f in fields(metrics)})
     out: dict[str, float | int | None] = {}
     for name in FEEDBACK_METRICS:
         if name in known:
-            value = getattr(metrics, name)
+            value = values[name]
             out[name] = round(value, 3) if isinstance(value, float) else value
     return out

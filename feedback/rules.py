@@ -11,12 +11,14 @@ rule                   metric (point)                  work_on when (defaults)
 pace                   ``speech_rate_wpm``             < 130 wpm ("speed up") or > 175 wpm ("slow down")
 long pauses            ``mean_silent_pause_s``         mean silent pause >= 1.0 s
 frequent pauses        ``silent_pauses_per_minute``    > 30 silent pauses (>= 250 ms) per minute
-filled pauses          ``filled_pause_count``          more than 4 per 100 words
+filled pauses          ``filled_pause_count``          more than 4 per 100 words (with detection)
 vocabulary             ``mattr``                       MATTR below the learner's CEFR level's minimum
 =====================  ==============================  ===============================================
 
 A rule whose metric is within range yields a ``went_well`` point instead, except the filled-pause rule: the speech
-recogniser leaves most fillers out, so a low count is never praised (:data:`feedback.providers.NOT_PRAISED`). Pace
+recogniser leaves most fillers out, so a low count is never praised (:data:`feedback.providers.NOT_PRAISED`), and
+without hesitation detection (``hesitation_detection`` false: no detector listened) the rule says nothing at all,
+since the figures are unknown (:func:`flows.metrics.known_filled_pauses`). Pace
 and pause rules need at least ``min_words_for_pace`` words (rates over a few words are noise); the vocabulary rule
 needs 50 lexical tokens (``vocabulary_sufficient``: below that MATTR is not defined).
 """
@@ -27,7 +29,7 @@ from collections.abc import Iterator
 
 from feedback.providers import RULES_PROVIDER, FeedbackRequest, ProviderResult, metric_value
 from feedback.settings import FeedbackSettings
-from flows.metrics import MIN_VOCABULARY_TOKENS, SubmissionMetrics
+from flows.metrics import FILLED_PAUSE_MEASURES, MIN_VOCABULARY_TOKENS, SubmissionMetrics, known_filled_pauses
 from schemas.events import FeedbackPoint
 
 __all__ = ["RulesProvider", "compose_text"]
@@ -119,19 +121,36 @@ class RulesProvider:
             yield _went_well("silent_pauses_per_minute", per_minute, f"Your speech flowed well, with {detail}.")
 
     def _filled_pauses(self, m: SubmissionMetrics) -> Iterator[FeedbackPoint]:
-        """A ``work_on`` point naming the measured rate when fillers pass the threshold; never praise (a low count
-        is not evidence: :data:`feedback.providers.NOT_PRAISED`)."""
+        """A ``work_on`` point naming the measured rates (per 100 words and per minute) when fillers pass the
+        threshold; never praise (a low count is not evidence: :data:`feedback.providers.NOT_PRAISED`). Nothing at
+        all without hesitation detection: the filled-pause figures are then unknown
+        (:func:`flows.metrics.known_filled_pauses`)."""
         if m.word_count < self.settings.min_words_for_pace:
             return
-        count = m.filled_pause_count
-        ratio = count / m.word_count
-        if ratio > self.settings.filled_pause_max_ratio:
+        known = known_filled_pauses(
+            {name: getattr(m, name) for name in (*FILLED_PAUSE_MEASURES, "hesitation_detection")}
+        )
+        count, per_100, per_minute = (
+            known["filled_pause_count"],
+            known["filled_pauses_per_100_words"],
+            known["filled_pauses_per_minute"],
+        )
+        if count is None or per_100 is None:
+            return
+        if per_100 > 100 * self.settings.filled_pause_max_ratio:
             forms = ", ".join(sorted(m.filled_pauses, key=lambda form: (-m.filled_pauses[form], form)))
+            kinds = [forms] if forms else []
+            if m.voiced_hesitation_count:
+                kinds.append(f"{m.voiced_hesitation_count} heard but not transcribed")
+            named = f" ({', and '.join(kinds)})" if kinds else ""
+            rate = f"{per_100:.1f} filled pauses per 100 words"
+            if per_minute is not None:
+                rate += f" ({per_minute:.1f} per minute)"
             yield _work_on(
                 "filled_pause_count",
                 float(count),
-                f"You used {count} filled pauses ({forms}) in {m.word_count} words, {100 * ratio:.1f} per 100 words: "
-                "when you need time to think, pause silently instead.",
+                f"You used {count} filled pauses{named} in {m.word_count} words, {rate}: when you need time to "
+                "think, pause silently instead.",
             )
 
     def _vocabulary(self, m: SubmissionMetrics, level: str) -> Iterator[FeedbackPoint]:

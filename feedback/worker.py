@@ -150,7 +150,11 @@ class FeedbackWorker:
         reason it never can get any (no words, invalid timestamps, every provider failed) as a poison, else None."""
         known = event.ids()
         try:
-            metrics = compute_metrics(event.payload.words.timed(), recording_duration_s=event.payload.duration_s)
+            metrics = compute_metrics(
+                event.payload.words.timed(),
+                recording_duration_s=event.payload.duration_s,
+                hesitations=event.payload.hesitations,
+            )
         except ValueError as exc:
             return PoisonMessage("InvalidTimestamps", f"metrics cannot be computed: {exc}", **known)
         if metrics.word_count == 0:

@@ -16,7 +16,12 @@ Definitions:
   the mean pause of a submission without pauses, are left out; all ``None`` when none is defined), as defined in
   :mod:`flows.distributions`;
 * ``filled_pauses_per_100_words`` and ``repetitions_per_100_words`` are pooled over the window (totals over total
-  words), next to the per-submission distribution of ``filled_pauses_per_100_words``;
+  words), next to the per-submission distribution of ``filled_pauses_per_100_words``; ``filled_pauses_per_minute``
+  is pooled over the speech span (``total_duration_s``);
+* filled pauses are known only for submissions whose transcript had hesitation detection
+  (``hesitation_detection``; :func:`flows.metrics.known_filled_pauses`): ``filled_pause_count``, the pooled
+  filled-pause rates and the filled-pause distributions are over those submissions only
+  (``hesitation_detected_submissions``), the rates ``None`` when there are none;
 * words are concatenated in ``(occurred_at, submission_id)`` order, so the result does not depend on arrival order.
 """
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from flows.calendar import WindowBounds, wall_to_instant
 from flows.distributions import batch_distributions
-from flows.metrics import METRICS_VERSION, VocabularyMetrics, batch_vocabulary
+from flows.metrics import FILLED_PAUSE_MEASURES, METRICS_VERSION, VocabularyMetrics, batch_vocabulary
 from flows.records import WindowItem, per_100_words
 from flows.tables import WINDOW_DISTRIBUTION_METRICS
 
@@ -67,10 +72,8 @@ def latest_per_submission(items: Sequence[WindowItem]) -> list[WindowItem]:
     return sorted(latest.values(), key=lambda item: (item.occurred_at, item.submission_id))
 
 
-_COMPUTED = "filled_pauses_per_100_words"
-_PLAIN_METRICS = tuple(name for name in WINDOW_DISTRIBUTION_METRICS if name != _COMPUTED)
-_plain_values = attrgetter(*_PLAIN_METRICS)
-_COMPUTED_AT = WINDOW_DISTRIBUTION_METRICS.index(_COMPUTED)
+_metric_values_of = attrgetter(*WINDOW_DISTRIBUTION_METRICS)
+_FILLED = [index for index, name in enumerate(WINDOW_DISTRIBUTION_METRICS) if name in FILLED_PAUSE_MEASURES]
 _totalled = attrgetter(
     "word_count",
     "filled_pause_count",
@@ -79,16 +82,22 @@ _totalled = attrgetter(
     "phonation_time_s",
     "asr_model",
     "metrics_version",
+    "syllable_count",
+    "hesitation_detection",
 )
 
 
 def _metric_values(item: WindowItem) -> tuple[float | int | None, ...]:
     """The item's value of each name of ``WINDOW_DISTRIBUTION_METRICS`` (in that order): its attribute of that name,
-    except ``filled_pauses_per_100_words`` = :func:`flows.records.per_100_words` of its filled pauses and words.
-    One attribute fetch serves every plain metric."""
-    plain = _plain_values(item)
-    filled = per_100_words(item.filled_pause_count, item.word_count)
-    return (*plain[:_COMPUTED_AT], filled, *plain[_COMPUTED_AT:])
+    the filled-pause ones (:data:`flows.metrics.FILLED_PAUSE_MEASURES`) ``None`` (unknown) when the item had no
+    hesitation detection. One attribute fetch serves every metric."""
+    values = _metric_values_of(item)
+    if item.hesitation_detection:
+        return values  # type: ignore[no-any-return]
+    masked = list(values)
+    for index in _FILLED:
+        masked[index] = None
+    return tuple(masked)
 
 
 def window_row(
@@ -157,10 +166,15 @@ def _row(
 ) -> tuple[object, ...]:
     """The row of one window from its kept submissions (:func:`latest_per_submission`), its vocabulary and the
     distributions of its metric columns (:func:`_batch_distributions`)."""
-    word_counts, filled_counts, repetition_counts, durations, phonations, models, versions = zip(
+    word_counts, filled_counts, repetition_counts, durations, phonations, models, versions, syllables, detected = zip(
         *map(_totalled, kept), strict=True
     )
-    words, filled, repetitions = sum(word_counts), sum(filled_counts), sum(repetition_counts)
+    words, repetitions = sum(word_counts), sum(repetition_counts)
+    # Filled pauses are known only where a hesitation detector ran: totals over those submissions.
+    heard = [index for index, ran in enumerate(detected) if ran]
+    filled = sum(filled_counts[index] for index in heard)
+    heard_words = sum(word_counts[index] for index in heard)
+    heard_span_s = math.fsum(durations[index] for index in heard)
     version = versions[0] if versions.count(versions[0]) == len(versions) else METRICS_VERSION
     return (
         user_id,
@@ -177,7 +191,7 @@ def _row(
         math.fsum(phonations),
         *distributions,
         filled,
-        per_100_words(filled, words),
+        per_100_words(filled, heard_words),
         repetitions,
         per_100_words(repetitions, words),
         vocabulary.token_count,
@@ -185,6 +199,9 @@ def _row(
         vocabulary.mattr,
         vocabulary.mtld,
         vocabulary.sufficient,
+        sum(syllables),
+        len(heard),
+        60.0 * filled / heard_span_s if heard and heard_span_s > 0 else None,
         sorted(set(models)),
         version,
         computed_at,

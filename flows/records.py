@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from flows.calendar import WindowBounds, local_wall_time, wall_to_instant
 from flows.metrics import SubmissionMetrics, compute_metrics_batch, lexical_tokens
-from flows.tables import check_datetimes
+from flows.tables import NEW_SUBMISSION_COLUMNS, check_datetimes
 from runtime.consumer import dead_letter_at
 from schemas.dead_letter import DeadLetterRecord, PoisonMessage
 from schemas.events import TranscriptCreated
@@ -97,6 +97,16 @@ class WindowItem(NamedTuple):
     source_topic: str
     source_partition: int
     source_offset: int
+    # metrics version 2 (defaults: items pickled in recovery snapshots before them still load)
+    syllable_count: int = 0
+    speech_rate_sps: float | None = None
+    articulation_rate_sps: float | None = None
+    mean_length_of_run_syllables: float | None = None
+    filled_pauses_per_100_words: float | None = None
+    filled_pauses_per_minute: float | None = None
+    hesitation_detection: bool = False
+    """Whether a hesitation detector ran on the transcript: windows count filled pauses only over those that had
+    one (see :func:`flows.metrics.known_filled_pauses`)."""
 
     @classmethod
     def of(cls, scored: Scored, timezone: str) -> WindowItem:
@@ -125,6 +135,13 @@ class WindowItem(NamedTuple):
             scored.source_topic,
             scored.source_partition,
             scored.source_offset,
+            m.syllable_count,
+            m.speech_rate_sps,
+            m.articulation_rate_sps,
+            m.mean_length_of_run_syllables,
+            m.filled_pauses_per_100_words,
+            m.filled_pauses_per_minute,
+            m.hesitation_detection,
         )
 
     @property
@@ -185,6 +202,7 @@ def score_batch(messages: Sequence[SourceMessage], *, pause_threshold_s: float) 
         computed = compute_metrics_batch(
             [e.payload.words for _, e in decoded],
             recording_durations_s=[e.payload.duration_s for _, e in decoded],
+            hesitations=[e.payload.hesitations for _, e in decoded],
             pause_threshold_s=pause_threshold_s,
         )
     except Exception as exc:  # noqa: BLE001 - a defect must not stop the flow (a restart would repeat it)
@@ -258,7 +276,7 @@ def submission_row(scored: Scored, computed_at: datetime) -> tuple[object, ...]:
         m.mean_length_of_run,
         m.filled_pause_count,
         m.filled_pauses,
-        per_100_words(m.filled_pause_count, m.word_count),
+        m.filled_pauses_per_100_words,
         m.discourse_marker_count,
         m.discourse_markers,
         m.repetition_count,
@@ -268,6 +286,7 @@ def submission_row(scored: Scored, computed_at: datetime) -> tuple[object, ...]:
         m.mattr,
         m.mtld,
         m.vocabulary_sufficient,
+        *(getattr(m, name) for name in NEW_SUBMISSION_COLUMNS),
         scored.asr_model,
         m.metrics_version,
         scored.source_topic,

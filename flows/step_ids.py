@@ -45,11 +45,12 @@ __all__ = [
 FLOW_ID = "metrics"
 """The dataflow's id (``coach replay metrics``); prefixes every step id in recovery snapshots."""
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 """Version of what the recovery snapshots hold (pickled :class:`flows.records.WindowItem`,
 :class:`flows.calendar.TimezoneHistory`, clock and windower states). Bump it when one of those classes changes:
 the live flow then starts from a fresh recovery directory (``…-s<STATE_VERSION>``), rebuilding its state from
-the earliest offsets with idempotent writes."""
+the earliest offsets with idempotent writes. History: 1; 2 (issue 18): :class:`~flows.records.WindowItem` gained
+the metrics version 2 fields."""
 
 TRANSCRIPTS_TOPIC = TRANSCRIPTS.name
 LEARNERS_CDC_TOPIC = _LEARNERS_CDC_TOPIC

@@ -22,6 +22,7 @@ __all__ = [
     "METRIC_TABLES",
     "REPLAYS",
     "SWAP_JOURNAL",
+    "NEW_SUBMISSION_COLUMNS",
     "SUBMISSION_COLUMNS",
     "SUBMISSION_METRICS",
     "WINDOW_COLUMNS",
@@ -40,6 +41,19 @@ SWAP_JOURNAL = "flow_replay_swaps"
 """The replay's swap journal (``clickhouse/sql/0006_flow_replay_swaps.sql``, :mod:`flows.replay`)."""
 METRIC_TABLES: tuple[str, ...] = (SUBMISSION_METRICS, LEARNER_METRICS_WINDOWS, LATE_EVENTS)
 """The tables one run of the metric dataflow writes (and a replay rebuilds and swaps)."""
+
+NEW_SUBMISSION_COLUMNS: tuple[str, ...] = (
+    "filled_pauses_per_minute",
+    "voiced_hesitation_count",
+    "hesitation_detection",
+    "hallucinated_word_count",
+    "syllable_count",
+    "speech_rate_sps",
+    "articulation_rate_sps",
+    "mean_length_of_run_syllables",
+)
+"""The ``submission_metrics`` columns of metrics version 2 (``clickhouse/sql/0007_syllables_hesitations.sql``),
+named as the fields of :class:`flows.metrics.SubmissionMetrics`."""
 
 SUBMISSION_COLUMNS: tuple[str, ...] = (
     "user_id",
@@ -72,6 +86,7 @@ SUBMISSION_COLUMNS: tuple[str, ...] = (
     "mattr",
     "mtld",
     "vocabulary_sufficient",
+    *NEW_SUBMISSION_COLUMNS,
     "asr_model",
     "metrics_version",
     "source_topic",
@@ -88,8 +103,13 @@ WINDOW_DISTRIBUTION_METRICS: tuple[str, ...] = (
     "mean_length_of_run",
     "filled_pauses_per_100_words",
     "repetition_count",
+    "speech_rate_sps",
+    "articulation_rate_sps",
+    "mean_length_of_run_syllables",
+    "filled_pauses_per_minute",
 )
-"""Per-submission values summarised in each window (``<name>_avg|min|p50|p90|max``)."""
+"""Per-submission values summarised in each window (``<name>_avg|min|p50|p90|max``; the last four since migration
+0007). The filled-pause values of a submission without hesitation detection are left out (unknown)."""
 
 WINDOW_STATISTICS: tuple[str, ...] = ("avg", "min", "p50", "p90", "max")
 
@@ -116,6 +136,9 @@ WINDOW_COLUMNS: tuple[str, ...] = (
     "mattr",
     "mtld",
     "vocabulary_sufficient",
+    "syllable_count",
+    "hesitation_detected_submissions",
+    "filled_pauses_per_minute",
     "asr_models",
     "metrics_version",
     "computed_at",

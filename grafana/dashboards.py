@@ -201,8 +201,11 @@ def learner_progress() -> db.Dashboard:
 
     latest_submissions = f"""
 SELECT occurred_at AS time, word_count AS words, round(speech_rate_wpm, 1) AS "speech rate (wpm)",
-       round(articulation_rate_wpm, 1) AS "articulation rate (wpm)",
-       round(silent_pauses_per_minute, 1) AS "pauses / min", round(filled_pauses_per_100_words, 1) AS "fillers / 100 w",
+       round(articulation_rate_wpm, 1) AS "articulation rate (wpm)", round(speech_rate_sps, 2) AS "speech rate (syl/s)",
+       round(articulation_rate_sps, 2) AS "articulation rate (syl/s)",
+       round(silent_pauses_per_minute, 1) AS "pauses / min",
+       if(hesitation_detection, round(filled_pauses_per_100_words, 1), NULL) AS "fillers / 100 w",
+       if(hesitation_detection, round(filled_pauses_per_minute, 1), NULL) AS "fillers / min",
        round(mattr, 3) AS mattr, asr_model, metrics_version
 FROM submission_metrics FINAL
 WHERE user_id = {_LEARNER} AND $__timeFilter(occurred_at)
@@ -270,6 +273,15 @@ LIMIT 50
         )
         .with_panel(
             series(
+                "Pace in syllables",
+                'speech_rate_sps_avg AS "speech rate", articulation_rate_sps_avg AS "articulation rate"',
+                "none",
+                desc="Syllables per second: speech rate over the total time, articulation rate over speaking time"
+                " only (window means; metrics version 2 on)",
+            )
+        )
+        .with_panel(
+            series(
                 "Silent pauses per minute",
                 'silent_pauses_per_minute_avg AS "silent pauses / min"',
                 "none",
@@ -277,7 +289,24 @@ LIMIT 50
             )
         )
         .with_panel(series("Mean pause length", 'mean_silent_pause_s_avg AS "mean silent pause"', "s"))
-        .with_panel(series("Mean length of run", 'mean_length_of_run_avg AS "words between pauses"', "none"))
+        .with_panel(
+            series(
+                "Mean length of run",
+                'mean_length_of_run_avg AS "words between pauses",'
+                ' mean_length_of_run_syllables_avg AS "syllables between pauses"',
+                "none",
+            )
+        )
+        .with_panel(
+            series(
+                "Filled pauses (hesitation detection)",
+                'filled_pauses_per_100_words AS "filled pauses / 100 words",'
+                ' filled_pauses_per_minute AS "filled pauses / min"',
+                "none",
+                desc="Pooled over the window's submissions whose audio the hesitation detector heard; blank when it"
+                " heard none of them (a zero would not be known)",
+            )
+        )
         .with_panel(
             series(
                 "Fillers and repetitions",
@@ -382,6 +411,23 @@ ORDER BY learner
                 'avg(speech_rate_wpm_avg) AS "speech rate", avg(articulation_rate_wpm_avg) AS "articulation rate"',
                 "none",
                 desc="Mean over the cohort's learners of their window means, words per minute",
+            )
+        )
+        .with_panel(
+            series(
+                "Mean pace in syllables",
+                'avg(speech_rate_sps_avg) AS "speech rate", avg(articulation_rate_sps_avg) AS "articulation rate"',
+                "none",
+                desc="Mean over the cohort's learners of their window means, syllables per second",
+            )
+        )
+        .with_panel(
+            series(
+                "Mean filled pauses (hesitation detection)",
+                'avg(filled_pauses_per_100_words) AS "filled pauses / 100 words",'
+                ' avg(filled_pauses_per_minute) AS "filled pauses / min"',
+                "none",
+                desc="Mean over the learners whose windows had hesitation detection (others are blank, not zero)",
             )
         )
         .with_panel(

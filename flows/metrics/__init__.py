@@ -6,6 +6,8 @@ every component may import it. Modules:
 * :mod:`~flows.metrics.transcript`: every metric of a transcript (:func:`compute_metrics`, and
   :func:`compute_metrics_batch`, which is the implementation; :func:`compute_metrics` is a batch of one), the
   single-measure functions, :data:`METRICS_VERSION`;
+* :mod:`~flows.metrics.syllables`: the syllables of a token (:func:`syllable_count`; CMU Pronouncing Dictionary,
+  rule-based fallback);
 * :mod:`~flows.metrics.tokens`: how an ASR word becomes normalised tokens (:func:`tokenize`, :func:`lexical_tokens`);
 * :mod:`~flows.metrics.vocabulary`: MATTR, MTLD and distinct words of a transcript or of a learner's window
   (:func:`batch_vocabulary`, compiled);
@@ -18,8 +20,9 @@ A change of any definition (a rule, a word list, a constant) is made here once a
 
 from __future__ import annotations
 
-from flows.metrics import norms, tokens, transcript, vocabulary, windows
+from flows.metrics import norms, syllables, tokens, transcript, vocabulary, windows
 from flows.metrics.norms import *  # noqa: F403 - the package re-exports each module's __all__
+from flows.metrics.syllables import *  # noqa: F403
 from flows.metrics.tokens import *  # noqa: F403
 from flows.metrics.transcript import *  # noqa: F403
 from flows.metrics.vocabulary import *  # noqa: F403
@@ -27,6 +30,7 @@ from flows.metrics.windows import *  # noqa: F403
 
 __all__: list[str] = []
 __all__ += norms.__all__
+__all__ += syllables.__all__
 __all__ += tokens.__all__
 __all__ += transcript.__all__
 __all__ += vocabulary.__all__

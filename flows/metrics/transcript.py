@@ -16,10 +16,19 @@ Conventions (part of the metric definitions; a change needs a bump of :data:`MET
   ``well-known``). An ASR word that is only punctuation yields no token and is ignored, timing included; an ASR
   word that yields several tokens (rare) counts as several words sharing its timing. Every count of "words" is a
   count of these tokens.
-* **Words, not syllables.** The fluency literature counts syllables (de Jong & Wempe 2009); ASR gives words,
-  so all rates here are in words per minute. Filled pauses are counted in the word count and in the runs (the
-  measures are *unpruned*); they are reported separately so that pruned figures can be derived, and they are
-  left out of the vocabulary measures (they are not lexical items).
+* **Words and syllables.** The fluency literature counts syllables (de Jong & Wempe 2009; de Jong & Bosker
+  2013); ASR gives words. Rates are given in words per minute (``_wpm``) and in syllables per second (``_sps``),
+  the syllables of each token counted by :func:`~flows.metrics.syllables.syllable_count` (CMU Pronouncing
+  Dictionary, rule-based fallback). Filled pauses are counted in the word and syllable counts and in the runs
+  (the measures are *unpruned*); they are reported separately so that pruned figures can be derived, and they
+  are left out of the vocabulary measures (they are not lexical items).
+* **Hesitations heard in the audio** (optional, per transcript: :class:`Hesitation`, e.g.
+  :class:`schemas.events.HesitationSpan`; ``None`` when no detector ran, then ``hesitation_detection`` is
+  false and every measure is the word-only one). Spans with ``confidence >=``
+  :data:`HESITATION_MIN_CONFIDENCE` are used: a ``voiced_gap`` (voicing no recognised word covers: an unrecognised
+  filled pause) is a filled pause and phonation, not silence; a ``held_sound`` (recognised words likely
+  hallucinated out of one held sound, "the the the" for "uhhh") removes the words inside it from the
+  repetitions.
 * **Times.** Durations are in seconds, rounded to the microsecond; rates are per minute. Timestamps must be
   finite and non-negative with ``end >= start`` (else ``ValueError``). Overlapping or out-of-order words are
   tolerated: a negative gap is simply not a pause, and the speech span runs from the earliest start to the
@@ -36,7 +45,7 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -56,11 +65,16 @@ from flows.metrics.lexicon import (
     YOU_KNOW_BLOCK_PREVIOUS,
     filled_pause_form,
 )
+from flows.metrics.syllables import syllable_count
 from flows.metrics.tokens import is_filled_pause, word_tokens
 from flows.metrics.vocabulary import VocabularyMetrics, batch_vocabulary
 
 __all__ = [
     "DEFAULT_PAUSE_THRESHOLD_S",
+    "FILLED_PAUSE_MEASURES",
+    "FILLED_PAUSE_MERGE_GAP_S",
+    "HESITATION_MIN_CONFIDENCE",
+    "Hesitation",
     "METRICS_VERSION",
     "ScoredTranscript",
     "SubmissionMetrics",
@@ -73,6 +87,7 @@ __all__ = [
     "count_filled_pauses",
     "find_discourse_markers",
     "find_repetitions",
+    "known_filled_pauses",
     "mean_length_of_run",
     "phonation_time",
     "silent_pauses",
@@ -82,9 +97,15 @@ __all__ = [
     "word_count",
 ]
 
-METRICS_VERSION = 1
+METRICS_VERSION = 2
 """Version of the metric definitions of this package; every metric row records it. Bump on any change of
-meaning."""
+meaning.
+
+History: 1 (issues 4-17): word-based measures. 2 (issue 18): hesitations heard in the audio (``voiced_gap`` spans
+are filled pauses and phonation, so they split or remove silent pauses; ``held_sound`` words are not repetitions);
+``filled_pause_count`` counts merged filled-pause spans (lexical fillers within :data:`FILLED_PAUSE_MERGE_GAP_S`
+of each other or of a voiced hesitation count once); new fields: syllable counts and rates, filled pauses per
+minute and per 100 words, ``voiced_hesitation_count``, ``hallucinated_word_count``, ``hesitation_detection``."""
 
 DEFAULT_PAUSE_THRESHOLD_S = 0.25
 """Silent-pause threshold in seconds (250 ms: Goldman-Eisler 1968; De Jong & Bosker 2013)."""
@@ -93,6 +114,16 @@ DEFAULT_PAUSE_THRESHOLD_S = 0.25
 # so that a gap of 0.35 - 0.10 s (= 0.24999999999999997 in binary floating point) counts as a 250 ms pause.
 _TIME_EPSILON_S = 1e-6
 _TIME_DECIMALS = 6
+
+HESITATION_MIN_CONFIDENCE = 0.5
+"""A hesitation span of the detector is used when its ``confidence`` is at least this (both kinds)."""
+
+FILLED_PAUSE_MERGE_GAP_S = 0.1
+"""Filled-pause spans (lexical fillers' word spans, ``voiced_gap`` spans) that overlap or lie at most this far
+apart are one filled pause: the recogniser and the detector hearing the same "um", or one "umm" split in two."""
+
+VOICED_GAP = "voiced_gap"
+HELD_SOUND = "held_sound"
 
 
 @runtime_checkable
@@ -111,6 +142,69 @@ class TimedWord(Protocol):
 
     @property
     def end(self) -> float: ...
+
+
+@runtime_checkable
+class Hesitation(Protocol):
+    """One hesitation the detector heard in the audio, e.g. :class:`schemas.events.HesitationSpan`: ``start`` and
+    ``end`` in seconds from the beginning of the recording, ``kind`` ``"voiced_gap"`` (voicing that no recognised
+    word covers: an unrecognised filled pause) or ``"held_sound"`` (recognised words likely hallucinated out of one
+    held sound), ``confidence`` 0..1. Other kinds are ignored."""
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def confidence(self) -> float: ...
+
+
+_Span = tuple[float, float]
+
+
+def _spans(hesitations: Iterable[Hesitation], kind: str) -> list[_Span]:
+    """The ``(start, end)`` of the hesitations of ``kind`` that are used (confidence at least
+    :data:`HESITATION_MIN_CONFIDENCE`), checked like word timestamps, in order of start."""
+    spans = []
+    for span in hesitations:
+        if span.kind == kind and span.confidence >= HESITATION_MIN_CONFIDENCE:
+            start, end = _check_time(span.start, "hesitation start"), _check_time(span.end, "hesitation end")
+            if end < start:
+                raise ValueError(f"hesitation ends ({end}) before it starts ({start})")
+            spans.append((start, end))
+    spans.sort()
+    return spans
+
+
+def _merge(spans: Sequence[_Span], gap_s: float) -> list[_Span]:
+    """Sorted ``spans`` with those that overlap or lie at most ``gap_s`` apart merged into one."""
+    merged: list[_Span] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1] + gap_s + _TIME_EPSILON_S:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _silences(gap_start: float, gap_end: float, voiced: Sequence[_Span], threshold_s: float) -> list[float]:
+    """The silent pauses of one gap between words: the parts of ``[gap_start, gap_end]`` that no span of ``voiced``
+    (sorted, merged) covers, each kept only when it is at least ``threshold_s`` long."""
+    pieces = []
+    at = gap_start
+    for start, end in voiced:
+        if end <= at or start >= gap_end:
+            continue
+        pieces.append(min(start, gap_end) - at)
+        at = max(at, end)
+    pieces.append(gap_end - at)
+    return [_seconds(piece) for piece in pieces if piece + _TIME_EPSILON_S >= threshold_s]
 
 
 class TimedWords(Protocol):
@@ -169,6 +263,11 @@ def transcript_tokens(words: Sequence[TimedWord]) -> list[str]:
 
 # -------------------------------------------------------------------------------------------------- timing
 
+_INFINITY = math.inf
+_FLOAT = frozenset({float})
+_Array = npt.NDArray[Any]
+_NO_TIMES: _Array = np.zeros(0, dtype=np.float64)
+
 
 @dataclass(frozen=True, slots=True)
 class _Timing:
@@ -178,6 +277,8 @@ class _Timing:
     pauses_s: tuple[float, ...]
     run_starts: frozenset[int]  # token indices that begin a run: the first one and each after a pause
     tokens: tuple[str, ...]
+    token_starts: _Array  # each token's word's start and end, s (views into the batch's arrays)
+    token_ends: _Array
 
     @property
     def phonation_s(self) -> float:
@@ -188,11 +289,6 @@ def _seconds(value: float) -> float:
     return round(value, _TIME_DECIMALS)
 
 
-_INFINITY = math.inf
-_FLOAT = frozenset({float})
-_Array = npt.NDArray[Any]
-
-
 def _timing(words: TimedWords, threshold_s: float) -> _Timing:
     """The timing of one transcript: :func:`_timings` of a batch of one (raises its ``ValueError``)."""
     (timing,) = _timings([words], _check_threshold(threshold_s))
@@ -201,13 +297,18 @@ def _timing(words: TimedWords, threshold_s: float) -> _Timing:
     return timing
 
 
-def _timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Timing | ValueError]:
+def _timings(
+    transcripts: Sequence[TimedWords], threshold_s: float, voiced: Sequence[Sequence[_Span]] | None = None
+) -> list[_Timing | ValueError]:
     """Tokens, silent pauses, runs and speech span of each transcript (``threshold_s`` already checked).
 
     Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`; columns of unequal
     length are a ``ValueError`` too); a word without tokens is ignored, timing included. A pause is the gap between
     consecutive words with tokens (the next one's start minus the previous one's end) when it is ``>= threshold_s``
     (sub-microsecond tolerance); the span runs from the earliest start to the latest end of those words.
+    ``voiced``: per transcript, its ``voiced_gap`` spans (sorted, merged; ``None``: none for any): a pause's gap
+    loses the parts they cover, and each part left is a pause when it is itself ``>= threshold_s`` (a gap whose
+    parts are all shorter is no pause: the voiced hesitation is phonation).
 
     Returns one item per transcript: its :class:`_Timing`, or the ``ValueError`` of its words. The batch's words are
     measured together, as one concatenation of their columns; when a word of the batch is invalid, each transcript
@@ -215,15 +316,21 @@ def _timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Tim
     unaffected.
     """
     try:
-        timings: list[_Timing | ValueError] = list(_concatenated_timings(transcripts, threshold_s))
+        timings: list[_Timing | ValueError] = list(_concatenated_timings(transcripts, threshold_s, voiced))
         return timings
     except ValueError as error:
         if len(transcripts) == 1:
             return [error]
-        return [timing for words in transcripts for timing in _timings([words], threshold_s)]
+        return [
+            timing
+            for index, words in enumerate(transcripts)
+            for timing in _timings([words], threshold_s, None if voiced is None else [voiced[index]])
+        ]
 
 
-def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float) -> list[_Timing]:
+def _concatenated_timings(
+    transcripts: Sequence[TimedWords], threshold_s: float, voiced: Sequence[Sequence[_Span]] | None
+) -> list[_Timing]:
     """:func:`_timings` over the concatenated words of all ``transcripts``; raises ``ValueError`` for the batch."""
     count = len(transcripts)
     lengths: list[int] = []
@@ -243,6 +350,7 @@ def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float)
     first_token = token_ends - counts  # each word's first token, in the batch's tokens
     word_offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
     token_offsets = np.concatenate(([0], token_ends))[word_offsets]  # each transcript's first token
+    token_starts, token_ends = np.repeat(starts, counts), np.repeat(ends, counts)
     spoken = counts > 0
     starts, ends, owner, first_token = starts[spoken], ends[spoken], owner[spoken], first_token[spoken]
     gaps = starts[1:] - ends[:-1]
@@ -252,6 +360,8 @@ def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float)
     pauses = _round_to_microseconds(gaps[after_pause - 1]).tolist()
     run_starts = (first_token[after_pause] - token_offsets[pause_owner]).tolist()
     pause_offsets = np.concatenate(([0], np.cumsum(np.bincount(pause_owner, minlength=count)))).tolist()
+    if voiced is not None and any(voiced):  # each pause's gap: the previous word's end, the next one's start
+        gap_starts, gap_ends = ends[after_pause - 1].tolist(), starts[after_pause].tolist()
     spoken_words = np.bincount(owner, minlength=count)
     with_words = spoken_words > 0
     spans = np.zeros(count, dtype=np.float64)
@@ -264,19 +374,31 @@ def _concatenated_timings(transcripts: Sequence[TimedWords], threshold_s: float)
     token_bounds = token_offsets.tolist()
     timings: list[_Timing] = []
     for index, span in enumerate(spans.tolist()):
-        own = tuple(tokens[token_bounds[index] : token_bounds[index + 1]])
+        low, high = token_bounds[index], token_bounds[index + 1]
+        own = tuple(tokens[low:high])
         if not own:
-            timings.append(_Timing(threshold_s, 0, 0.0, (), frozenset(), ()))
+            timings.append(_Timing(threshold_s, 0, 0.0, (), frozenset(), (), _NO_TIMES, _NO_TIMES))
             continue
         first, last = pause_offsets[index], pause_offsets[index + 1]
+        own_pauses, own_starts = pauses[first:last], run_starts[first:last]
+        spans_here = voiced[index] if voiced is not None else None
+        if spans_here and first != last:
+            own_pauses, own_starts = [], []
+            for at in range(first, last):
+                silences = _silences(gap_starts[at], gap_ends[at], spans_here, threshold_s)
+                if silences:
+                    own_pauses.extend(silences)
+                    own_starts.append(run_starts[at])
         timings.append(
             _Timing(
                 threshold_s,
                 len(own),
                 span,
-                tuple(pauses[first:last]),
-                frozenset([0, *run_starts[first:last]]),
+                tuple(own_pauses),
+                frozenset([0, *own_starts]),
                 own,
+                token_starts[low:high],
+                token_ends[low:high],
             )
         )
     return timings
@@ -329,6 +451,10 @@ def _defined(rate: float | None, name: str, zero: str) -> float:
 
 def _per_minute(count: float, seconds: float) -> float | None:
     return count * 60.0 / seconds if seconds > 0 else None
+
+
+def _per_second(count: float, seconds: float) -> float | None:
+    return count / seconds if seconds > 0 else None
 
 
 def word_count(words: Sequence[TimedWord]) -> int:
@@ -604,7 +730,8 @@ def _repetitions(content: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class SubmissionMetrics:
-    """Every metric of one transcript (units in the field names: ``_s`` seconds, ``_wpm`` words per minute).
+    """Every metric of one transcript (units in the field names: ``_s`` seconds, ``_wpm`` words per minute,
+    ``_sps`` syllables per second).
 
     ``None`` marks a value that is undefined for this transcript (a rate over 0 s, a mean over nothing, a
     diversity index below 50 tokens). The ASR model is not known here: the caller records it next to these
@@ -628,19 +755,54 @@ class SubmissionMetrics:
     silent_pause_total_s: float
     silent_pauses_s: tuple[float, ...]
     mean_length_of_run: float | None  # words
+    # syllables (de Jong & Wempe 2009; de Jong & Bosker 2013; Kormos & Dénes 2004)
+    syllable_count: int  # syllables of the tokens (flows.metrics.syllables), filled pauses 1 each
+    speech_rate_sps: float | None  # syllables / speech span
+    articulation_rate_sps: float | None  # syllables / phonation time
+    mean_length_of_run_syllables: float | None  # syllables / (silent pauses + 1)
     # disfluencies (counted apart)
-    filled_pause_count: int
-    filled_pauses: dict[str, int]
+    filled_pause_count: int  # merged filled-pause spans: lexical fillers and voiced hesitations, each once
+    filled_pauses: dict[str, int]  # lexical fillers per canonical form (tokens, not merged)
+    filled_pauses_per_minute: float | None  # over the speech span
+    filled_pauses_per_100_words: float | None
+    voiced_hesitation_count: int  # filled pauses heard only by the detector (no lexical filler in the span)
+    hesitation_detection: bool  # whether a hesitation detector ran on this transcript
     discourse_marker_count: int
     discourse_markers: dict[str, int]
     repetition_count: int
     repetitions: tuple[str, ...]
+    hallucinated_word_count: int  # lexical tokens inside held_sound spans (left out of the repetitions)
     # vocabulary (filled pauses removed)
     vocabulary_token_count: int
     distinct_words: int
     mattr: float | None
     mtld: float | None
     vocabulary_sufficient: bool
+
+
+FILLED_PAUSE_MEASURES: tuple[str, ...] = (
+    "filled_pause_count",
+    "filled_pauses",
+    "filled_pauses_per_minute",
+    "filled_pauses_per_100_words",
+    "voiced_hesitation_count",
+)
+"""The fields of :class:`SubmissionMetrics` (and the stored columns of the same names) that count filled pauses.
+Without hesitation detection (``hesitation_detection`` false) they are unknown, not zero: the recogniser leaves
+most fillers out, and no detector listened for them (:func:`known_filled_pauses`)."""
+
+
+def known_filled_pauses(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` (a metric row or ``dataclasses.asdict`` of :class:`SubmissionMetrics`: field name ->
+    value) in which the :data:`FILLED_PAUSE_MEASURES` present are ``None`` unless ``values["hesitation_detection"]``
+    is true (missing or ``None`` counts as false). The one rule for showing filled pauses as unknown; other keys
+    are unchanged. Never raises."""
+    out = dict(values)
+    if not out.get("hesitation_detection"):
+        for name in FILLED_PAUSE_MEASURES:
+            if name in out:
+                out[name] = None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,16 +820,23 @@ def compute_metrics(
     *,
     pause_threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S,
     recording_duration_s: float | None = None,
+    hesitations: Sequence[Hesitation] | None = None,
 ) -> SubmissionMetrics:
     """Compute every speaking metric of one transcript (definitions and sources in the functions above).
 
     * response length: :func:`word_count`, :func:`total_duration` (speech span), :func:`phonation_time`, and
       the recording's own duration when the caller knows it;
-    * pace: :func:`speech_rate` and :func:`articulation_rate` (de Jong & Wempe 2009), words per minute;
+    * pace: :func:`speech_rate` and :func:`articulation_rate` (de Jong & Wempe 2009), words per minute, and in
+      syllables per second (``speech_rate_sps``, ``articulation_rate_sps``; syllables:
+      :func:`~flows.metrics.syllables.syllable_count`);
     * fluency: :func:`silent_pauses` >= ``pause_threshold_s`` (Goldman-Eisler 1968; De Jong & Bosker 2013) as
       a count, per minute of speech span, mean length and list; :func:`mean_length_of_run` (Kormos & Dénes
-      2004; Tavakoli & Skehan 2005); filled pauses (Clark & Fox Tree 2002), discourse markers and immediate
-      repetitions, each counted apart;
+      2004; Tavakoli & Skehan 2005), in words and in syllables; filled pauses (Clark & Fox Tree 2002), discourse
+      markers and immediate repetitions, each counted apart.
+
+    ``hesitations``: what the hesitation detector heard in the audio (:class:`Hesitation`, e.g.
+    ``TranscriptCreated.payload.hesitations``), ``None`` when it did not run; see :func:`compute_metrics_batch`
+    for what they change.
     * vocabulary: :func:`~flows.metrics.vocabulary.vocabulary_metrics` of the transcript's tokens.
 
     A batch of one of :func:`compute_metrics_batch`. Empty or degenerate input does not raise: with no words every
@@ -676,7 +845,10 @@ def compute_metrics(
     positive number of seconds, or a negative or non-finite ``recording_duration_s``.
     """
     (result,) = compute_metrics_batch(
-        [_columns(words)], recording_durations_s=[recording_duration_s], pause_threshold_s=pause_threshold_s
+        [_columns(words)],
+        recording_durations_s=[recording_duration_s],
+        hesitations=[hesitations],
+        pause_threshold_s=pause_threshold_s,
     )
     if isinstance(result, ValueError):
         raise result
@@ -689,8 +861,13 @@ class _Measured(NamedTuple):
     timing: _Timing
     recording_s: float | None
     filled: dict[str, int]
+    filled_spans: int  # merged filled-pause spans
+    voiced_only: int  # of which without a lexical filler
     markers: dict[str, int]
     repetitions: tuple[str, ...]
+    hallucinated: int
+    syllables: int
+    detected: bool  # the detector ran
     lexical_tokens: tuple[str, ...]  # lexical_tokens(words): the vocabulary's tokens, and the windows'
 
 
@@ -698,18 +875,51 @@ def compute_metrics_batch(
     transcripts: Sequence[TimedWords],
     *,
     recording_durations_s: Sequence[float | None] | None = None,
+    hesitations: Sequence[Sequence[Hesitation] | None] | None = None,
     pause_threshold_s: float = DEFAULT_PAUSE_THRESHOLD_S,
 ) -> list[ScoredTranscript | ValueError]:
     """:func:`compute_metrics` and :func:`flows.metrics.lexical_tokens` of many transcripts: the implementation.
 
     ``transcripts``: each transcript's words as columns (:class:`TimedWords`: texts as the ASR emitted them, start
     and end times in seconds); ``recording_durations_s``: the recordings' durations in seconds (``None``: unknown;
-    the argument ``None``: all unknown); ``pause_threshold_s``: the silent-pause threshold in seconds.
+    the argument ``None``: all unknown); ``hesitations``: per transcript, the hesitations the detector heard
+    (:class:`Hesitation`; ``None``: the detector did not run; the argument ``None``: it ran for none);
+    ``pause_threshold_s``: the silent-pause threshold in seconds.
+
+    Definitions that use the hesitations (spans with ``confidence >=`` :data:`HESITATION_MIN_CONFIDENCE`):
+
+    * **Filled pauses** (Clark & Fox Tree 2002: *uh*, *um* as words of their own). The filled-pause spans are
+      the word spans of the lexical filled-pause tokens (:func:`count_filled_pauses`) together with the
+      ``voiced_gap`` spans; spans that overlap or lie within :data:`FILLED_PAUSE_MERGE_GAP_S` of each other merge,
+      and ``filled_pause_count`` is the number of merged spans, so a filler the recogniser wrote and the detector
+      heard counts once (and so do adjacent fillers, "um um", within 0.1 s). ``filled_pauses`` stays the count
+      of lexical fillers per form; ``voiced_hesitation_count`` is the merged spans without a lexical filler
+      (heard only by the detector). ``filled_pauses_per_minute`` is over the speech span (like
+      ``silent_pauses_per_minute``), ``filled_pauses_per_100_words`` per 100 tokens of ``word_count``. Discourse
+      markers are never filled pauses (counted apart, :func:`find_discourse_markers`).
+    * **Silent pauses** (de Jong & Bosker 2013: silences >= 250 ms between words): a gap between words loses
+      the parts ``voiced_gap`` spans cover; each part left counts as a silent pause only when it is itself
+      ``>= pause_threshold_s`` (a 1.2 s gap holding a 0.6 s "um" in its middle is two 0.3 s pauses; with a
+      0.8 s "um", none). Phonation time (span minus silent pauses, de Jong & Wempe 2009) thereby counts voiced
+      hesitations as phonation, and runs (Kormos & Dénes 2004: stretches between silent pauses) follow the
+      pauses.
+    * **Repetitions**: lexical tokens whose word's midpoint lies inside a ``held_sound`` span are removed before
+      the repetition rule (:func:`find_repetitions`), as filled pauses are; ``hallucinated_word_count`` counts
+      them. They stay in the word, syllable and vocabulary counts (what was recognised).
+    * ``hesitation_detection`` is whether the detector ran (its item is not ``None``): without it, no filled
+      pause heard in the audio was looked for, and a low count of filled pauses says little.
+
+    Syllables (de Jong & Wempe 2009; de Jong & Bosker 2013): ``syllable_count`` is the sum of
+    :func:`~flows.metrics.syllables.syllable_count` over the tokens (a filled pause is 1; voiced hesitations the
+    recogniser did not write are not counted); ``speech_rate_sps`` is syllables per second of speech span,
+    ``articulation_rate_sps`` syllables per second of phonation time, ``mean_length_of_run_syllables`` syllables
+    per run (silent pauses + 1; Kormos & Dénes 2004).
 
     Returns one item per transcript, in order: a :class:`ScoredTranscript`, or the ``ValueError`` that makes the
-    transcript's metrics undefined (invalid timestamps, columns of unequal length, an invalid recording duration),
-    so that one bad transcript does not affect the others. Raises ``ValueError`` for the whole batch on an invalid
-    threshold or when ``recording_durations_s`` is not as long as ``transcripts``. The timing of all transcripts
+    transcript's metrics undefined (invalid timestamps, columns of unequal length, an invalid recording duration
+    or hesitation span), so that one bad transcript does not affect the others. Raises ``ValueError`` for the
+    whole batch on an invalid threshold or when ``recording_durations_s`` or ``hesitations`` is not as long as
+    ``transcripts``. The timing of all transcripts
     (checks, gaps, pauses, runs, spans) is computed over their concatenated words (:func:`_timings`), their
     vocabulary in one call of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`), and the
     disfluencies transcript by transcript, visiting only the tokens a rule can apply to.
@@ -718,12 +928,30 @@ def compute_metrics_batch(
     recordings = [None] * len(transcripts) if recording_durations_s is None else list(recording_durations_s)
     if len(recordings) != len(transcripts):
         raise ValueError(f"{len(recordings)} recording durations for {len(transcripts)} transcripts")
+    heard: Sequence[Sequence[Hesitation] | None] = [None] * len(transcripts) if hesitations is None else hesitations
+    if len(heard) != len(transcripts):
+        raise ValueError(f"{len(heard)} hesitation lists for {len(transcripts)} transcripts")
+    spans: list[tuple[list[_Span], list[_Span]] | ValueError | None] = []  # (voiced, held) of each transcript
+    for items in heard:
+        try:
+            spans.append(
+                None
+                if not items
+                else (_merge(_spans(items, VOICED_GAP), FILLED_PAUSE_MERGE_GAP_S), _spans(items, HELD_SOUND))
+            )
+        except ValueError as error:
+            spans.append(error)
+    voiced = [item[0] if isinstance(item, tuple) else () for item in spans]
     measured: list[_Measured | ValueError] = []
-    for timing, recording in zip(_timings(transcripts, threshold), recordings, strict=True):
+    for timing, recording, items, found in zip(
+        _timings(transcripts, threshold, voiced), recordings, heard, spans, strict=True
+    ):
         try:
             if isinstance(timing, ValueError):
                 raise timing
-            measured.append(_measure(timing, recording))
+            if isinstance(found, ValueError):
+                raise found
+            measured.append(_measure(timing, recording, items is not None, found))
         except ValueError as error:
             measured.append(error)
     good = [item for item in measured if not isinstance(item, ValueError)]
@@ -736,22 +964,74 @@ def compute_metrics_batch(
     ]
 
 
-def _measure(timing: _Timing, recording_duration_s: float | None) -> _Measured:
-    """Disfluencies of one transcript given its timing (``ValueError`` on an invalid recording duration)."""
+def _measure(
+    timing: _Timing,
+    recording_duration_s: float | None,
+    detected: bool,
+    spans: tuple[Sequence[_Span], Sequence[_Span]] | None,
+) -> _Measured:
+    """Disfluencies and syllables of one transcript given its timing and its used ``(voiced_gap, held_sound)``
+    spans (``voiced_gap`` merged; ``None``: none); ``ValueError`` on an invalid recording duration."""
     recording = None if recording_duration_s is None else _check_time(recording_duration_s, "recording_duration_s")
     tokens = timing.tokens
     forms = list(map(filled_pause_form, tokens))  # the same tokens' forms serve every disfluency measure
+    not_filled = list(map(operator.is_, forms, repeat(None)))
     # The lexical tokens: the tokens without filled pauses. They equal lexical_tokens(words.text), since a token
     # tokenizes to itself (tokenize is idempotent), and they are what the repetitions look at.
-    lexical = tuple(compress(tokens, map(operator.is_, forms, repeat(None))))
+    lexical = tuple(compress(tokens, not_filled))
+    filled = _count_forms(forms)
+    lexical_fillers = len(tokens) - len(lexical)
+    voiced, held = spans if spans is not None else ((), ())
+    filled_spans, voiced_only = lexical_fillers, 0
+    if voiced or lexical_fillers > 1:
+        filled_spans, voiced_only = _filled_pause_spans(timing, not_filled, voiced)
+    repeated, hallucinated = lexical, 0
+    if held and lexical:
+        middles = (timing.token_starts + timing.token_ends) / 2
+        inside = np.zeros(middles.shape, dtype=bool)
+        for start, end in held:
+            inside |= (middles >= start) & (middles <= end)
+        keep = (~inside).tolist()
+        repeated = tuple(compress(tokens, map(operator.and_, not_filled, keep)))
+        hallucinated = len(lexical) - len(repeated)
     return _Measured(
         timing,
         recording,
-        _count_forms(forms),
+        filled,
+        filled_spans,
+        voiced_only,
         _count_markers(_find_markers(tokens, forms, timing.run_starts)),
-        tuple(_repetitions(lexical)),
+        tuple(_repetitions(repeated)),
+        hallucinated,
+        sum(map(syllable_count, tokens)),
+        detected,
         lexical,
     )
+
+
+def _filled_pause_spans(timing: _Timing, not_filled: Sequence[bool], voiced: Sequence[_Span]) -> tuple[int, int]:
+    """``(merged filled-pause spans, of which without a lexical filler)`` of one transcript: its lexical fillers'
+    word spans and its ``voiced_gap`` spans (merged), merged within :data:`FILLED_PAUSE_MERGE_GAP_S`."""
+    where = [index for index, lexical in enumerate(not_filled) if not lexical]
+    starts, ends = timing.token_starts[where].tolist(), timing.token_ends[where].tolist()
+    tagged = sorted(
+        [(start, end, True) for start, end in zip(starts, ends, strict=True)] + [(*s, False) for s in voiced]
+    )
+    count = without_filler = 0
+    reach = -_INFINITY
+    has_filler = False
+    for start, end, lexical in tagged:
+        if start > reach + FILLED_PAUSE_MERGE_GAP_S + _TIME_EPSILON_S:  # a new merged span
+            if count and not has_filler:
+                without_filler += 1
+            count += 1
+            has_filler = False
+            reach = end
+        reach = max(reach, end)
+        has_filler = has_filler or lexical
+    if count and not has_filler:
+        without_filler += 1
+    return count, without_filler
 
 
 def _metrics(measured: _Measured, vocabulary: VocabularyMetrics) -> SubmissionMetrics:
@@ -760,6 +1040,7 @@ def _metrics(measured: _Measured, vocabulary: VocabularyMetrics) -> SubmissionMe
     pauses = timing.pauses_s
     total_pauses = sum(pauses)
     phonation = timing.phonation_s
+    syllables = measured.syllables
     return SubmissionMetrics(
         metrics_version=METRICS_VERSION,
         pause_threshold_s=timing.threshold_s,
@@ -775,12 +1056,21 @@ def _metrics(measured: _Measured, vocabulary: VocabularyMetrics) -> SubmissionMe
         silent_pause_total_s=_seconds(total_pauses),
         silent_pauses_s=pauses,
         mean_length_of_run=words / (len(pauses) + 1) if words else None,
-        filled_pause_count=sum(measured.filled.values()),
+        syllable_count=syllables,
+        speech_rate_sps=_per_second(syllables, timing.span_s) if words else None,
+        articulation_rate_sps=_per_second(syllables, phonation) if words else None,
+        mean_length_of_run_syllables=syllables / (len(pauses) + 1) if words else None,
+        filled_pause_count=measured.filled_spans,
         filled_pauses=measured.filled,
+        filled_pauses_per_minute=_per_minute(measured.filled_spans, timing.span_s) if words else None,
+        filled_pauses_per_100_words=100.0 * measured.filled_spans / words if words else None,
+        voiced_hesitation_count=measured.voiced_only,
+        hesitation_detection=measured.detected,
         discourse_marker_count=sum(measured.markers.values()),
         discourse_markers=measured.markers,
         repetition_count=len(measured.repetitions),
         repetitions=measured.repetitions,
+        hallucinated_word_count=measured.hallucinated,
         vocabulary_token_count=vocabulary.token_count,
         distinct_words=vocabulary.distinct_words,
         mattr=vocabulary.mattr,

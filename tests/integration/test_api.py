@@ -151,6 +151,10 @@ def test_submission_detail(client: TestClient, world: ApiWorld) -> None:
     assert [t["status"] for t in body["timeline"]] == ["received", "transcribed", "feedback"]
     assert body["transcript"]["text"] == "Hello there." and body["transcript"]["words"] is None
     assert body["metrics"]["speech_rate_wpm"] == pytest.approx(128.3) and body["metrics"]["metrics_version"] == 1
+    # a row of before migration 0007 (2 fillers stored, hesitation_detection defaulted to false): unknown, not 2
+    metrics = body["metrics"]
+    assert metrics["hesitation_detection"] is False and metrics["speech_rate_sps"] is None
+    assert (metrics["filled_pause_count"], metrics["filled_pauses"], metrics["filled_pauses_per_minute"]) == (None,) * 3
     assert body["feedback"]["points"][0]["kind"] == "went_well"
     with_words = client.get(
         f"/v1/submissions/{sid}", headers=auth_header(world, "learner"), params={"include_words": True}
@@ -188,6 +192,7 @@ def test_submissions_cursor_pagination(client: TestClient, world: ApiWorld) -> N
         f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"status": "feedback"}
     ).json()["items"]
     assert done and all(i["status"] == "feedback" and i["speech_rate_wpm"] == pytest.approx(128.3) for i in done)
+    assert all("speech_rate_sps" in i and i["speech_rate_sps"] is None for i in done)  # a row of before 0007
     bad = client.get(
         f"/v1/users/{world.learner}/submissions", headers=auth_header(world, "learner"), params={"cursor": "x"}
     )

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from flows.metrics import METRICS_VERSION
 from flows.synthetic import synthetic_transcript
 from runtime.kafka import EventProducer, ensure_topics
 from runtime.settings import PlatformSettings
@@ -169,11 +170,18 @@ def test_transcripts_become_submission_and_window_rows(
     submissions = tables["submission_metrics"]
     assert len(submissions) == 3 * 4 * 2 + 1
     assert {r["asr_model"] for r in submissions} == {"faster-whisper/tiny.en"}
-    assert {r["metrics_version"] for r in submissions} == {1}
+    assert {r["metrics_version"] for r in submissions} == {METRICS_VERSION}
     assert all(r["word_count"] > 0 and r["speech_rate_wpm"] > 0 for r in submissions)
+    # metrics version 2 columns (migration 0007); the synthetic transcripts carry no hesitation spans
+    assert all(r["syllable_count"] >= r["word_count"] and r["speech_rate_sps"] > 0 for r in submissions)
+    assert all(r["articulation_rate_sps"] >= r["speech_rate_sps"] for r in submissions)
+    assert {r["hesitation_detection"] for r in submissions} == {False}
 
     windows = tables["learner_metrics_windows"]
-    assert {r["metrics_version"] for r in windows} == {1}
+    assert {r["metrics_version"] for r in windows} == {METRICS_VERSION}
+    assert all(r["speech_rate_sps_avg"] > 0 and r["syllable_count"] > 0 for r in windows)
+    assert {r["hesitation_detected_submissions"] for r in windows} == {0}
+    assert {r["filled_pauses_per_100_words"] for r in windows} == {None}  # unknown without detection
     assert all(r["asr_models"] == ["faster-whisper/tiny.en"] for r in windows)
     daily = [r for r in windows if r["window_kind"] == "daily"]
     # the live flow emits a window once the watermark (latest submission - 2 h) passes its end: 3 of 4 days

@@ -240,3 +240,73 @@ def test_startup_tunes_the_garbage_collector_from_the_settings(
     assert tune_garbage_collector(settings) == (123_456, 50, 100) == gc.get_threshold()
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         ApiSettings(gc_young_threshold=-1)
+
+
+class _Reader:
+    """A stand-in for :class:`api.analytics.ClickHouseReader` answering every query with ``rows``."""
+
+    def __init__(self, rows: list[dict[str, object]]) -> None:
+        self._rows = rows
+
+    def table(self, name: str) -> str:
+        return f"coach.{name}"
+
+    def rows(self, sql: str, parameters: object = None, *, name: str) -> list[dict[str, object]]:
+        return [dict(row) for row in self._rows]
+
+
+def _metrics_row(*, detected: bool) -> dict[str, object]:
+    return {
+        "occurred_at": MONDAY, "language": "en", "word_count": 60, "total_duration_s": 30.0, "phonation_time_s": 24.0,
+        "speech_rate_wpm": 120.0, "articulation_rate_wpm": 150.0, "silent_pause_count": 4,
+        "silent_pauses_per_minute": 8.0, "mean_silent_pause_s": 0.6, "mean_length_of_run": 12.0,
+        "filled_pause_count": 3, "filled_pauses": {"um": 2}, "filled_pauses_per_100_words": 5.0,
+        "discourse_marker_count": 1, "discourse_markers": {"like": 1}, "repetition_count": 0, "distinct_words": 40,
+        "mattr": 0.7, "mtld": 50.0, "vocabulary_sufficient": True, "pause_threshold_s": 0.25,
+        "asr_model": "faster-whisper/base", "metrics_version": 2, "syllable_count": 84, "speech_rate_sps": 2.8,
+        "articulation_rate_sps": 3.5, "mean_length_of_run_syllables": 16.8, "hesitation_detection": detected,
+        "filled_pauses_per_minute": 6.0, "voiced_hesitation_count": 1, "hallucinated_word_count": 0,
+    }  # fmt: skip
+
+
+def test_submission_metrics_show_filled_pauses_as_unknown_without_hesitation_detection() -> None:
+    from api.analytics import fetch_submission_metrics
+
+    heard = fetch_submission_metrics(_Reader([_metrics_row(detected=True)]), "u", uuid.uuid4())  # type: ignore[arg-type]
+    assert heard is not None and heard.hesitation_detection is True
+    assert (heard.filled_pause_count, heard.filled_pauses_per_100_words, heard.filled_pauses_per_minute) == (
+        3,
+        5.0,
+        6.0,
+    )
+    assert (heard.speech_rate_sps, heard.articulation_rate_sps, heard.mean_length_of_run_syllables) == (2.8, 3.5, 16.8)
+    unheard = fetch_submission_metrics(_Reader([_metrics_row(detected=False)]), "u", uuid.uuid4())  # type: ignore[arg-type]
+    assert unheard is not None and unheard.hesitation_detection is False
+    body = unheard.model_dump()
+    for name in ("filled_pause_count", "filled_pauses", "filled_pauses_per_100_words", "filled_pauses_per_minute",
+                 "voiced_hesitation_count"):  # fmt: skip
+        assert body[name] is None, name
+    assert body["speech_rate_sps"] == 2.8 and body["syllable_count"] == 84  # the rest is known
+
+
+def test_windows_without_hesitation_detection_have_unknown_filled_pauses_and_the_page_shows_a_dash() -> None:
+    from api.analytics import fetch_learner_windows
+
+    base = week(0, speech=120.0, pauses=8.0).model_dump()
+    base |= {"user_id": "u", "window_kind": "weekly", "speech_rate_sps": 2.9, "articulation_rate_sps": 3.6,
+             "mean_length_of_run_syllables": 15.0, "filled_pauses_per_minute": 4.0}  # fmt: skip
+    rows = [base | {"hesitation_detected_submissions": 0}, base | {"hesitation_detected_submissions": 2}]
+    rows[1]["window_start"], rows[1]["window_end"] = MONDAY + timedelta(weeks=1), MONDAY + timedelta(weeks=2)
+    unheard, heard = fetch_learner_windows(_Reader(rows), "u")["weekly"]  # type: ignore[arg-type]
+    assert (unheard.filled_pauses_per_100_words, unheard.filled_pauses_per_minute) == (None, None)
+    assert (heard.filled_pauses_per_100_words, heard.filled_pauses_per_minute) == (5.0, 4.0)
+    assert unheard.speech_rate_sps == heard.speech_rate_sps == 2.9
+    summary = summarize([unheard, unheard], baseline_weeks=1)
+    by_metric = changes(summary)
+    assert by_metric["articulation_rate_sps"].baseline == 3.6  # type: ignore[attr-defined]
+    assert by_metric["filled_pauses_per_minute"].baseline is None  # type: ignore[attr-defined]
+    assert by_metric["filled_pauses_per_minute"].direction == "unknown"  # type: ignore[attr-defined]
+    page = render_progress_page("u", "weekly", [unheard], summary)  # type: ignore[arg-type]
+    row = page.split('<tr data-metric="filled_pauses_per_minute">', 1)[1].split("</tr>", 1)[0]
+    assert "<td>–</td>" in row and "0.00" not in row
+    assert '<tr data-metric="mean_length_of_run_syllables">' in page and 'id="chart-pace_syllables"' in page

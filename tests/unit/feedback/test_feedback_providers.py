@@ -33,12 +33,14 @@ TEXT = (
 )
 
 
-def transcript() -> FeedbackRequest:
+def transcript(*, detected: bool = True) -> FeedbackRequest:
+    """The request of :data:`TEXT`; ``detected``: a hesitation detector ran (heard nothing beyond the words)."""
     words, t = [], 0.0
     for token in TEXT.split():
         words.append(Word(word=f" {token}", start=round(t, 3), end=round(t + 0.3, 3), probability=0.9))
         t += 0.36
-    return FeedbackRequest(transcript=TEXT, metrics=compute_metrics(words), level="B1", language="en")
+    metrics = compute_metrics(words, hesitations=[] if detected else None)
+    return FeedbackRequest(transcript=TEXT, metrics=metrics, level="B1", language="en")
 
 
 REQUEST = transcript()
@@ -355,3 +357,21 @@ def test_praise_of_a_low_filler_count_is_dropped_from_an_llm_answer() -> None:
     }
     _, points = parse_completion_text(json.dumps(answer), REQUEST)
     assert [(p.kind, p.metric) for p in points] == [("work_on", "filled_pause_count"), ("went_well", "speech_rate_wpm")]
+
+
+def test_without_hesitation_detection_the_llm_gets_no_filler_count_and_its_filler_points_are_dropped() -> None:
+    from feedback.providers import metrics_for_prompt
+
+    unheard = transcript(detected=False)
+    assert unheard.metrics.filled_pause_count == 2  # the recogniser wrote "um" and "uh": still not a known count
+    assert metrics_for_prompt(unheard.metrics)["filled_pause_count"] is None
+    assert metrics_for_prompt(REQUEST.metrics)["filled_pause_count"] == 2
+    answer = {
+        "summary": "Good answer.",
+        "points": [
+            {"kind": "work_on", "metric": "filled_pause_count", "message": "Fewer fillers, please."},
+            {"kind": "went_well", "metric": "speech_rate_wpm", "message": "Nice pace."},
+        ],
+    }
+    _, points = parse_completion_text(json.dumps(answer), unheard)
+    assert [(p.kind, p.metric) for p in points] == [("went_well", "speech_rate_wpm")]

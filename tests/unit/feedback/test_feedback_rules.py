@@ -33,8 +33,12 @@ def speak(tokens: list[str], *, wpm: float, pauses: dict[int, float] | None = No
     return words
 
 
-def feedback_on(words: list[Word], level: str = "B1", **overrides: object) -> tuple[SubmissionMetrics, list]:
-    metrics = compute_metrics(words)
+def feedback_on(
+    words: list[Word], level: str = "B1", *, detected: bool = True, **overrides: object
+) -> tuple[SubmissionMetrics, list]:
+    """Rules feedback on ``words``; ``detected``: a hesitation detector ran (and heard nothing beyond the words)."""
+    metrics = compute_metrics(words, hesitations=[] if detected else None)
+    assert metrics.hesitation_detection is detected
     settings = FeedbackSettings(**overrides)  # type: ignore[arg-type]
     result = RulesProvider(settings).generate(
         FeedbackRequest(transcript=" ".join(w.word for w in words), metrics=metrics, level=level)
@@ -76,7 +80,43 @@ def test_filled_pauses_above_four_percent() -> None:
     p = point(points, "filled_pause_count")
     assert metrics.filled_pause_count == 3
     assert (p.kind, p.value) == ("work_on", 3.0)
-    assert "um, uh" in p.message and "7.0 per 100 words" in p.message
+    assert metrics.filled_pauses_per_100_words is not None and metrics.filled_pauses_per_minute is not None
+    rate = f"{metrics.filled_pauses_per_100_words:.1f} filled pauses per 100 words"
+    assert f"{rate} ({metrics.filled_pauses_per_minute:.1f} per minute)" in p.message
+    assert "um, uh" in p.message and "7.0 filled pauses per 100 words" in p.message
+
+
+def test_no_filled_pause_sentence_at_all_without_hesitation_detection() -> None:
+    """No detector ran: the filled-pause figures are unknown, so neither advice nor praise, however many the
+    recogniser wrote (here 7 %), and the text does not mention fillers either."""
+    tokens = VARIED[:40]
+    with_fillers = [*tokens[:5], "um", *tokens[5:15], "uh", *tokens[15:25], "um", *tokens[25:]]
+    for words in (with_fillers, tokens):
+        metrics, points = feedback_on(speak(words, wpm=150), detected=False)
+        assert metrics.word_count >= 40 and not metrics.hesitation_detection
+        assert [p for p in points if p.metric == "filled_pause_count"] == []
+        assert not any("filled pause" in p.message or "'um'" in p.message for p in points)
+        assert len(points) >= 2  # the other rules still speak
+    result = RulesProvider().generate(FeedbackRequest(transcript=" ".join(with_fillers), metrics=metrics, level="B1"))
+    assert "filled pause" not in result.text
+
+
+def test_detected_voiced_hesitations_are_named_with_the_rate() -> None:
+    """A detector ran and heard fillers the recogniser left out: advice names them and both rates."""
+    from schemas.events import HesitationSpan
+
+    words = speak(VARIED[:40], wpm=150, pauses={4: 0.8, 14: 0.8, 24: 0.8})
+    spans = [
+        HesitationSpan(start=words[i].end + 0.2, end=words[i].end + 0.6, kind="voiced_gap", confidence=0.9)
+        for i in (4, 14, 24)
+    ]
+    metrics = compute_metrics(words, hesitations=spans)
+    assert metrics.hesitation_detection and metrics.voiced_hesitation_count == 3 and metrics.filled_pause_count == 3
+    points = RulesProvider().generate(FeedbackRequest(transcript="", metrics=metrics, level="B1")).points
+    p = point(list(points), "filled_pause_count")
+    assert p.kind == "work_on" and "3 heard but not transcribed" in p.message
+    assert f"{metrics.filled_pauses_per_100_words:.1f} filled pauses per 100 words" in p.message
+    assert f"({metrics.filled_pauses_per_minute:.1f} per minute)" in p.message
 
 
 def test_few_or_no_fillers_are_never_praised() -> None:

@@ -65,6 +65,8 @@ def test_score_computes_every_metric_with_the_shared_functions() -> None:
     assert (row["source_topic"], row["source_partition"], row["source_offset"]) == ("speech.transcripts.v1", 2, 7)
     m = result.metrics
     assert row["filled_pauses_per_100_words"] == pytest.approx(100 * m.filled_pause_count / m.word_count)
+    assert row["hesitation_detection"] is False and row["syllable_count"] == m.syllable_count > 0
+    assert row["speech_rate_sps"] == m.speech_rate_sps and row["filled_pauses_per_minute"] == m.filled_pauses_per_minute
 
 
 @pytest.mark.parametrize(
@@ -223,6 +225,30 @@ def test_window_row_counts_a_corrected_transcript_once_and_pools_vocabulary() ->
         window_row("u1", "UTC", daily, [], AT)
 
 
+def test_window_counts_filled_pauses_only_where_hesitation_detection_ran() -> None:
+    items = [_item("u1", AT + timedelta(hours=i), 10 + i) for i in range(3)]
+    heard = items[1]._replace(hesitation_detection=True, filled_pause_count=4)
+    items[1] = heard
+    calendar = LearnerCalendar()
+    daily = next(
+        calendar.bounds(w)
+        for w in calendar.window_ids(items[0].local_time)
+        if calendar.bounds(w).kind is WindowKind.DAILY
+    )
+    row = dict(zip(WINDOW_COLUMNS, window_row("u1", "Europe/Berlin", daily, items, AT), strict=True))
+    assert row["hesitation_detected_submissions"] == 1 and row["filled_pause_count"] == 4
+    assert row["filled_pauses_per_100_words"] == pytest.approx(100 * 4 / heard.word_count)
+    assert row["filled_pauses_per_minute"] == pytest.approx(60 * 4 / heard.total_duration_s)
+    assert row["syllable_count"] == sum(i.syllable_count for i in items) > row["word_count"] // 2
+    rates = sorted(i.speech_rate_sps for i in items if i.speech_rate_sps is not None)
+    assert len(rates) == 3 and (row["speech_rate_sps_min"], row["speech_rate_sps_max"]) == (rates[0], rates[-1])
+    assert row["mean_length_of_run_syllables_avg"] is not None and row["articulation_rate_sps_p50"] is not None
+    unheard = dict(zip(WINDOW_COLUMNS, window_row("u1", "Europe/Berlin", daily, [items[0], items[2]], AT), strict=True))
+    assert unheard["hesitation_detected_submissions"] == 0 and unheard["filled_pause_count"] == 0
+    assert unheard["filled_pauses_per_100_words"] is None and unheard["filled_pauses_per_minute"] is None
+    assert unheard["filled_pauses_per_100_words_avg"] is None and unheard["filled_pauses_per_minute_max"] is None
+
+
 @pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 400])
 def test_window_vocabulary_equals_vocabulary_metrics_of_the_raw_words(count: int) -> None:
     rng = random.Random(count)
@@ -304,11 +330,20 @@ def test_window_metric_columns_follow_their_definition() -> None:
     no_words = score(message(json.dumps(empty).encode(), offset=99), pause_threshold_s=0.25)
     assert isinstance(no_words, Scored)
     items.insert(2, WindowItem.of(no_words, "UTC"))
+    items[0], items[3] = (item._replace(hesitation_detection=True) for item in (items[0], items[3]))
     columns = _metric_columns(items)
     assert len(columns) == len(WINDOW_DISTRIBUTION_METRICS)
     for name, column in zip(WINDOW_DISTRIBUTION_METRICS, columns, strict=True):
         if name == "filled_pauses_per_100_words":
-            expected = [per_100_words(item.filled_pause_count, item.word_count) for item in items]
+            # unknown (None) without hesitation detection
+            expected = [
+                per_100_words(item.filled_pause_count, item.word_count) if item.hesitation_detection else None
+                for item in items
+            ]
+            assert expected[0] is not None and expected[1] is None
+        elif name == "filled_pauses_per_minute":
+            expected = [item.filled_pauses_per_minute if item.hesitation_detection else None for item in items]
+            assert expected[0] is not None and expected[1] is None
         else:
             expected = [None if getattr(item, name) is None else float(getattr(item, name)) for item in items]
         assert column == expected, name

@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 
 from flows.aggregate import _metric_values, distribution, latest_per_submission, window_row
-from flows.calendar import LearnerCalendar, WindowKind
+from flows.calendar import LearnerCalendar, WindowBounds, WindowKind
 from flows.clickhouse_sink import dedup_token
 from flows.metrics import METRICS_VERSION, compute_metrics, vocabulary_metrics
 from flows.metrics import lexical_vocabulary as window_vocabulary
@@ -206,12 +206,7 @@ def test_window_row_counts_a_corrected_transcript_once_and_pools_vocabulary() ->
     ]
     kept = latest_per_submission(items)
     assert [i.source_offset for i in kept] == [1, 3]  # the later transcript of submission 42 wins
-    calendar = LearnerCalendar()
-    daily = next(
-        calendar.bounds(w)
-        for w in calendar.window_ids(items[0].local_time)
-        if calendar.bounds(w).kind is WindowKind.DAILY
-    )
+    daily = _daily_window(items[0])
     row = dict(zip(WINDOW_COLUMNS, window_row("u1", "Europe/Berlin", daily, items, AT), strict=True))
     assert row["submissions"] == 2 and row["timezone"] == "Europe/Berlin"
     assert row["window_start"] == datetime(2024, 3, 4, 23, tzinfo=UTC)  # local midnight in Berlin (UTC+1)
@@ -225,16 +220,19 @@ def test_window_row_counts_a_corrected_transcript_once_and_pools_vocabulary() ->
         window_row("u1", "UTC", daily, [], AT)
 
 
+def _daily_window(item: WindowItem) -> WindowBounds:
+    """The bounds of the daily window of ``item``'s local time."""
+    calendar = LearnerCalendar()
+    return next(
+        calendar.bounds(w) for w in calendar.window_ids(item.local_time) if calendar.bounds(w).kind is WindowKind.DAILY
+    )
+
+
 def test_window_counts_filled_pauses_only_where_hesitation_detection_ran() -> None:
     items = [_item("u1", AT + timedelta(hours=i), 10 + i) for i in range(3)]
     heard = items[1]._replace(hesitation_detection=True, filled_pause_count=4)
     items[1] = heard
-    calendar = LearnerCalendar()
-    daily = next(
-        calendar.bounds(w)
-        for w in calendar.window_ids(items[0].local_time)
-        if calendar.bounds(w).kind is WindowKind.DAILY
-    )
+    daily = _daily_window(items[0])
     row = dict(zip(WINDOW_COLUMNS, window_row("u1", "Europe/Berlin", daily, items, AT), strict=True))
     assert row["hesitation_detected_submissions"] == 1 and row["filled_pause_count"] == 4
     assert row["filled_pauses_per_100_words"] == pytest.approx(100 * 4 / heard.word_count)

@@ -85,7 +85,7 @@ def test_progress_page_renders_charts_in_chromium(world: ApiWorld, base_url: str
     html = dom.stdout
     assert f"Speaking progress of {world.learner}" in html
     charts = re.findall(r'<figure class="chart" id="chart-([a-z_]+)"[^>]*>\s*<svg', html)
-    assert charts == ["pace", "pauses", "pause_length", "fillers", "vocabulary", "vocabulary_mtld"]
+    assert charts == ["pace", "pace_syllables", "pauses", "pause_length", "fillers", "vocabulary", "vocabulary_mtld"]
     assert html.count("<path") > 20  # the plotted lines and markers
     assert 'id="summary"' in html and 'class="improved"' in html
     assert "words per minute" in html  # axis label kept as text (svg.fonttype none)

@@ -13,8 +13,8 @@ Clip sets:
 
 Every clip is decoded with tiny.en by :class:`transcription.engine.BatchTranscriber` twice, with the default
 prompt (``TranscriptionSettings().disfluency_prompt``) and without (``disfluency_prompt=None``); on each transcript
-:func:`transcription.hesitation.find_hesitations` runs with the VAD regions of
-``faster_whisper.vad.get_speech_timestamps`` (``TranscriptionSettings().vad_options()``). Per set and variant:
+the engine's own hesitation spans (:func:`transcription.hesitation.find_hesitations`, run by the engine on its VAD
+regions) are used. Per set and variant:
 WER (jiwer, pooled over the set's clips; lower case, punctuation removed, fillers in both reference and hypothesis),
 fillers found (filler words and detector spans merged, :func:`coach.synthetic_speech.filler_events`) against those
 expected and matched to the truth, false repetitions (immediate repetitions of the transcript that the reference
@@ -39,8 +39,6 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bench.clips import build_clips
 from coach.synthetic_speech import (
@@ -73,20 +71,10 @@ def _false_repetitions(reference: str, hypothesis: str) -> list[str]:
     return sorted(extra.elements())
 
 
-def speech_regions(audio: np.ndarray) -> list[tuple[float, float]]:
-    """VAD speech regions in seconds, as the engine computes them."""
-    from faster_whisper.vad import get_speech_timestamps
-
-    from transcription.settings import TranscriptionSettings
-
-    regions = get_speech_timestamps(audio, TranscriptionSettings().vad_options(), sampling_rate=16000)
-    return [(r["start"] / 16000, r["end"] / 16000) for r in regions]
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from transcription.audio import decode_audio
     from transcription.engine import AudioItem, BatchTranscriber, TranscriptionResult
-    from transcription.hesitation import find_hesitations, frame_voicing
+    from transcription.hesitation import frame_voicing
     from transcription.settings import TranscriptionSettings
 
     clips: list[dict[str, Any]] = []
@@ -100,7 +88,6 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                  "truth": rendered}
             )  # fmt: skip
     audio = {c["name"]: decode_audio(c["path"]).samples for c in clips}
-    regions = {name: speech_regions(samples) for name, samples in audio.items()}
 
     voicing_ms = []
     for samples in audio.values():
@@ -123,7 +110,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for clip, result in zip(clips, results, strict=True):
             words = result.words if isinstance(result, TranscriptionResult) else []
             text = result.text if isinstance(result, TranscriptionResult) else ""
-            spans = find_hesitations(audio[clip["name"]], words, regions[clip["name"]])
+            spans = (result.hesitations or []) if isinstance(result, TranscriptionResult) else []  # the engine's
             events = filler_events(words, spans)
             record: dict[str, Any] = {
                 "text": text,
@@ -251,7 +238,7 @@ def write_section(results: dict[str, Any], json_path: Path) -> None:
             f"numpy {v['numpy']}, jiwer {v['jiwer']}, espeak-ng {v['espeak-ng']}, sox {v['sox']}.",
             f"* Model: tiny.en, `BatchTranscriber` with default settings; prompt {results['prompt']!r} or none "
             "(`disfluency_prompt=None`). Hesitations: `transcription.hesitation.find_hesitations` with default "
-            "`HesitationSettings`, VAD regions from `get_speech_timestamps(TranscriptionSettings().vad_options())`.",
+            "`HesitationSettings`, run by the engine.",
             "* Sets: `bench` = `bench/clips.py` (JFK, hotwords, espeak-ng readings; every clip has a known text); "
             "`fillers`, `held`, `clean` = `coach/synthetic_speech.py` scripts (`generate_scripts`, seed 18).",
             f"* Decode time of all {results['audio_s']} s of audio: {results['decode_s']['prompt']} s with the prompt, "

@@ -341,4 +341,27 @@ def test_killed_and_resumed_flow_gives_the_same_tables_as_a_clean_run(
     resumed, clean = dump(env, prefix, "resumed"), dump(env, prefix, "clean")
     assert len(clean["submission_metrics"]) == len(events)
     assert len(clean["learner_metrics_windows"]) > 0
-    assert resumed == clean
+    assert resumed == clean, table_differences(resumed, clean)
+
+
+def table_differences(left: dict[str, list[dict[str, Any]]], right: dict[str, list[dict[str, Any]]]) -> str:
+    """What differs between two :func:`dump` results, short enough to read at the end of a CI log: per table, the
+    row counts, the rows only one side has, and for rows of the same key the columns that differ (left, right)."""
+
+    def keyed(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+        names = ("user_id", "window_kind", "window_start", "submission_id")
+        return {tuple(row.get(name) for name in names): row for row in rows}
+
+    lines = []
+    for table in sorted(set(left) | set(right)):
+        rows_left, rows_right = keyed(left.get(table, [])), keyed(right.get(table, []))
+        if rows_left == rows_right:
+            continue
+        lines.append(f"{table}: {len(rows_left)} rows vs {len(rows_right)}")
+        for key in sorted(set(rows_left) | set(rows_right), key=repr):
+            a, b = rows_left.get(key), rows_right.get(key)
+            if a is None or b is None:
+                lines.append(f"  {key} only {'right' if a is None else 'left'}")
+            elif changed := {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}:
+                lines.append(f"  {key}: {changed}")
+    return "\n".join(lines[:40])

@@ -8,6 +8,8 @@ import gzip
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -240,11 +242,20 @@ class _GatedFetch:
         return self.windows
 
 
-def _swr(fetch: _GatedFetch, clock: list[float], stale_s: float = 5.0) -> ProgressCache:
+@contextmanager
+def _swr(stale_s: float = 5.0) -> Iterator[tuple[ProgressCache, _GatedFetch, list[float]]]:
+    """A stale-while-revalidate cache on a gated fetch and a test clock (``clock[0]``, seconds); on exit the gate
+    opens and the cache closes."""
+    fetch, clock = _GatedFetch(), [0.0]
     reader: Any = _NoReader()
-    return ProgressCache(
+    cache = ProgressCache(
         reader, baseline_weeks=2, max_bytes=10**7, ttl_s=600.0, timer=lambda: clock[0], stale_s=stale_s, fetch=fetch
     )
+    try:
+        yield cache, fetch, clock
+    finally:
+        fetch.gate.set()
+        cache.close()
 
 
 def _until(condition: Any) -> None:
@@ -261,9 +272,7 @@ def _word_counts(entry: LearnerProgress | None) -> list[int]:
 
 
 def test_an_invalidated_learner_is_served_its_previous_entry_until_one_coalesced_reload_lands() -> None:
-    fetch, clock = _GatedFetch(), [0.0]
-    cache = _swr(fetch, clock)
-    try:
+    with _swr() as (cache, fetch, clock):
         old = _entry("ana")
         cache.put(old, cache.generation())
         fetch.windows = {
@@ -282,15 +291,10 @@ def test_an_invalidated_learner_is_served_its_previous_entry_until_one_coalesced
         assert fresh is not old and set(_word_counts(fresh)) == {4242}
         assert fetch.reads == 2  # the first read may predate the later changes: superseded, read once more
         assert cache.reloads == {"stored": 1, "superseded": 1, "failed": 0}
-    finally:
-        fetch.gate.set()
-        cache.close()
 
 
 def test_learners_invalidated_while_queued_are_read_once() -> None:
-    fetch, clock = _GatedFetch(), [0.0]
-    cache = _swr(fetch, clock)
-    try:
+    with _swr() as (cache, fetch, clock):
         for user in ("ana", "bo", "cy"):
             cache.put(_entry(user), cache.generation())
         cache.invalidate(["ana", "bo"])
@@ -300,15 +304,10 @@ def test_learners_invalidated_while_queued_are_read_once() -> None:
         fetch.gate.set()
         _until(lambda: cache.stats()["stale"] == 0)
         assert fetch.reads == 3 and cache.reloads["stored"] == 3
-    finally:
-        fetch.gate.set()
-        cache.close()
 
 
 def test_a_stale_entry_is_dropped_after_stale_s_or_when_its_reload_fails() -> None:
-    fetch, clock = _GatedFetch(), [0.0]
-    cache = _swr(fetch, clock, stale_s=5.0)
-    try:
+    with _swr(stale_s=5.0) as (cache, fetch, clock):
         old = _entry("ana")
         cache.put(old, cache.generation())
         cache.invalidate(["ana"])
@@ -325,23 +324,16 @@ def test_a_stale_entry_is_dropped_after_stale_s_or_when_its_reload_fails() -> No
         _until(lambda: cache.reloads["failed"] >= 1)
         _until(lambda: cache.stats()["stale"] == 0)
         assert cache.get("bo") is None  # its reload failed: no stale entry is served any longer
-    finally:
-        fetch.gate.set()
-        cache.close()
 
 
 def test_without_stale_s_an_invalidation_drops_the_entry() -> None:
-    fetch, clock = _GatedFetch(), [0.0]
-    cache = _swr(fetch, clock, stale_s=0.0)
-    cache.put(_entry("ana"), cache.generation())
-    assert cache.invalidate(["ana"]) == 1 and cache.get("ana") is None and fetch.reads == 0
-    cache.close()
+    with _swr(stale_s=0.0) as (cache, fetch, _clock):
+        cache.put(_entry("ana"), cache.generation())
+        assert cache.invalidate(["ana"]) == 1 and cache.get("ana") is None and fetch.reads == 0
 
 
 def test_clear_drops_stale_entries_and_queued_reloads() -> None:
-    fetch, clock = _GatedFetch(), [0.0]
-    cache = _swr(fetch, clock)
-    try:
+    with _swr() as (cache, fetch, clock):
         cache.put(_entry("ana"), cache.generation())
         cache.put(_entry("bo"), cache.generation())
         cache.put(_entry("cy"), cache.generation())
@@ -352,6 +344,3 @@ def test_clear_drops_stale_entries_and_queued_reloads() -> None:
         _until(lambda: cache.reloads["superseded"] == 2)  # the reads in flight may predate the clear: not stored
         assert cache.get("ana") is None and cache.get("bo") is None and cache.get("cy") is None
         assert fetch.reads == 2 and cache.reloads["stored"] == 0  # cy's queued reload was dropped
-    finally:
-        fetch.gate.set()
-        cache.close()

@@ -46,27 +46,38 @@ def test_voiced_gap_found_where_no_word_covers_the_voicing() -> None:
     assert 0.0 < spans[0].confidence <= 1.0
 
 
-def test_no_span_where_words_cover_the_voicing() -> None:
-    audio = _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.5))
-    words = [Word(" first", 0.5, 1.0, 0.9), Word(" um,", 1.3, 1.9, 0.6)]
-    assert find_hesitations(audio, words, [(0.1, 2.3)], sample_rate=SR) == []
+_FIRST, _SECOND = Word(" first", 0.5, 1.0, 0.9), Word(" second", 1.8, 2.3, 0.9)
 
 
-def test_voicing_outside_speech_regions_is_ignored() -> None:
-    audio = _clip(_silence(0.5), _tone(0.6), _silence(0.5))
-    assert find_hesitations(audio, [], [(1.2, 1.6)], sample_rate=SR) == []
-
-
-@pytest.mark.parametrize("filler", [_silence, _noise])
-def test_no_span_in_silence_or_noise(filler) -> None:  # noqa: ANN001
-    audio = _clip(_silence(0.5), _tone(0.5), filler(0.8), _tone(0.5), _silence(0.5))
-    words = [Word(" first", 0.5, 1.0, 0.9), Word(" second", 1.8, 2.3, 0.9)]
-    assert find_hesitations(audio, words, [(0.1, 2.7)], sample_rate=SR) == []
-
-
-def test_short_voicing_below_the_minimum_is_not_a_gap() -> None:
-    audio = _clip(_silence(0.5), _tone(0.08), _silence(0.5))
-    assert find_hesitations(audio, [], [(0.0, 1.08)], sample_rate=SR) == []
+@pytest.mark.parametrize(
+    ("audio", "words", "regions"),
+    [
+        pytest.param(
+            _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.5)),
+            [_FIRST, Word(" um,", 1.3, 1.9, 0.6)],
+            [(0.1, 2.3)],
+            id="words-cover-the-voicing",
+        ),
+        pytest.param(_clip(_silence(0.5), _tone(0.6), _silence(0.5)), [], [(1.2, 1.6)], id="outside-speech-regions"),
+        pytest.param(
+            _clip(_silence(0.5), _tone(0.5), _silence(0.8), _tone(0.5), _silence(0.5)),
+            [_FIRST, _SECOND],
+            [(0.1, 2.7)],
+            id="silence-between-words",
+        ),
+        pytest.param(
+            _clip(_silence(0.5), _tone(0.5), _noise(0.8), _tone(0.5), _silence(0.5)),
+            [_FIRST, _SECOND],
+            [(0.1, 2.7)],
+            id="noise-between-words",
+        ),
+        pytest.param(_clip(_silence(0.5), _tone(0.08), _silence(0.5)), [], [(0.0, 1.08)], id="voicing-too-short"),
+    ],
+)
+def test_no_span(audio: np.ndarray, words: list[Word], regions: list[tuple[float, float]]) -> None:
+    """Voicing that a word covers, lies outside VAD's speech, is shorter than the minimum, or is not voicing at
+    all (silence, white noise) is not a hesitation."""
+    assert find_hesitations(audio, words, regions, sample_rate=SR) == []
 
 
 def test_held_sound_run_of_short_improbable_repeated_words() -> None:

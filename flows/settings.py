@@ -51,9 +51,11 @@ class FlowSettings(BaseSettings):
     snapshot"""
     source_batch_size: int = Field(default=1000, ge=1)
     """most Kafka messages one source partition hands to the dataflow at a time"""
-    gc_young_threshold: int = Field(default=200_000, ge=0)
+    gc_young_threshold: int = Field(default=1_000_000, ge=0)
     """allocations between young collections of Python's garbage collector in a process running a dataflow (CPython's
-    default is 700; its cost in a replay: bench/RESULTS.md, Flows); 0 keeps the interpreter's setting"""
+    default is 700): above the tracked objects that one source batch keeps alive at once, so that a batch does not
+    trigger young collections that traverse it (their cost in a replay: bench/RESULTS.md, Flows); 0 keeps the
+    interpreter's setting"""
     idle_poll_s: float = Field(default=0.1, gt=0)
     """how long an idle Kafka source partition waits before polling again"""
     recovery_dir: Path | None = None

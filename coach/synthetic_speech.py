@@ -3,7 +3,8 @@
 A script is a sequence of pieces: :class:`Text` (words), :class:`Filler` (a filled pause, "um", "uh" or "er"),
 :class:`HeldVowel` (a filler sound lengthened to a given duration: espeak-ng's "uh" time-stretched with sox
 ``tempo -s``, which keeps the pitch, so it sounds like a held "uhhhh") and :class:`Silence`. Each spoken piece is
-rendered on its own, resampled to 16 kHz mono and trimmed of leading and trailing silence with sox; the pieces are
+rendered on its own, resampled to 16 kHz mono and trimmed of leading and trailing silence with sox (``-R``:
+repeatable dither, so the same script gives the same samples on every run); the pieces are
 then joined sample by sample (with :attr:`Script.gap_s` of digital silence between consecutive spoken pieces, and
 :attr:`Script.pad_s` before the first and after the last), so the start and end of every piece in the final file
 are known exactly. Used as ground truth by the fluency tests (``tests/integration/test_fluency_ground_truth.py``)
@@ -200,7 +201,7 @@ def _speak(text: str, rate_wpm: int, work: Path, name: str, tempo: float | None 
     effects = [*_TRIM, "rate", "-v", str(SAMPLE_RATE), "channels", "1"]
     if tempo is not None:
         effects += ["tempo", "-s", f"{tempo:.5f}"]
-    subprocess.run([_tool("sox"), str(raw), "-b", "16", str(out), *effects], check=True, capture_output=True)
+    subprocess.run([_tool("sox"), "-R", str(raw), "-b", "16", str(out), *effects], check=True, capture_output=True)
     samples = _read_wav(out)
     if samples.size == 0:
         raise RuntimeError(f"espeak-ng rendered nothing audible for {text!r}")

@@ -22,8 +22,9 @@ messages instead:
    ``WhisperModel.add_word_timestamps`` (fed the precomputed alignments), which places them on the
    message's speech-only timeline; ``SpeechTimestampsMap`` (as in ``restore_speech_timestamps``)
    then moves them to the original, untrimmed timeline and they are clamped to ``[0, duration]``.
-5. **Hesitations** heard in the audio (``hesitation_detection``): :func:`transcription.hesitation.find_hesitations`
-   of the message's audio, its final words and its VAD regions (seconds).
+5. **Hesitations** heard in the audio (``hesitation_detection``): :func:`transcription.hesitation.hear` of the
+   message's audio, its words and its VAD regions (seconds) moves each recognised filled pause onto its sound
+   (the words the result carries) and finds the hesitation spans.
 
 Decoding uses one temperature without fallback and no timestamp tokens, like
 ``BatchedInferencePipeline``, with the disfluency prompt (``TranscriptionSettings.disfluency_prompt``) as every
@@ -56,7 +57,7 @@ from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_t
 
 from schemas.events import HesitationSpan, Word
 from transcription.audio import TARGET_SAMPLE_RATE
-from transcription.hesitation import HesitationSettings, find_hesitations
+from transcription.hesitation import HesitationSettings, hear
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
 from transcription.word_timing import snap_to_silences
@@ -178,7 +179,7 @@ class TranscriptionResult:
         initial_prompt: the prompt the chunks were decoded with (``disfluency_prompt``), or ``None``.
         unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
         hesitations: voiced gaps and held sounds heard in the audio
-            (:func:`transcription.hesitation.find_hesitations`), or ``None`` when ``hesitation_detection`` is off.
+            (:func:`transcription.hesitation.hear`), or ``None`` when ``hesitation_detection`` is off.
     """
 
     id: str
@@ -710,7 +711,7 @@ class BatchTranscriber:
         hesitations = None
         if self.settings.hesitation_detection:
             regions = [(r["start"] / TARGET_SAMPLE_RATE, r["end"] / TARGET_SAMPLE_RATE) for r in message.speech]
-            hesitations = find_hesitations(
+            words, hesitations = hear(
                 message.item.audio, words, regions, sample_rate=TARGET_SAMPLE_RATE, settings=self._hesitation_settings
             )
         sentence: list[Word] = []

@@ -4,12 +4,20 @@ Whisper leaves out filled pauses ("um", "uh") unless its prompt shows them, and 
 can come back as words that were never said ("the the the"). :func:`find_hesitations` looks for both, from the
 audio, the words with their timings and the VAD speech regions:
 
-* **voiced gaps** (``kind="voiced_gap"``): stretches inside VAD speech that no word covers (each word widened by
-  :attr:`HesitationSettings.word_margin_s`) where the signal is voiced for at least
-  :attr:`HesitationSettings.min_voiced_gap_s`: an unrecognised filled pause or a lengthened sound. Words the
-  recogniser did emit, filled pauses included, cover their own time, so a transcribed "um" is never reported
-  again here; nor is a voiced stretch next to a recognised filled pause (within
-  :attr:`HesitationSettings.filler_reach_s`): Whisper often misplaces a filler's timing beside the sound it heard.
+* **retimed fillers** (:func:`retime_filled_pauses`): Whisper's cross-attention timing often puts a transcribed
+  "um" hundreds of milliseconds away from its sound and stretches a neighbouring word over it. Each recognised
+  filled pause is moved onto the nearest *steady* voiced stretch (voiced, with little spectral change:
+  :func:`steady_stretches`), and its neighbours are trimmed, so that its time is the sound's and pauses next to it
+  are measured right.
+* **voiced gaps** (``kind="voiced_gap"``), found two ways and merged where they overlap:
+  stretches inside VAD speech that no word covers (each word widened by :attr:`HesitationSettings.word_margin_s`)
+  where the signal is voiced for at least :attr:`HesitationSettings.min_voiced_gap_s`; and *isolated steady
+  segments*: a voiced sound with a pause on both sides (:attr:`HesitationSettings.isolation_min_s`), mostly
+  steady (:attr:`HesitationSettings.steady_min_share`), that no recognised one-syllable word lies in (an "a" or
+  "I" sounds just like "uh"). The second finds the fillers Whisper leaves out, prompt or not: it stretches a
+  neighbouring word over the sound, so coverage alone never sees them. Neither is reported next to a recognised
+  filled pause (within :attr:`HesitationSettings.filler_reach_s` of the retimed filler), so a transcribed "um"
+  is never counted again.
 * **held sounds** (``kind="held_sound"``): runs of at least :attr:`HesitationSettings.held_min_words` consecutive
   identical words (normalised with :func:`flows.metrics.word_tokens`) that are each shorter than
   :attr:`HesitationSettings.held_max_word_s` and less probable than :attr:`HesitationSettings.held_max_probability`,
@@ -25,7 +33,8 @@ periodicity strength (1 = perfectly periodic). A frame is voiced when the streng
 :attr:`HesitationSettings.voicing_threshold` (Praat's default 0.45) and its energy is no more than
 :attr:`HesitationSettings.energy_below_peak_db` below the clip's speech level (95th percentile of frame energies):
 silence, breath and noise are not. numpy only; why not librosa's ``pyin`` and what this costs: ``bench/RESULTS.md``,
-"Fluency".
+"Fluency". Steadiness is the spectral flux of Whisper's log-mel features (:func:`spectral_flux`): a filled pause
+keeps its fundamental frequency and spectral envelope nearly constant, the cue of Goto, Itou & Hayamizu (1999).
 """
 
 from __future__ import annotations
@@ -33,17 +42,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flows.metrics import word_tokens
+from flows.metrics import syllable_count, word_tokens
 from flows.metrics.lexicon import filled_pause_form
 from schemas.events import HesitationSpan, Word
 
-__all__ = ["HesitationSettings", "Voicing", "frame_voicing", "find_hesitations", "voiced_gaps", "held_sounds"]
+__all__ = [
+    "HesitationSettings",
+    "Voicing",
+    "frame_voicing",
+    "spectral_flux",
+    "steady_stretches",
+    "retime_filled_pauses",
+    "Heard",
+    "hear",
+    "find_hesitations",
+    "voiced_gaps",
+    "held_sounds",
+]
 
 FRAME_S = 0.04
 """Analysis window in seconds: three periods of the lowest pitch (75 Hz), as Boersma (1993) advises."""
@@ -85,6 +107,25 @@ class HesitationSettings(BaseSettings):
     """A word of a held-sound run has a recogniser probability below this"""
     held_min_words: int = Field(default=2, ge=2)
     """Fewest identical short, improbable words in a row that make a held sound"""
+    steady_max_flux: float = Field(default=0.08, gt=0.0)
+    """A voiced frame is steady when its spectral flux (mean absolute change of Whisper's normalised log-mel
+    bands from one 10 ms frame to the next, averaged over 50 ms) is below this"""
+    steady_min_s: float = Field(default=0.12, gt=0.0)
+    """Shortest steady voiced stretch that can hold a filled pause, seconds"""
+    steady_min_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    """An isolated voiced segment (silence on both sides) is a filled pause when at least this share of its frames
+    is steady and no recognised word lies mostly inside it"""
+    isolated_max_s: float = Field(default=2.0, gt=0.0)
+    """Longest isolated segment considered a filled pause, seconds"""
+    isolation_min_s: float = Field(default=0.05, ge=0.0)
+    """An isolated segment has at least this much quieter signal (seconds) on each side (the clip's edge counts);
+    shorter dips are the closures of stop consonants inside words"""
+    explain_max_word_s: float = Field(default=0.4, gt=0.0)
+    """A recognised one-syllable word at most this long (seconds) that lies in an isolated steady segment is
+    taken to be its sound ("a", "I"), so the segment is no filled pause"""
+    filler_search_s: float = Field(default=1.0, ge=0.0)
+    """A recognised filled pause is moved onto the nearest steady voiced stretch whose centre lies at most this
+    far (seconds) from the word's centre; 0 keeps the recogniser's timing"""
 
     @model_validator(mode="after")
     def _pitch_range(self) -> HesitationSettings:
@@ -106,6 +147,8 @@ class Voicing:
     energy_db: npt.NDArray[np.float64]
     voiced: npt.NDArray[np.bool_]
     hop_s: float
+    flux: npt.NDArray[np.float64] | None = None
+    """Spectral flux at each frame (see :func:`spectral_flux`); ``None`` when not computed"""
 
 
 def frame_voicing(
@@ -151,7 +194,90 @@ def frame_voicing(
     level = float(np.percentile(energy_db, 95))
     voiced = (strength >= settings.voicing_threshold) & (energy_db >= level - settings.energy_below_peak_db)
     times = (np.arange(frames.shape[0]) * hop + win / 2) / sample_rate
-    return Voicing(times, strength, energy_db, voiced, HOP_S)
+    return Voicing(times, strength, energy_db, voiced, HOP_S, spectral_flux(signal, sample_rate, times))
+
+
+def spectral_flux(
+    audio: npt.NDArray[np.floating], sample_rate: int, times: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Spectral flux of ``audio`` at ``times`` (seconds, shape ``(n,)``), shape ``(n,)``: the mean absolute change
+    of the 80 log-mel bands Whisper sees (``faster_whisper.feature_extractor.FeatureExtractor``: 25 ms window,
+    10 ms hop, log10 clamped 8 below the clip's maximum, scaled by 1/4) between consecutive frames, averaged over
+    five frames (50 ms). Low flux over a voiced stretch is a steady spectral envelope, the mark of a filled pause:
+    Goto, Itou & Hayamizu (1999), "A real-time filled pause detection system for spontaneous speech
+    recognition", Proc. Eurospeech, 227-230 (small fundamental-frequency and spectral-envelope change)."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    if times.size == 0:
+        return np.zeros(0)
+    features = np.asarray(FeatureExtractor(feature_size=80, sampling_rate=sample_rate)(audio), dtype=np.float64)
+    change = np.concatenate(([0.0], np.abs(np.diff(features, axis=1)).mean(axis=0)))
+    smoothed = np.convolve(change, np.ones(5) / 5, mode="same")
+    frame_times = np.arange(smoothed.size) * (160 / sample_rate)  # frame j is centred at j hops
+    return np.asarray(np.interp(times, frame_times, smoothed), dtype=np.float64)
+
+
+def steady_stretches(voicing: Voicing, settings: HesitationSettings | None = None) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of the runs of voiced frames whose spectral flux is below
+    :attr:`HesitationSettings.steady_max_flux`, at least :attr:`HesitationSettings.steady_min_s` long, in time
+    order; each is widened by the flux's averaging half-width (20 ms) on both sides. Empty without flux."""
+    settings = settings or HesitationSettings()
+    if voicing.flux is None or voicing.times.size == 0:
+        return []
+    steady = voicing.voiced & (voicing.flux < settings.steady_max_flux)
+    min_frames = settings.steady_min_s / voicing.hop_s - 1e-9
+    half = voicing.hop_s / 2 + 0.02
+    return [
+        (max(0.0, float(voicing.times[lo]) - half), float(voicing.times[hi - 1]) + half)
+        for lo, hi in _runs(steady)
+        if hi - lo >= min_frames
+    ]
+
+
+def retime_filled_pauses(
+    voicing: Voicing, words: Sequence[Word], settings: HesitationSettings | None = None
+) -> list[Word]:
+    """``words`` with each recognised filled pause ("um", "uh": :func:`flows.metrics.lexicon.filled_pause_form`)
+    moved onto the steady voiced stretch (:func:`steady_stretches`) nearest to it, where one lies within
+    :attr:`HesitationSettings.filler_search_s` (centre to centre), between the start of the word two before
+    and the end of the word two after, and that no other recognised word explains (a one-syllable word lying in
+    it, see :func:`voiced_gaps`); each stretch takes at most one filler. Whisper's cross-attention timing
+    often puts a filler hundreds of milliseconds off and lets a neighbouring word cover the sound; the words
+    before the moved filler are cut to end at its start, those after it to start at its end, so that times stay
+    in word order and no word overlaps the filler (each keeps ``start <= end``). Word order and text are
+    unchanged; a filler without a stretch near it keeps its timing. Raises nothing."""
+    settings = settings or HesitationSettings()
+    out = list(words)
+    if settings.filler_search_s <= 0 or not any(_is_filled_pause(w.word) for w in out):
+        return out
+    free = steady_stretches(voicing, settings)
+    for index, word in enumerate(out):
+        if not _is_filled_pause(word.word):
+            continue
+        lower = out[index - 2].start if index >= 2 else 0.0
+        upper = out[index + 2].end if index + 2 < len(out) else math.inf
+        centre = (word.start + word.end) / 2
+        near = [
+            (abs((start + end) / 2 - centre), start, end)
+            for start, end in free
+            if start >= lower
+            and end <= upper
+            and abs((start + end) / 2 - centre) <= settings.filler_search_s
+            and not any(_explains(other, start, end, settings) for other in out)
+        ]
+        if not near:
+            continue
+        _, start, end = min(near)
+        free.remove((start, end))
+        start, end = round(start, 3), round(end, 3)
+        out[index] = word._replace(start=start, end=end)
+        for before in range(index):
+            if out[before].end > start:
+                out[before] = out[before]._replace(start=min(out[before].start, start), end=start)
+        for after in range(index + 1, len(out)):
+            if out[after].start < end:
+                out[after] = out[after]._replace(start=end, end=max(out[after].end, end))
+    return out
 
 
 def voiced_gaps(
@@ -159,9 +285,15 @@ def voiced_gaps(
     words: Sequence[Word],
     speech: Sequence[tuple[float, float]],
     settings: HesitationSettings | None = None,
+    retimed: Sequence[Word] | None = None,
 ) -> list[HesitationSpan]:
-    """The ``voiced_gap`` spans of :func:`find_hesitations` from a precomputed :class:`Voicing`."""
+    """The ``voiced_gap`` spans of :func:`find_hesitations` from a precomputed :class:`Voicing`: voiced stretches
+    that the recogniser's ``words`` leave uncovered, and isolated steady segments that no word explains, merged
+    where they overlap. ``retimed``: the words after :func:`retime_filled_pauses` (default ``words``), which place
+    the recognised fillers whose neighbourhood is not reported and explain isolated segments; coverage is judged
+    on the recogniser's own timing, since the trimmed neighbours of a moved filler would leave false gaps."""
     settings = settings or HesitationSettings()
+    placed = words if retimed is None else retimed
     times = voicing.times
     if times.size == 0:
         return []
@@ -183,16 +315,78 @@ def voiced_gaps(
         else:
             merged.append((lo, hi))
     min_frames = settings.min_voiced_gap_s / voicing.hop_s - 1e-9
-    fillers = [(w.start, w.end) for w in words if _is_filled_pause(w.word)]
+    fillers = [(w.start, w.end) for w in placed if _is_filled_pause(w.word)]
     reach = settings.filler_reach_s
-    spans = []
-    for lo, hi in merged:
-        if hi - lo < min_frames:
+    spans = [_gap_span(voicing, lo, hi) for lo, hi in merged if hi - lo >= min_frames]
+    spans += _isolated_steady(voicing, inside, placed, settings)
+    kept: list[HesitationSpan] = []
+    for span in sorted(spans, key=lambda span: (span.start, span.end)):
+        if any(start - reach <= span.end and span.start <= end + reach for start, end in fillers):
             continue
-        span = _gap_span(voicing, lo, hi)
-        if not any(start - reach <= span.end and span.start <= end + reach for start, end in fillers):
-            spans.append(span)
+        if kept and span.start <= kept[-1].end:  # the two searches found the same sound
+            last = kept[-1]
+            kept[-1] = last.model_copy(
+                update={"end": max(last.end, span.end), "confidence": max(last.confidence, span.confidence)}
+            )
+            continue
+        kept.append(span)
+    return kept
+
+
+def _isolated_steady(
+    voicing: Voicing, inside: npt.NDArray[np.bool_], words: Sequence[Word], settings: HesitationSettings
+) -> list[HesitationSpan]:
+    """Voiced gaps that the recogniser's timing hides: segments of frames within
+    :attr:`HesitationSettings.energy_below_peak_db` of the speech level, with at least
+    :attr:`HesitationSettings.isolation_min_s` of quieter frames (a pause) on both sides,
+    :attr:`HesitationSettings.min_voiced_gap_s` to :attr:`HesitationSettings.isolated_max_s` long, inside VAD
+    speech, of which at least :attr:`HesitationSettings.steady_min_share` of the frames are voiced and steady
+    (:attr:`HesitationSettings.steady_max_flux`), and that no recognised word explains (:func:`_explains`).
+    Whisper stretches a neighbouring word over a filler it leaves out, so such a word straddles the segment rather
+    than lying in it. Confidence: the steady share."""
+    if voicing.flux is None or voicing.times.size == 0:
+        return []
+    level = float(np.percentile(voicing.energy_db, 95))
+    loud = voicing.energy_db >= level - settings.energy_below_peak_db
+    steady = voicing.voiced & (voicing.flux < settings.steady_max_flux)
+    half = voicing.hop_s / 2
+    quiet = int(math.ceil(settings.isolation_min_s / voicing.hop_s - 1e-9))
+    runs = _runs(loud)
+    spans = []
+    for index, (lo, hi) in enumerate(runs):
+        before = lo - runs[index - 1][1] if index > 0 else quiet
+        after = runs[index + 1][0] - hi if index + 1 < len(runs) else quiet
+        start, end = max(0.0, float(voicing.times[lo]) - half), float(voicing.times[hi - 1]) + half
+        if min(before, after) < quiet or not inside[lo:hi].all():
+            continue
+        if not settings.min_voiced_gap_s - 1e-9 <= end - start <= settings.isolated_max_s:
+            continue
+        share = float(steady[lo:hi].mean())
+        if share < settings.steady_min_share or any(_explains(w, start, end, settings) for w in words):
+            continue
+        spans.append(
+            HesitationSpan(start=round(start, 3), end=round(end, 3), kind="voiced_gap", confidence=round(share, 3))
+        )
     return spans
+
+
+def _explains(word: Word, start: float, end: float, settings: HesitationSettings) -> bool:
+    """Whether ``word`` could be the sound of the steady segment ``[start, end]``: a word of one syllable
+    (:func:`flows.metrics.syllable_count`; not a filled pause) no longer than
+    :attr:`HesitationSettings.explain_max_word_s`, at least half inside the segment, with its midpoint in it. A
+    longer word has sounds that are not steady; a word stretched over much more than one syllable's time is
+    Whisper's stretch over a filler it left out."""
+    tokens = word_tokens(word.word)
+    duration = word.end - word.start
+    if (
+        len(tokens) != 1
+        or filled_pause_form(tokens[0]) is not None
+        or syllable_count(tokens[0]) > 1
+        or duration > settings.explain_max_word_s
+        or not start <= (word.start + word.end) / 2 <= end
+    ):
+        return False
+    return duration <= 0 or min(word.end, end) - max(word.start, start) >= duration / 2
 
 
 def _is_filled_pause(text: str) -> bool:
@@ -252,6 +446,31 @@ def held_sounds(words: Sequence[Word], settings: HesitationSettings | None = Non
     return spans
 
 
+class Heard(NamedTuple):
+    """What :func:`hear` found in one recording: the words with the recognised filled pauses retimed
+    (:func:`retime_filled_pauses`) and the hesitation spans, sorted by start."""
+
+    words: list[Word]
+    hesitations: list[HesitationSpan]
+
+
+def hear(
+    audio: npt.NDArray[np.floating],
+    words: Sequence[Word],
+    speech: Sequence[tuple[float, float]],
+    *,
+    sample_rate: int = 16000,
+    settings: HesitationSettings | None = None,
+) -> Heard:
+    """Retime the recognised filled pauses of one recording and find its hesitations (see the module docstring);
+    arguments and errors as :func:`find_hesitations`. Held sounds are judged on the recogniser's words."""
+    settings = settings or HesitationSettings()
+    voicing = frame_voicing(audio, sample_rate, settings)
+    retimed = retime_filled_pauses(voicing, words, settings)
+    spans = voiced_gaps(voicing, words, speech, settings, retimed) + held_sounds(words, settings)
+    return Heard(retimed, sorted(spans, key=lambda span: (span.start, span.end)))
+
+
 def find_hesitations(
     audio: npt.NDArray[np.floating],
     words: Sequence[Word],
@@ -276,7 +495,4 @@ def find_hesitations(
     Raises:
         ValueError: ``audio`` is not one-dimensional.
     """
-    settings = settings or HesitationSettings()
-    spans = voiced_gaps(frame_voicing(audio, sample_rate, settings), words, speech, settings)
-    spans += held_sounds(words, settings)
-    return sorted(spans, key=lambda span: (span.start, span.end))
+    return hear(audio, words, speech, sample_rate=sample_rate, settings=settings).hesitations

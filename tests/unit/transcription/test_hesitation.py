@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from schemas.events import Word
-from transcription.hesitation import HesitationSettings, find_hesitations, frame_voicing, held_sounds
+from transcription.hesitation import (
+    HesitationSettings,
+    find_hesitations,
+    frame_voicing,
+    hear,
+    held_sounds,
+    retime_filled_pauses,
+    steady_stretches,
+)
 
 SR = 16000
 
@@ -37,38 +45,38 @@ def test_tone_is_voiced_noise_and_silence_are_not() -> None:
 
 
 def test_voiced_gap_found_where_no_word_covers_the_voicing() -> None:
-    # tone (word) 0.5-1.0, silence, tone (no word) 1.3-1.9, silence, tone (word) 2.2-2.7
-    audio = _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.3), _tone(0.5), _silence(0.5))
-    words = [Word(" first", 0.5, 1.0, 0.9), Word(" second", 2.2, 2.7, 0.9)]
-    spans = find_hesitations(audio, words, [(0.1, 3.1)], sample_rate=SR)
+    # tone (word) 0.5-0.8, silence, tone (no word) 1.1-1.7, silence, tone (word) 2.0-2.3
+    audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.3), _tone(0.3), _silence(0.5))
+    words = [Word(" first", 0.5, 0.8, 0.9), Word(" next", 2.0, 2.3, 0.9)]
+    spans = find_hesitations(audio, words, [(0.1, 2.7)], sample_rate=SR)
     assert [s.kind for s in spans] == ["voiced_gap"]
-    assert abs(spans[0].start - 1.3) <= 0.05 and abs(spans[0].end - 1.9) <= 0.05, spans
+    assert abs(spans[0].start - 1.1) <= 0.05 and abs(spans[0].end - 1.7) <= 0.05, spans
     assert 0.0 < spans[0].confidence <= 1.0
 
 
-_FIRST, _SECOND = Word(" first", 0.5, 1.0, 0.9), Word(" second", 1.8, 2.3, 0.9)
+_FIRST, _SECOND = Word(" first", 0.5, 0.8, 0.9), Word(" next", 1.6, 1.9, 0.9)
 
 
 @pytest.mark.parametrize(
     ("audio", "words", "regions"),
     [
         pytest.param(
-            _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.5)),
-            [_FIRST, Word(" um,", 1.3, 1.9, 0.6)],
-            [(0.1, 2.3)],
+            _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.5)),
+            [_FIRST, Word(" um,", 1.1, 1.7, 0.6)],
+            [(0.1, 2.1)],
             id="words-cover-the-voicing",
         ),
         pytest.param(_clip(_silence(0.5), _tone(0.6), _silence(0.5)), [], [(1.2, 1.6)], id="outside-speech-regions"),
         pytest.param(
-            _clip(_silence(0.5), _tone(0.5), _silence(0.8), _tone(0.5), _silence(0.5)),
+            _clip(_silence(0.5), _tone(0.3), _silence(0.8), _tone(0.3), _silence(0.5)),
             [_FIRST, _SECOND],
-            [(0.1, 2.7)],
+            [(0.1, 2.3)],
             id="silence-between-words",
         ),
         pytest.param(
-            _clip(_silence(0.5), _tone(0.5), _noise(0.8), _tone(0.5), _silence(0.5)),
+            _clip(_silence(0.5), _tone(0.3), _noise(0.8), _tone(0.3), _silence(0.5)),
             [_FIRST, _SECOND],
-            [(0.1, 2.7)],
+            [(0.1, 2.3)],
             id="noise-between-words",
         ),
         pytest.param(_clip(_silence(0.5), _tone(0.08), _silence(0.5)), [], [(0.0, 1.08)], id="voicing-too-short"),
@@ -109,9 +117,52 @@ def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_voiced_gap_next_to_a_misplaced_filler_word_is_that_filler() -> None:
-    audio = _clip(_silence(0.5), _tone(0.5), _silence(0.3), _tone(0.6), _silence(0.5))
-    # Whisper put "um" (zero length) just after the sound it heard at 1.3-1.9.
-    words = [Word(" first", 0.5, 1.0, 0.9), Word(" um,", 2.1, 2.1, 0.2)]
-    assert find_hesitations(audio, words, [(0.1, 2.3)], sample_rate=SR) == []
-    far = [Word(" first", 0.5, 1.0, 0.9), Word(" um,", 2.3, 2.3, 0.2)]
-    assert [s.kind for s in find_hesitations(audio, far, [(0.1, 2.4)], sample_rate=SR)] == ["voiced_gap"]
+    audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.5))
+    # Whisper put "um" (zero length) just after the sound it heard at 1.1-1.7: it is moved onto the sound.
+    words = [Word(" first", 0.5, 0.8, 0.9), Word(" um,", 1.9, 1.9, 0.2)]
+    assert find_hesitations(audio, words, [(0.1, 2.2)], sample_rate=SR) == []
+    # Too far away to be that sound (centre to centre beyond filler_search_s, reach beyond filler_reach_s).
+    far = [Word(" first", 0.5, 0.8, 0.9), Word(" um,", 2.8, 2.8, 0.2)]
+    audio = _clip(audio, _silence(1.0))
+    assert [s.kind for s in find_hesitations(audio, far, [(0.1, 2.9)], sample_rate=SR)] == ["voiced_gap"]
+
+
+def test_a_misplaced_filler_is_moved_onto_its_sound_and_its_neighbours_trimmed() -> None:
+    # first 0.5-0.8, "um" 1.1-1.5, next 1.8-2.1; Whisper: "first" runs over the filler, "um" half a second late.
+    audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.4, f0=110.0), _silence(0.3), _tone(0.3))
+    words = [Word(" first", 0.5, 1.45, 0.9), Word(" um,", 1.45, 1.75, 0.3), Word(" next", 1.8, 2.1, 0.9)]
+    out = retime_filled_pauses(frame_voicing(_clip(audio, _silence(0.5)), SR), words)
+    first, um, after = out
+    assert [w.word for w in out] == [w.word for w in words]
+    assert abs(um.start - 1.1) <= 0.05 and abs(um.end - 1.5) <= 0.05, out
+    assert first.start == 0.5 and first.end == um.start and after.start >= um.end, out
+    assert all(a.end <= b.start for a, b in zip(out, out[1:], strict=False)), out
+
+
+def test_a_filler_with_no_steady_sound_near_it_keeps_its_timing() -> None:
+    audio = _clip(_silence(0.5), _noise(1.0), _silence(0.5))
+    words = [Word(" so", 0.5, 0.7, 0.9), Word(" uh,", 0.8, 1.0, 0.3), Word(" yes", 1.1, 1.4, 0.9)]
+    voicing = frame_voicing(audio, SR)
+    assert steady_stretches(voicing) == []
+    assert retime_filled_pauses(voicing, words) == words
+    assert retime_filled_pauses(voicing, words, HesitationSettings(filler_search_s=0.0)) == words
+
+
+def test_a_short_word_inside_an_isolated_steady_sound_is_that_sound() -> None:
+    """An isolated steady sound is a filled pause unless a recognised one-syllable word lies in it ("a"); a long
+    word that straddles it is Whisper's stretch over a filler it left out."""
+    audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.3), _silence(0.3), _tone(0.3), _silence(0.5))
+    regions = [(0.1, 2.3)]
+    said = [Word(" first", 0.5, 0.8, 0.9), Word(" a", 1.1, 1.4, 0.8), Word(" next", 1.7, 2.0, 0.9)]
+    assert find_hesitations(audio, said, regions, sample_rate=SR) == []
+    stretched = [Word(" first", 0.5, 0.8, 0.9), Word(" tomorrow", 1.0, 1.6, 0.8), Word(" next", 1.7, 2.0, 0.9)]
+    spans = find_hesitations(audio, stretched, regions, sample_rate=SR)
+    assert [s.kind for s in spans] == ["voiced_gap"] and abs(spans[0].start - 1.1) <= 0.05, spans
+    assert spans[0].confidence >= 0.5
+
+
+def test_hear_gives_the_retimed_words_and_the_spans() -> None:
+    audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.5))
+    words = [Word(" first", 0.5, 0.8, 0.9), Word(" um,", 1.9, 1.9, 0.2)]
+    heard = hear(audio, words, [(0.1, 2.2)], sample_rate=SR)
+    assert heard.hesitations == [] and abs(heard.words[1].start - 1.1) <= 0.05, heard

@@ -70,10 +70,10 @@ LEARNERS: tuple[DemoLearner, ...] = (
     DemoLearner(
         "chen", "Chen", "Asia/Tokyo", "A2", "autumn-cohort",
         (
-            DemoAnswer("weekend", "Um, last weekend I, I went to the the cinema with my friends and uh we "
+            DemoAnswer("weekend", "Um, last weekend I, I went to the the cinema with my friends and, uh, we "
                        "watched a funny movie.", 18, 150),
             DemoAnswer("city", "Uh, my city is big and, um, it has many many shops and, uh, restaurants.", 11, 150),
-            DemoAnswer("work", "I am a student and um I study engineering at the university near my house.", 4, 155),
+            DemoAnswer("work", "I am a student and, um, I study engineering at the university near my house.", 4, 155),
         ),
     ),
 )  # fmt: skip

@@ -75,6 +75,10 @@ MAX_HOLE_S = 0.03
 """Unvoiced holes up to this long inside a voiced stretch are bridged (a creaky or breathy frame or two)."""
 HELD_MAX_GAP_S = 0.3
 """Words of a held-sound run are at most this far apart (end of one to start of the next)."""
+PHRASE_FINAL_LENGTHENING = 1.5
+"""How much longer a word at the end of a phrase may be than :attr:`HesitationSettings.explain_max_word_s`:
+syllables before a phrase boundary are lengthened (Wightman, Shattuck-Hufnagel, Ostendorf & Price 1992,
+"Segmental durations in the vicinity of prosodic phrase boundaries", JASA 91(3), 1707-1717)."""
 CONFIDENCE_TIME_S = 0.3
 """A voiced gap's confidence is its mean strength times ``1 - exp(-duration / CONFIDENCE_TIME_S)``."""
 
@@ -122,7 +126,8 @@ class HesitationSettings(BaseSettings):
     shorter dips are the closures of stop consonants inside words"""
     explain_max_word_s: float = Field(default=0.4, gt=0.0)
     """A recognised one-syllable word at most this long (seconds) that lies in an isolated steady segment is
-    taken to be its sound ("a", "I"), so the segment is no filled pause"""
+    taken to be its sound ("a", "I"), so the segment is no filled pause; a word before punctuation (the end of a
+    phrase) may be :data:`PHRASE_FINAL_LENGTHENING` times longer"""
     filler_search_s: float = Field(default=1.0, ge=0.0)
     """A recognised filled pause is moved onto the nearest steady voiced stretch whose centre lies at most this
     far (seconds) from the word's centre; 0 keeps the recogniser's timing"""
@@ -370,6 +375,10 @@ def _isolated_steady(
     return spans
 
 
+def _phrase_final(text: str) -> bool:
+    return text.rstrip().endswith((".", ",", "?", "!", ";", ":"))
+
+
 def _explains(word: Word, start: float, end: float, settings: HesitationSettings) -> bool:
     """Whether ``word`` could be the sound of the steady segment ``[start, end]``: a word of one syllable
     (:func:`flows.metrics.syllable_count`; not a filled pause) no longer than
@@ -382,7 +391,7 @@ def _explains(word: Word, start: float, end: float, settings: HesitationSettings
         len(tokens) != 1
         or filled_pause_form(tokens[0]) is not None
         or syllable_count(tokens[0]) > 1
-        or duration > settings.explain_max_word_s
+        or duration > settings.explain_max_word_s * (PHRASE_FINAL_LENGTHENING if _phrase_final(word.word) else 1.0)
         or not start <= (word.start + word.end) / 2 <= end
     ):
         return False

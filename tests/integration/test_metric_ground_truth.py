@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.metrics import compute_metrics
+from flows.metrics import compute_metrics, syllable_count, tokenize
 from transcription.audio import decode_audio
 from transcription.engine import AudioItem, BatchTranscriber, TranscriptionResult
 
@@ -65,15 +65,21 @@ def _transcribe(engine: BatchTranscriber, path: Path) -> TranscriptionResult:
 
 
 def test_speech_rate_within_5_percent_of_the_audio_truth_and_ordered(engine: BatchTranscriber, tmp_path: Path) -> None:
+    """Words per minute and syllables per second (the text's syllables, CMU Pronouncing Dictionary counts via
+    ``flows.metrics.syllable_count``) over the speech span, each within 5 % of the truth (issue 18, item 6)."""
+    text_syllables = sum(syllable_count(token) for token in tokenize(TEXT))
     measured = []
     for rate in (120, 160, 200):
         clip = _speak(TEXT, rate, tmp_path / f"rate{rate}.wav")
-        truth_wpm = len(TEXT.split()) / _duration_s(clip) * 60
+        span_s = _duration_s(clip)
+        truth_wpm, truth_sps = len(TEXT.split()) / span_s * 60, text_syllables / span_s
         metrics = compute_metrics(_transcribe(engine, _padded(clip)).words)
         assert metrics.word_count == len(TEXT.split())
-        assert metrics.speech_rate_wpm is not None
+        assert metrics.speech_rate_wpm is not None and metrics.speech_rate_sps is not None
         error = abs(metrics.speech_rate_wpm - truth_wpm) / truth_wpm
         assert error <= 0.05, f"-s {rate}: measured {metrics.speech_rate_wpm:.1f} vs truth {truth_wpm:.1f} wpm"
+        error = abs(metrics.speech_rate_sps - truth_sps) / truth_sps
+        assert error <= 0.05, f"-s {rate}: measured {metrics.speech_rate_sps:.2f} vs truth {truth_sps:.2f} syllables/s"
         measured.append(metrics.speech_rate_wpm)
     assert measured[0] < measured[1] < measured[2], measured
 

@@ -3,7 +3,13 @@
 Each sink partition buffers rows and inserts them with one ``INSERT`` when ``batch_rows`` are buffered and at
 every epoch boundary (``snapshot``, called before Bytewax commits the epoch's recovery snapshot) and at the end.
 So every row of an epoch is in ClickHouse before the epoch counts as done: a crash replays at most the
-uncommitted epoch, whose rows are written again.
+uncommitted epoch, whose rows are written again. With ``write_through`` (the live metric flow,
+``COACH_FLOWS_SINK_WRITE_THROUGH``) it also inserts at the end of every ``write_batch`` (the rows Bytewax hands
+it at once: those of one source batch, at most ``batch_rows`` per insert), so a result waits for neither the
+epoch nor a full buffer; the recovery snapshots keep their interval. A crash then leaves rows of the uncommitted
+epoch in ClickHouse that the resumed flow writes again, possibly grouped into other batches (other tokens): the
+re-written rows have the same natural keys and collapse as below, so readers that read with ``FINAL`` or
+``argMax`` (the API, the dashboards) see each row once.
 
 Writing a row twice is harmless: the tables are ``ReplacingMergeTree`` on the rows' natural keys. On top, each
 insert carries ``insert_deduplication_token`` = ``<table>:<sha256 of the rows' positions>`` (Kafka
@@ -106,6 +112,8 @@ class _ClickHousePartition(StatefulSinkPartition[SinkRow, None]):
             self._positions.append(position)
             if len(self._rows) >= self._sink.batch_rows:
                 self._flush()
+        if self._sink.write_through:
+            self._flush()
 
     def _flush(self) -> None:
         if not self._rows:
@@ -152,7 +160,9 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
     ``columns``: the column order of the rows; ``client_factory``: returns the clickhouse-connect client (for
     chDB, :func:`runtime.clickhouse.get_clickhouse_client` shares one per process); ``batch_rows``: insert once
     this many rows are buffered; ``retries``: attempts per insert; ``partitions``: sink partitions (rows are
-    routed by key); ``on_flush``: called with ``(table, rows)`` after each insert (progress reporting).
+    routed by key); ``on_flush``: called with ``(table, rows)`` after each insert (progress reporting);
+    ``write_through``: also insert what each ``write_batch`` buffered before it returns, instead of waiting for
+    ``batch_rows`` or the epoch boundary (only for tables on which a re-write collapses, see the module docstring).
     """
 
     def __init__(
@@ -165,6 +175,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
         retries: int = 5,
         partitions: int = 1,
         on_flush: Callable[[str, int], None] | None = None,
+        write_through: bool = False,
     ) -> None:
         self.table = table
         self.columns = tuple(columns)
@@ -173,6 +184,7 @@ class ClickHouseSink(FixedPartitionedSink[SinkRow, None]):
         self.retries = retries
         self.partitions = partitions
         self.on_flush = on_flush
+        self.write_through = write_through
 
     def list_parts(self) -> list[str]:
         """``<table>#<i>`` for each sink partition."""

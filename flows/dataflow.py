@@ -19,7 +19,8 @@
   learners' CDC stream and seeded, for learners it has no state for, from the CDC topic read to its end when
   the run starts (so the first transcripts of a replay do not race the CDC events).
 * **Recovery.** Bytewax snapshots every ``epoch_interval_s`` into the recovery directory; a restart (after a
-  crash or a stop) resumes from the last snapshot. The ClickHouse sinks flush at every snapshot and writes are
+  crash or a stop) resumes from the last snapshot. The ClickHouse sinks flush at every snapshot (the live flow's
+  also after every batch, ``sink_write_through``, so results do not wait for the snapshot) and writes are
   idempotent (:mod:`flows.clickhouse_sink`), so resuming never double-counts.
 * **Errors as a stream.** A transcript that cannot be decoded or scored goes to ``speech.transcripts.v1.dlq``, a
   learners' change event that cannot be parsed to ``cdc.public.learners.dlq``, each with its error class and
@@ -333,6 +334,7 @@ def build_metrics_flow(
             batch_rows=settings.sink_batch_rows,
             retries=settings.insert_retries,
             on_flush=stats.count_rows if stats is not None else None,
+            write_through=settings.sink_write_through and not replay,
         )
 
     threshold = settings.pause_threshold_s

@@ -40,12 +40,17 @@ class FlowSettings(BaseSettings):
     """Bytewax worker threads in this process (one GIL: more than 1 helps only while waiting on I/O; scale out with more
     processes on a ClickHouse server)"""
     epoch_interval_s: float = Field(default=5.0, gt=0)
-    """seconds between recovery snapshots; the ClickHouse sinks flush at every snapshot, so this is also the longest a
-    row waits in a sink buffer"""
+    """seconds between recovery snapshots; the ClickHouse sinks flush at every snapshot, so without
+    sink_write_through this is also the longest a row waits in a sink buffer"""
     replay_epoch_interval_s: float = Field(default=30.0, gt=0)
     """epoch length during a replay (fewer snapshots of a large window state)"""
     sink_batch_rows: int = Field(default=5000, ge=1)
     """a ClickHouse sink inserts as soon as it buffers this many rows (and at every epoch boundary)"""
+    sink_write_through: bool = True
+    """the live metric flow's ClickHouse sinks insert the rows of each batch Bytewax hands them at once, so a result
+    waits for no epoch boundary (safe because its tables collapse a re-written row, see flows.clickhouse_sink);
+    false: rows wait for sink_batch_rows or the next snapshot (up to epoch_interval_s). Replays always wait (fewer,
+    larger inserts; nobody reads their tables before the swap)"""
     insert_retries: int = Field(default=5, ge=1)
     """attempts of one ClickHouse insert (same deduplication token) before the dataflow fails and restarts from its last
     snapshot"""

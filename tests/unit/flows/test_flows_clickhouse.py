@@ -107,6 +107,103 @@ def test_sink_dedup_tokens_replacing_merge_tree_and_swap(tmp_path: Path) -> None
     assert "submission_metrics_before_v5" not in out["tables"] and "submission_metrics_v5" not in out["tables"]
 
 
+WRITE_THROUGH_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import UTC, datetime, timedelta
+    from clickhouse import SQL_DIR
+    from flows.clickhouse_sink import ClickHouseSink
+    from flows.records import SourceMessage, score_batch, submission_row
+    from flows.synthetic import synthetic_transcript
+    from flows.tables import SUBMISSION_COLUMNS
+    from runtime.clickhouse import get_clickhouse_client
+    from runtime.settings import PlatformSettings
+    from runtime.sql_migrations import apply_clickhouse
+    from schemas.registry import encode_event
+
+    client = get_clickhouse_client(PlatformSettings(home=sys.argv[1], clickhouse_url=f"chdb://{sys.argv[1]}/chdb"))
+    out = {}
+    at = datetime(2024, 3, 5, 10, tzinfo=UTC)
+    def message(i):
+        value = encode_event(synthetic_transcript("u1", at + timedelta(hours=i), words=20))
+        return SourceMessage("speech.transcripts.v1", 0, i, b"u1", value)
+    scored = score_batch([message(i) for i in range(3)], pause_threshold_s=0.25)
+    rows = [(submission_row(s, at), f"speech.transcripts.v1:0:{s.source_offset}") for s in scored]
+    count = "SELECT count() FROM {}.submission_metrics {}"
+    per_key = (
+        "SELECT max(c) FROM (SELECT count() AS c FROM {}.submission_metrics FINAL GROUP BY user_id, submission_id)"
+    )
+    for database, write_through in (("through", True), ("buffered", False)):
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        apply_clickhouse(client, SQL_DIR, database)
+        client.command(f"SYSTEM STOP MERGES {database}.submission_metrics")  # duplicates stay until read
+        table = f"{database}.submission_metrics"
+        sink = ClickHouseSink(table, SUBMISSION_COLUMNS, client_factory=lambda: client, write_through=write_through)
+        part = sink.build_part("submission_metrics_out", f"{table}#0", None)
+        seen = []
+        part.write_batch(rows[:2])
+        seen.append(client.query(count.format(database, "")).result_rows[0][0])
+        part.write_batch(rows[2:])
+        seen.append(client.query(count.format(database, "")).result_rows[0][0])
+        part.snapshot()
+        seen.append(client.query(count.format(database, "")).result_rows[0][0])
+        # a crash before that snapshot was committed: the resumed flow writes the epoch's rows again, grouped into
+        # other batches than before (other deduplication tokens), and the rows collapse on their natural key
+        resumed = sink.build_part("submission_metrics_out", f"{table}#0", None)
+        resumed.write_batch([rows[0]])
+        resumed.write_batch(rows[1:])
+        resumed.close()
+        seen.append(client.query(count.format(database, "")).result_rows[0][0])
+        out[database] = {
+            "raw": seen,
+            "final": client.query(count.format(database, "FINAL")).result_rows[0][0],
+            "per_key": client.query(per_key.format(database)).result_rows[0][0],
+        }
+    print(json.dumps(out))
+    """
+)
+
+
+def test_write_through_sink_inserts_before_the_snapshot_and_rewrites_collapse(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_THROUGH_SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # write-through: each batch is in ClickHouse when write_batch returns, before any snapshot; the re-written
+    # batches (1 + 2 rows, other tokens than 2 + 1) are stored again but read back as one row per key with FINAL
+    assert out["through"] == {"raw": [2, 3, 3, 6], "final": 3, "per_key": 1}
+    # buffered (replays): nothing before the epoch boundary, everything at it; the re-written epoch is one insert
+    # of the same rows again, dropped by its token
+    assert out["buffered"] == {"raw": [0, 0, 3, 3], "final": 3, "per_key": 1}
+
+
+def test_only_the_live_metric_flow_writes_through() -> None:
+    from flows.clickhouse_sink import ClickHouseSink
+    from flows.dataflow import build_metrics_flow
+    from flows.settings import FlowSettings
+    from flows.tables import TableNames
+    from runtime.settings import PlatformSettings
+
+    def sinks(step: object) -> list[ClickHouseSink]:
+        found = [sink] if isinstance(sink := getattr(step, "sink", None), ClickHouseSink) else []
+        for sub in getattr(step, "substeps", ()):
+            found += sinks(sub)
+        return found
+
+    platform, tables = PlatformSettings(), TableNames("coach")
+    live = sinks(build_metrics_flow(FlowSettings(), platform, tables))
+    assert len(live) == 3 and all(sink.write_through for sink in live)
+    replay = sinks(build_metrics_flow(FlowSettings(), platform, tables, replay=True))
+    assert len(replay) == 3 and not any(sink.write_through for sink in replay)
+    off = sinks(build_metrics_flow(FlowSettings(sink_write_through=False), platform, tables))
+    assert len(off) == 3 and not any(sink.write_through for sink in off)
+
+
 def test_datetime64_ticks_match_clickhouse_connect() -> None:
     from datetime import UTC, datetime, timedelta
 

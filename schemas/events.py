@@ -222,6 +222,12 @@ class TranscriptCreatedPayload(FrozenModel):
         ge=0,
         description="Whisper windows decoded without initial_prompt, because with it their decode was doubtful",
     )
+    packed_with: int = Field(
+        default=0,
+        ge=0,
+        description="Other answers whose speech shared this answer's Whisper window (window packing); 0 when it "
+        "was decoded alone, as every answer was before packing",
+    )
 
     @model_validator(mode="after")
     def _words_inside_clip(self) -> TranscriptCreatedPayload:
@@ -240,9 +246,10 @@ class TranscriptCreated(EventEnvelope):
     """Emitted by the transcription consumer group; caused by a ``SubmissionReceived``.
 
     Version 3 (2026-12-03): ``payload.hesitations`` (:class:`HesitationSpan`), ``payload.initial_prompt`` and
-    ``payload.redecoded_chunks``. Older versions are upcast on read by :func:`schemas.registry.decode_event`:
-    v1 (one object per word; :func:`schemas.events_v1.upcast_transcript_created_v1_v2`) and v2 (words as parallel
-    arrays; :func:`schemas.events_v2.upcast_transcript_created_v2_v3`: no hesitations, since no detector ran)."""
+    ``payload.redecoded_chunks``; later, the optional ``payload.packed_with`` (window packing). Older versions are
+    upcast on read by :func:`schemas.registry.decode_event`: v1 (one object per word;
+    :func:`schemas.events_v1.upcast_transcript_created_v1_v2`) and v2 (words as parallel arrays;
+    :func:`schemas.events_v2.upcast_transcript_created_v2_v3`: no hesitations, since no detector ran)."""
 
     EVENT_TYPE: ClassVar[str] = "TranscriptCreated"
     SCHEMA_VERSION: ClassVar[int] = 3

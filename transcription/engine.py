@@ -22,6 +22,15 @@ messages instead:
    ``WhisperModel.add_word_timestamps`` (fed the precomputed alignments), which places them on the
    message's speech-only timeline; ``SpeechTimestampsMap`` (as in ``restore_speech_timestamps``)
    then moves them to the original, untrimmed timeline and they are clamped to ``[0, duration]``.
+   **Window packing** (``pack_windows``): the single-chunk messages of a language group whose speech is at most
+   ``pack_max_s`` long are placed first-fit, longest first, into shared ≤30 s windows, with ``pack_gap_s`` of
+   silence between two answers (faster-whisper's maintainers' advice for many short files, #915, done inside the
+   engine). A window is decoded and aligned once, like any chunk; each aligned word then goes back to the answer
+   whose span in the window holds its midpoint (or is nearest to it), its times moved to that answer's own
+   timeline and kept inside it, so no answer receives another's words. Each answer is then assembled as if
+   decoded alone. A window judged silent by the no-speech rule is decoded again answer by answer; an answer that
+   got no words, or whose words stop early, is re-decoded alone (below). ``TranscriptionResult.packed_with``
+   records how many other answers shared the window.
 5. **Hesitations** heard in the audio (``hesitation_detection``): :func:`transcription.hesitation.hear` of the
    message's audio, its words and its VAD regions (seconds) moves each recognised filled pause onto its sound
    (the words the result carries) and finds the hesitation spans.
@@ -180,6 +189,8 @@ class TranscriptionResult:
         unprompted_chunks: chunks decoded without it, because it made their decode doubtful.
         hesitations: voiced gaps and held sounds heard in the audio
             (:func:`transcription.hesitation.hear`), or ``None`` when ``hesitation_detection`` is off.
+        packed_with: how many other answers' speech shared this answer's Whisper window (``pack_windows``);
+            0 when it was decoded alone.
     """
 
     id: str
@@ -200,6 +211,7 @@ class TranscriptionResult:
     initial_prompt: str | None = None
     unprompted_chunks: int = 0
     hesitations: list[HesitationSpan] | None = None
+    packed_with: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +297,13 @@ def load_whisper_model(settings: TranscriptionSettings) -> LoadedModel:
 
 @dataclass(slots=True)
 class _Chunk:
-    """One ≤30 s chunk of one message (times on the message's speech-only timeline)."""
+    """One ≤30 s chunk of one message (times on the message's speech-only timeline), or a packed window.
 
-    message: _Message
+    A packed window has no message of its own: ``members`` holds the chunks placed in it, each with the second at
+    which its speech starts in the window.
+    """
+
+    message: _Message | None
     offset_s: float
     duration_s: float
     features: npt.NDArray[np.float32] | None  # (n_mels, 3000) until decoded
@@ -299,6 +315,14 @@ class _Chunk:
     no_speech_prob: float = 0.0
     silent: bool = False
     alignment: list[dict[str, Any]] = field(default_factory=list)
+    members: list[tuple[_Chunk, float]] = field(default_factory=list)  # a packed window's chunks and their starts
+    packed_with: int = 0  # other chunks that shared this chunk's packed window
+
+    def owners(self) -> list[_Message]:
+        """The messages whose speech this chunk holds: its own, or those of a packed window's members."""
+        if self.members:
+            return [member.message for member, _ in self.members if member.message is not None]
+        return [] if self.message is None else [self.message]
 
 
 @dataclass(slots=True)
@@ -503,10 +527,12 @@ class BatchTranscriber:
         prompt; decode without it the chunks that it made doubtful (:meth:`_doubtful`: Whisper's no-speech rule
         fired or the average log-probability fell below ``log_prob_threshold``), keeping whichever decode is more
         probable; then decode again, one by one, the chunks whose decode stopped early (:meth:`_stopped_early`,
-        :meth:`_redecode`)."""
+        :meth:`_redecode`). Short chunks are first packed into shared windows (:meth:`_pack`), and the words of
+        each window are given back to its chunks (:meth:`_unpack`) before the early-stop check."""
         prompt = self.settings.disfluency_prompt
-        self._decode(chunks, tokenizer, prompt)
-        doubtful = [chunk for chunk in chunks if prompt is not None and self._doubtful(chunk)]
+        windows = self._pack(chunks)
+        self._decode(windows, tokenizer, prompt)
+        doubtful = [chunk for chunk in windows if prompt is not None and self._doubtful(chunk)]
         if doubtful:
             prompted = {id(chunk): _Decoded.of(chunk) for chunk in doubtful}
             self._decode(doubtful, tokenizer, None)
@@ -516,10 +542,99 @@ class BatchTranscriber:
                     first.restore(chunk)
                 else:
                     chunk.unprompted = True
+        alone = [member for window in windows if window.members for member in self._unpack(window)]
+        if alone:
+            self._decode(alone, tokenizer, prompt)
         for chunk in chunks:
             samples, chunk.samples, chunk.features = chunk.samples, None, None
             if samples is not None and self._stopped_early(chunk):
                 self._redecode(chunk, samples, tokenizer)
+
+    def _pack(self, chunks: list[_Chunk]) -> list[_Chunk]:
+        """Place the packable chunks (their message's only chunk, speech ≤ ``pack_max_s``) first-fit, longest first,
+        into windows of at most ``WHISPER_WINDOW_S`` with ``pack_gap_s`` of silence between two chunks; return the
+        chunks to decode: the unpackable ones, the windows of two or more, and the chunks left alone. Nothing is
+        packed without ``pack_windows`` and ``word_timestamps`` (words are given back by time)."""
+        s = self.settings
+        if not (s.pack_windows and s.word_timestamps):
+            return chunks
+        alone: list[_Chunk] = []
+        bins: list[list[_Chunk]] = []
+        loads: list[float] = []
+        for chunk in sorted(chunks, key=lambda c: c.duration_s, reverse=True):
+            message = chunk.message
+            if message is None or len(message.chunks) != 1 or chunk.duration_s > s.pack_max_s:
+                alone.append(chunk)
+                continue
+            for index, load in enumerate(loads):
+                if load + s.pack_gap_s + chunk.duration_s <= WHISPER_WINDOW_S:
+                    bins[index].append(chunk)
+                    loads[index] = load + s.pack_gap_s + chunk.duration_s
+                    break
+            else:
+                bins.append([chunk])
+                loads.append(chunk.duration_s)
+        return alone + [members[0] if len(members) == 1 else self._window(members) for members in bins]
+
+    def _window(self, members: list[_Chunk]) -> _Chunk:
+        """One packed window of ``members``: their speech samples in order, ``pack_gap_s`` of zeros between two,
+        and the log-mel features of the whole (padded to 3000 frames)."""
+        gap = np.zeros(round(self.settings.pack_gap_s * TARGET_SAMPLE_RATE), dtype=np.float32)
+        parts: list[npt.NDArray[np.float32]] = []
+        placed: list[tuple[_Chunk, float]] = []
+        position = 0
+        for member in members:
+            if parts:
+                parts.append(gap)
+                position += gap.size
+            assert member.samples is not None
+            placed.append((member, position / TARGET_SAMPLE_RATE))
+            parts.append(member.samples)
+            position += member.samples.size
+            member.packed_with = len(members) - 1
+        samples = np.concatenate(parts)
+        features = pad_or_trim(self.model.feature_extractor(samples)[..., :-1])
+        return _Chunk(None, 0.0, samples.size / TARGET_SAMPLE_RATE, features, members=placed)
+
+    def _unpack(self, window: _Chunk) -> list[_Chunk]:
+        """Give each aligned word of a decoded ``window`` to the member whose span in the window holds its midpoint
+        (or is nearest to it; a word without a leading space goes with the word before it), with its times moved
+        onto the member's timeline and kept inside ``[0, duration]``. Each member's tokens are those of its words,
+        and it shares the window's log-probability, no-speech probability and prompt choice. A window the
+        no-speech rule judged silent, since its first tokens speak for its first member only, and a member with a run
+        of words the alignment squeezed into no time (:func:`_squeezed`) are returned, to be decoded alone (their
+        ``packed_with`` is then 0)."""
+        members = [member for member, _ in window.members]
+        if window.silent:
+            for member in members:
+                member.packed_with = 0
+            return members
+        spans = [(start, start + member.duration_s) for member, start in window.members]
+        words: list[list[dict[str, Any]]] = [[] for _ in members]
+        nearest = 0
+        for index, word in enumerate(window.alignment):
+            # A word that does not start with a space (punctuation, a word's continuation) belongs with the word
+            # before it: DTW often times a sentence-final stop at the next speech, after the gap.
+            if index == 0 or str(word["word"]).startswith(" "):
+                middle = (float(word["start"]) + float(word["end"])) / 2
+                nearest = min(range(len(spans)), key=lambda i: max(spans[i][0] - middle, middle - spans[i][1], 0.0))
+            words[nearest].append(word)
+        for (member, start), own in zip(window.members, words, strict=True):
+            member.tokens = [token for word in own for token in word["tokens"]]
+            member.alignment = [
+                {
+                    **word,
+                    "start": min(max(float(word["start"]) - start, 0.0), member.duration_s),
+                    "end": min(max(float(word["end"]) - start, 0.0), member.duration_s),
+                }
+                for word in own
+            ]
+            member.avg_logprob, member.no_speech_prob = window.avg_logprob, window.no_speech_prob
+            member.silent, member.unprompted = False, window.unprompted
+        alone = [member for member in members if _squeezed(member.alignment)]
+        for member in alone:
+            member.packed_with = 0
+        return alone
 
     def _doubtful(self, chunk: _Chunk) -> bool:
         """Whether a decode is doubtful: Whisper's no-speech rule dropped the chunk (VAD found speech in it), or
@@ -557,16 +672,21 @@ class BatchTranscriber:
                         chunk.alignment = alignment
             share = _ms(time.perf_counter() - started) / len(stack)
             for chunk in stack:
-                chunk.message.inference_ms += share
+                owners = chunk.owners()
+                for owner in owners:
+                    owner.inference_ms += share / len(owners)
 
     def _stopped_early(self, chunk: _Chunk) -> bool:
         """Whether the one-pass decode of ``chunk`` ended before its speech did (the decoder emitted end-of-text
         while speech went on). The chunk holds speech only (VAD's regions joined), so its decoded words should
         reach its end. Two signs, from the word alignment: the last word ends ``redecode_tail_s`` or more before
         the chunk does, or one word lasts longer than that (the alignment stretches the last words it has over
-        speech it has no words for). Never for a silent chunk or without word timestamps."""
-        if chunk.silent or not chunk.alignment:
+        speech it has no words for). A chunk of a packed window that got no words has stopped early too. Never for
+        a silent chunk or without word timestamps."""
+        if chunk.silent or not self.settings.word_timestamps:
             return False
+        if not chunk.alignment:
+            return chunk.packed_with > 0
         tail = self.settings.redecode_tail_s
         last_end = max(float(word["end"]) for word in chunk.alignment)
         longest = max(float(word["end"]) - float(word["start"]) for word in chunk.alignment)
@@ -607,7 +727,8 @@ class BatchTranscriber:
             }
             for segment in segments
         ]
-        chunk.message.inference_ms += _ms(time.perf_counter() - started)
+        for owner in chunk.owners():
+            owner.inference_ms += _ms(time.perf_counter() - started)
 
     def _is_silent(self, chunk: _Chunk) -> bool:
         """Whisper's no-speech rule, as in ``WhisperModel.generate_segments``."""
@@ -742,6 +863,7 @@ class BatchTranscriber:
             initial_prompt=self.settings.disfluency_prompt,
             unprompted_chunks=sum(chunk.unprompted for chunk in message.chunks),
             hesitations=hesitations,
+            packed_with=max((chunk.packed_with for chunk in message.chunks), default=0),
         )
 
     # ------------------------------------------------------------------ helpers
@@ -784,6 +906,25 @@ class BatchTranscriber:
             hallucination_silence_threshold=None,
             hotwords=None,
         )
+
+
+SQUEEZED_RUN = 3
+"""Consecutive words (punctuation aside) that the alignment gives less than one 20-ms frame each: the decoder wrote
+words for which the audio has no time, as when it repeats a phrase it has just heard (Whisper's repetition
+hallucination, which two answers with the same text in one window can set off)."""
+
+
+def _squeezed(alignment: list[dict[str, Any]]) -> bool:
+    """Whether ``alignment`` (faster-whisper's ``find_alignment`` words, seconds) holds :data:`SQUEEZED_RUN` words
+    in a row that last under 0.02 s, words without a letter or digit skipped."""
+    run = 0
+    for word in alignment:
+        if not any(character.isalnum() for character in str(word["word"])):
+            continue
+        run = run + 1 if float(word["end"]) - float(word["start"]) < 0.02 else 0
+        if run >= SQUEEZED_RUN:
+            return True
+    return False
 
 
 def _sentence_segment(words: list[Word], chunk: _Chunk) -> DecodedSegment:

@@ -246,11 +246,13 @@ def retime_filled_pauses(
     moved onto the steady voiced stretch (:func:`steady_stretches`) nearest to it, where one lies within
     :attr:`HesitationSettings.filler_search_s` (centre to centre), between the start of the word two before
     and the end of the word two after, and that no other recognised word explains (a one-syllable word lying in
-    it, see :func:`voiced_gaps`); each stretch takes at most one filler. Whisper's cross-attention timing
-    often puts a filler hundreds of milliseconds off and lets a neighbouring word cover the sound; the words
-    before the moved filler are cut to end at its start, those after it to start at its end, so that times stay
-    in word order and no word overlaps the filler (each keeps ``start <= end``). Word order and text are
-    unchanged; a filler without a stretch near it keeps its timing. Raises nothing."""
+    it, see :func:`voiced_gaps`). A stretch the filler already covers for at least half comes first, then one that
+    the word just before or after it is stretched over (:func:`_stretched_over`), nearer or not. Each stretch takes
+    at most one filler. Whisper's cross-attention timing often puts a filler hundreds of milliseconds off and lets
+    a neighbouring word cover the sound; the words before the moved filler are cut to end at its start, those
+    after it to start at its end, so that times stay in word order and no word overlaps the filler (each keeps
+    ``start <= end``). Word order and text are unchanged; a filler without a stretch near it keeps its timing.
+    Raises nothing."""
     settings = settings or HesitationSettings()
     out = list(words)
     if settings.filler_search_s <= 0 or not any(_is_filled_pause(w.word) for w in out):
@@ -262,8 +264,14 @@ def retime_filled_pauses(
         lower = out[index - 2].start if index >= 2 else 0.0
         upper = out[index + 2].end if index + 2 < len(out) else math.inf
         centre = (word.start + word.end) / 2
+        neighbours = [out[j] for j in (index - 1, index + 1) if 0 <= j < len(out)]
         near = [
-            (abs((start + end) / 2 - centre), start, end)
+            (
+                _priority(word, neighbours, start, end, settings),
+                abs((start + end) / 2 - centre),
+                start,
+                end,
+            )
             for start, end in free
             if start >= lower
             and end <= upper
@@ -272,7 +280,7 @@ def retime_filled_pauses(
         ]
         if not near:
             continue
-        _, start, end = min(near)
+        _, _, start, end = min(near)
         free.remove((start, end))
         start, end = round(start, 3), round(end, 3)
         out[index] = word._replace(start=start, end=end)
@@ -396,6 +404,29 @@ def _explains(word: Word, start: float, end: float, settings: HesitationSettings
     ):
         return False
     return duration <= 0 or min(word.end, end) - max(word.start, start) >= duration / 2
+
+
+def _priority(filler: Word, neighbours: Sequence[Word], start: float, end: float, settings: HesitationSettings) -> int:
+    """Rank of the steady segment ``[start, end]`` as the sound of ``filler`` (lower first): 0 when the filler
+    covers at least half of it, 1 when a neighbouring word is stretched over it (:func:`_stretched_over`), else 2."""
+    if min(filler.end, end) - max(filler.start, start) >= (end - start) / 2:
+        return 0
+    return 1 if any(_stretched_over(other, start, end, settings) for other in neighbours) else 2
+
+
+def _stretched_over(word: Word, start: float, end: float, settings: HesitationSettings) -> bool:
+    """Whether ``word`` (not a filled pause) covers at least half of the steady segment ``[start, end]`` and lasts
+    longer than :attr:`HesitationSettings.explain_max_word_s` per syllable (1.5x before punctuation, as in
+    :func:`_explains`): the alignment has stretched it over a sound it has no word for."""
+    tokens = word_tokens(word.word)
+    if not tokens or any(filled_pause_form(t) is not None for t in tokens):
+        return False
+    syllables = max(1, sum(syllable_count(t) for t in tokens))
+    allowance = (
+        settings.explain_max_word_s * syllables * (PHRASE_FINAL_LENGTHENING if _phrase_final(word.word) else 1.0)
+    )
+    covered = min(word.end, end) - max(word.start, start)
+    return word.end - word.start > allowance and covered >= (end - start) / 2
 
 
 def _is_filled_pause(text: str) -> bool:

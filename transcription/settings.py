@@ -98,6 +98,14 @@ class TranscriptionSettings(BaseSettings):
     """A window's decode whose last word ends this long or more before the window's speech does, or that stretches
     one word over this long, is taken to have stopped early: the window is decoded again by the sequential decoder
     (TranscriptCreated.redecoded_chunks counts it)"""
+    pack_windows: bool = True
+    """Place the speech of several short answers of a batch in one 30-s Whisper window, with pack_gap_s of silence
+    between them, and give each decoded word back to its answer by time (TranscriptCreated.packed_with): Whisper
+    encodes a full window whatever the speech's length, so this saves encoder passes. Needs word_timestamps"""
+    pack_gap_s: float = Field(default=1.0, gt=0.0, le=5.0)
+    """Silence between two answers placed in one window, in seconds"""
+    pack_max_s: float = Field(default=20.0, gt=0.0, le=WHISPER_WINDOW_S)
+    """Longest speech (seconds after VAD) an answer may have to share a window; longer answers keep their own"""
 
     @field_validator("disfluency_prompt", mode="before")
     @classmethod

@@ -273,6 +273,7 @@ class TranscriptionWorker:
                 initial_prompt=r.initial_prompt,
                 redecoded_chunks=r.redecoded_chunks,
                 unprompted_chunks=r.unprompted_chunks,
+                packed_with=r.packed_with,
                 hesitations=r.hesitations,
             ),
         )

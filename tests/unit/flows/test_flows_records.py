@@ -92,7 +92,7 @@ def _decoded(data: bytes | str | dict[str, object]) -> tuple[str, object]:
         return type(exc).__name__, str(exc)
 
 
-_V3_ONLY = ("hesitations", "initial_prompt", "redecoded_chunks", "unprompted_chunks")
+_V3_ONLY = ("hesitations", "initial_prompt", "redecoded_chunks", "unprompted_chunks", "packed_with")
 
 
 def _as_v2(raw: dict[str, Any]) -> dict[str, Any]:

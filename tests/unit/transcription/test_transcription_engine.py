@@ -35,6 +35,7 @@ pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
 JFK = FIXTURES / "jfk.flac"
+HOTWORDS = FIXTURES / "hotwords.mp3"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 MAX_WER = 0.10
 
@@ -189,7 +190,10 @@ def test_word_timestamps_lie_within_the_clip(jfk_alone: TranscriptionResult) -> 
         assert 0.0 <= segment.start <= segment.end <= jfk_alone.duration_s
 
 
-def test_batch_across_messages(transcriber: BatchTranscriber, jfk: np.ndarray, jfk_alone: TranscriptionResult) -> None:
+def test_batch_across_messages(
+    settings: TranscriptionSettings, jfk: np.ndarray, jfk_alone: TranscriptionResult
+) -> None:
+    transcriber = BatchTranscriber(settings.model_copy(update={"pack_windows": False}))
     wav_44k = encode(resample(jfk, TARGET_SAMPLE_RATE, 44_100), 44_100, "wav", "pcm_s16le")
     jfk_from_44k = decode_audio(wav_44k)
     assert jfk_from_44k.source_sample_rate == 44_100
@@ -285,6 +289,90 @@ def test_a_window_the_prompt_made_doubtful_is_decoded_without_it(
     assert prompts == [settings.disfluency_prompt, None]
     assert result.unprompted_chunks == 1 and result.redecoded_chunks == 0
     assert wer(result.text) <= MAX_WER, result.text
+
+
+def test_short_answers_share_a_window_and_keep_their_own_words(transcriber: BatchTranscriber, jfk: np.ndarray) -> None:
+    """JFK (11 s) and the hotwords clip (4 s) fit one 30-s window with the gap between them: one decode, and each
+    answer gets back its own words, on its own timeline (the second's leading silence included)."""
+    hotwords = np.concatenate([np.zeros(2 * TARGET_SAMPLE_RATE, np.float32), decode_audio(HOTWORDS).samples])
+    alone = transcriber.transcribe(AudioItem("hotwords", hotwords))
+    first, second = transcriber.transcribe_batch([AudioItem("jfk", jfk), AudioItem("hotwords", hotwords)])
+    assert isinstance(first, TranscriptionResult) and isinstance(second, TranscriptionResult), (first, second)
+    assert isinstance(alone, TranscriptionResult) and alone.packed_with == 0
+    assert first.packed_with == second.packed_with == 1
+    assert first.redecoded_chunks == second.redecoded_chunks == 0
+    assert wer(first.text) <= MAX_WER, first.text
+    jfk_only = set(normalise(JFK_TEXT).split()) - set(normalise(alone.text).split())
+    assert not set(normalise(second.text).split()) & jfk_only, second.text
+    own = set(normalise(alone.text).split())
+    assert len(own & set(normalise(second.text).split())) >= 0.7 * len(own), (alone.text, second.text)
+    for result in (first, second):
+        assert all(0.0 <= w.start <= w.end <= result.duration_s for w in result.words)
+    assert second.words[0].start >= 1.5 and first.words[0].start < 1.0
+
+
+def test_answers_with_the_same_text_in_one_window_keep_their_own_words(
+    transcriber: BatchTranscriber, jfk: np.ndarray
+) -> None:
+    """Two answers with the same text in one window can set off Whisper's repetition hallucination (the decoder
+    writes a phrase again, and the alignment squeezes the copy into no time). Whatever the decoder does, each
+    answer keeps its own words and no more: one that received squeezed words is decoded alone."""
+    padded = np.concatenate([np.zeros(2 * TARGET_SAMPLE_RATE, np.float32), jfk])
+    results = transcriber.transcribe_batch([AudioItem("jfk", jfk), AudioItem("jfk-padded", padded)])
+    for result in results:
+        assert isinstance(result, TranscriptionResult), result
+        assert wer(result.text) <= MAX_WER, result.text
+        assert all(0.0 <= w.start <= w.end <= result.duration_s for w in result.words)
+
+
+def _packed_pair(jfk: np.ndarray) -> list[AudioItem]:
+    return [AudioItem("a", jfk), AudioItem("b", jfk[: 8 * TARGET_SAMPLE_RATE])]
+
+
+def test_a_packed_window_judged_silent_is_decoded_answer_by_answer(
+    settings: TranscriptionSettings, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: Whisper's no-speech rule fires on the packed window (its first tokens speak for its first
+    answer only). The engine decodes the answers alone instead of dropping them."""
+    transcriber = BatchTranscriber(settings)
+    real = transcriber._pipeline.generate_segment_batched
+    calls: list[int] = []
+
+    def packed_window_looks_silent(features, tokenizer, options):  # type: ignore[no-untyped-def]
+        encoder_output, outputs = real(features, tokenizer, options)
+        calls.append(len(outputs))
+        if len(outputs) == 1:
+            outputs = [{**output, "no_speech_prob": 0.99, "avg_logprob": -3.0} for output in outputs]
+        return encoder_output, outputs
+
+    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", packed_window_looks_silent)
+    results = transcriber.transcribe_batch(_packed_pair(jfk))
+    assert calls == [1, 1, 2]  # the window, with and without the prompt; then the two answers in one stack
+    for result in results:
+        assert isinstance(result, TranscriptionResult), result
+        assert result.packed_with == 0
+        assert len(normalise(result.text).split()) >= 12, result.text
+
+
+def test_an_answer_that_gets_no_words_from_its_window_is_decoded_alone(
+    settings: TranscriptionSettings, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the packed window's decode stops after four text tokens, so the first answer's words stop
+    early and the second gets none (or words squeezed into no time). Both are decoded again alone and keep their
+    words."""
+    transcriber = BatchTranscriber(settings)
+    real = transcriber._pipeline.generate_segment_batched
+
+    def window_stops_early(features, tokenizer, options):  # type: ignore[no-untyped-def]
+        encoder_output, outputs = real(features, tokenizer, options)
+        return encoder_output, [{**output, "tokens": list(output["tokens"])[:4]} for output in outputs]
+
+    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", window_stops_early)
+    first, second = transcriber.transcribe_batch(_packed_pair(jfk))
+    assert isinstance(first, TranscriptionResult) and isinstance(second, TranscriptionResult)
+    assert first.redecoded_chunks == second.redecoded_chunks == 1
+    assert wer(first.text) <= MAX_WER, first.text
+    assert normalise(second.text).startswith("and so my fellow americans"), second.text
 
 
 def test_settings_drive_the_direct_baseline(settings: TranscriptionSettings, jfk: np.ndarray) -> None:

@@ -28,9 +28,10 @@ messages instead:
    engine). A window is decoded and aligned once, like any chunk; each aligned word then goes back to the answer
    whose span in the window holds its midpoint (or is nearest to it), its times moved to that answer's own
    timeline and kept inside it, so no answer receives another's words. Each answer is then assembled as if
-   decoded alone. A window judged silent by the no-speech rule is decoded again answer by answer; an answer that
-   got no words, or whose words stop early, is re-decoded alone (below). ``TranscriptionResult.packed_with``
-   records how many other answers shared the window.
+   decoded alone. The answers of a window judged silent by the no-speech rule, an answer that got no words or
+   whose words stop early, and one with words squeezed into no time are decoded again alone, in one stack (and,
+   should that stop early too, by the sequential decoder, below). ``TranscriptionResult.packed_with`` records how
+   many other answers shared the window (0 for an answer decoded again alone).
 5. **Hesitations** heard in the audio (``hesitation_detection``): :func:`transcription.hesitation.hear` of the
    message's audio, its words and its VAD regions (seconds) moves each recognised filled pause onto its sound
    (the words the result carries) and finds the hesitation spans.
@@ -601,9 +602,10 @@ class BatchTranscriber:
         (or is nearest to it; a word without a leading space goes with the word before it), with its times moved
         onto the member's timeline and kept inside ``[0, duration]``. Each member's tokens are those of its words,
         and it shares the window's log-probability, no-speech probability and prompt choice. A window the
-        no-speech rule judged silent, since its first tokens speak for its first member only, and a member with a run
-        of words the alignment squeezed into no time (:func:`_squeezed`) are returned, to be decoded alone (their
-        ``packed_with`` is then 0)."""
+        no-speech rule judged silent, since its first tokens speak for its first member only, a member with a run
+        of words the alignment squeezed into no time (:func:`_squeezed`) and a member whose words stop early
+        (:meth:`_stopped_early`; the decoder can pass over a whole answer of a window) are returned, to be decoded
+        alone with the batched decoder (their ``packed_with`` is then 0)."""
         members = [member for member, _ in window.members]
         if window.silent:
             for member in members:
@@ -631,7 +633,7 @@ class BatchTranscriber:
             ]
             member.avg_logprob, member.no_speech_prob = window.avg_logprob, window.no_speech_prob
             member.silent, member.unprompted = False, window.unprompted
-        alone = [member for member in members if _squeezed(member.alignment)]
+        alone = [member for member in members if _squeezed(member.alignment) or self._stopped_early(member)]
         for member in alone:
             member.packed_with = 0
         return alone

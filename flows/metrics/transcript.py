@@ -41,13 +41,12 @@ Conventions (part of the metric definitions; a change needs a bump of :data:`MET
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-import operator
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, compress, repeat
+from itertools import chain, compress
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,6 +54,7 @@ import numpy.typing as npt
 
 from flows.metrics.lexicon import (
     EMPHATIC_REDUPLICATIONS,
+    FILLED_PAUSE_FORMS,
     I_MEAN_BLOCK_NEXT,
     I_MEAN_BLOCK_PREVIOUS,
     LIKE_BLOCK_PREVIOUS,
@@ -66,7 +66,7 @@ from flows.metrics.lexicon import (
     filled_pause_form,
 )
 from flows.metrics.syllables import syllable_count
-from flows.metrics.tokens import is_filled_pause, word_tokens
+from flows.metrics.tokens import word_tokens
 from flows.metrics.vocabulary import VocabularyMetrics, batch_vocabulary
 
 __all__ = [
@@ -266,23 +266,47 @@ def transcript_tokens(words: Sequence[TimedWord]) -> list[str]:
 _INFINITY = math.inf
 _FLOAT = frozenset({float})
 _Array = npt.NDArray[Any]
-_NO_TIMES: _Array = np.zeros(0, dtype=np.float64)
 
 
-@dataclass(frozen=True, slots=True)
-class _Timing:
+class _Timing(NamedTuple):
+    """The timing of one transcript (what the single-measure functions read)."""
+
     threshold_s: float
     word_count: int
     span_s: float
     pauses_s: tuple[float, ...]
-    run_starts: frozenset[int]  # token indices that begin a run: the first one and each after a pause
     tokens: tuple[str, ...]
-    token_starts: _Array  # each token's word's start and end, s (views into the batch's arrays)
-    token_ends: _Array
 
     @property
     def phonation_s(self) -> float:
-        return _seconds(max(0.0, self.span_s - sum(self.pauses_s)))
+        return _phonation(self.span_s, self.pauses_s)
+
+
+def _phonation(span_s: float, pauses_s: Sequence[float]) -> float:
+    """Phonation time in seconds: the speech span minus the silent pauses (de Jong & Wempe 2009), at least 0."""
+    return _seconds(max(0.0, span_s - sum(pauses_s)))
+
+
+class _Batch(NamedTuple):
+    """The timing of a batch of transcripts (:func:`_batch_timing`), over the batch's concatenated tokens.
+
+    Token ``k`` of the batch is ``tokens[k]``, of transcript ``owner[k]``, its word from ``token_starts[k]`` to
+    ``token_ends[k]`` seconds; transcript ``t``'s tokens are ``token_bounds[t]:token_bounds[t + 1]``;
+    ``run_starts`` holds the batch indices of the tokens that begin a run (each transcript's first token, and each
+    one after a silent pause). ``spans_s`` and ``pauses_s``: each transcript's speech span and silent pauses, s.
+    """
+
+    threshold_s: float
+    tokens: list[str]
+    ids: _Array  # int64, per token: its id in lookups (:func:`_word_token_ids`)
+    lookups: _Lookups
+    owner: _Array  # int64, per token
+    token_starts: _Array  # float64, per token, s
+    token_ends: _Array
+    token_bounds: list[int]  # count + 1 offsets
+    spans_s: list[float]
+    pauses_s: list[tuple[float, ...]]
+    run_starts: set[int]
 
 
 def _seconds(value: float) -> float:
@@ -290,48 +314,27 @@ def _seconds(value: float) -> float:
 
 
 def _timing(words: TimedWords, threshold_s: float) -> _Timing:
-    """The timing of one transcript: :func:`_timings` of a batch of one (raises its ``ValueError``)."""
-    (timing,) = _timings([words], _check_threshold(threshold_s))
-    if isinstance(timing, ValueError):
-        raise timing
-    return timing
+    """The timing of one transcript: :func:`_batch_timing` of a batch of one (raises its ``ValueError``)."""
+    batch = _batch_timing([words], _check_threshold(threshold_s), None)
+    tokens = tuple(batch.tokens)
+    return _Timing(batch.threshold_s, len(tokens), batch.spans_s[0], batch.pauses_s[0], tokens)
 
 
-def _timings(
-    transcripts: Sequence[TimedWords], threshold_s: float, voiced: Sequence[Sequence[_Span]] | None = None
-) -> list[_Timing | ValueError]:
-    """Tokens, silent pauses, runs and speech span of each transcript (``threshold_s`` already checked).
-
-    Each word's timestamps are checked (``ValueError`` naming the word, see :func:`_check_time`; columns of unequal
-    length are a ``ValueError`` too); a word without tokens is ignored, timing included. A pause is the gap between
-    consecutive words with tokens (the next one's start minus the previous one's end) when it is ``>= threshold_s``
-    (sub-microsecond tolerance); the span runs from the earliest start to the latest end of those words.
-    ``voiced``: per transcript, its ``voiced_gap`` spans (sorted, merged; ``None``: none for any): a pause's gap
-    loses the parts they cover, and each part left is a pause when it is itself ``>= threshold_s`` (a gap whose
-    parts are all shorter is no pause: the voiced hesitation is phonation).
-
-    Returns one item per transcript: its :class:`_Timing`, or the ``ValueError`` of its words. The batch's words are
-    measured together, as one concatenation of their columns; when a word of the batch is invalid, each transcript
-    is measured as a batch of one, so that the error names the word within its transcript and the others are
-    unaffected.
-    """
-    try:
-        timings: list[_Timing | ValueError] = list(_concatenated_timings(transcripts, threshold_s, voiced))
-        return timings
-    except ValueError as error:
-        if len(transcripts) == 1:
-            return [error]
-        return [
-            timing
-            for index, words in enumerate(transcripts)
-            for timing in _timings([words], threshold_s, None if voiced is None else [voiced[index]])
-        ]
-
-
-def _concatenated_timings(
+def _batch_timing(
     transcripts: Sequence[TimedWords], threshold_s: float, voiced: Sequence[Sequence[_Span]] | None
-) -> list[_Timing]:
-    """:func:`_timings` over the concatenated words of all ``transcripts``; raises ``ValueError`` for the batch."""
+) -> _Batch:
+    """Tokens, silent pauses, runs and speech span of each transcript (``threshold_s`` already checked), computed
+    over the concatenated words of all ``transcripts``.
+
+    Each word's timestamps are checked (``ValueError`` naming the word by its index in the batch's words, see
+    :func:`_check_time`; columns of unequal length are a ``ValueError`` too): an invalid word raises for the whole
+    batch (a batch of one names the word within its transcript). A word without tokens is ignored, timing
+    included. A pause is the gap between consecutive words with tokens (the next one's start minus the previous
+    one's end) when it is ``>= threshold_s`` (sub-microsecond tolerance); the span runs from the earliest start
+    to the latest end of those words. ``voiced``: per transcript, its ``voiced_gap`` spans (sorted, merged;
+    ``None``: none for any): a pause's gap loses the parts they cover, and each part left is a pause when it is
+    itself ``>= threshold_s`` (a gap whose parts are all shorter is no pause: the voiced hesitation is phonation).
+    """
     count = len(transcripts)
     lengths: list[int] = []
     for words in transcripts:
@@ -343,13 +346,13 @@ def _concatenated_timings(
         list(chain.from_iterable(words.start for words in transcripts)),
         list(chain.from_iterable(words.end for words in transcripts)),
     )
-    per_word = list(map(word_tokens, chain.from_iterable(words.text for words in transcripts)))
-    counts = np.fromiter(map(len, per_word), dtype=np.int64, count=len(per_word))
+    tokens, ids, counts, lookups = _word_token_ids(list(chain.from_iterable(words.text for words in transcripts)))
     owner = np.repeat(np.arange(count, dtype=np.int64), lengths)  # each word's transcript
     token_ends = np.cumsum(counts)
     first_token = token_ends - counts  # each word's first token, in the batch's tokens
     word_offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
     token_offsets = np.concatenate(([0], token_ends))[word_offsets]  # each transcript's first token
+    token_owner = np.repeat(owner, counts)
     token_starts, token_ends = np.repeat(starts, counts), np.repeat(ends, counts)
     spoken = counts > 0
     starts, ends, owner, first_token = starts[spoken], ends[spoken], owner[spoken], first_token[spoken]
@@ -358,10 +361,8 @@ def _concatenated_timings(
     after_pause = np.flatnonzero((owner[1:] == owner[:-1]) & (gaps + _TIME_EPSILON_S >= threshold_s)) + 1
     pause_owner = owner[after_pause]
     pauses = _round_to_microseconds(gaps[after_pause - 1]).tolist()
-    run_starts = (first_token[after_pause] - token_offsets[pause_owner]).tolist()
+    run_starts = first_token[after_pause].tolist()
     pause_offsets = np.concatenate(([0], np.cumsum(np.bincount(pause_owner, minlength=count)))).tolist()
-    if voiced is not None and any(voiced):  # each pause's gap: the previous word's end, the next one's start
-        gap_starts, gap_ends = ends[after_pause - 1].tolist(), starts[after_pause].tolist()
     spoken_words = np.bincount(owner, minlength=count)
     with_words = spoken_words > 0
     spans = np.zeros(count, dtype=np.float64)
@@ -370,38 +371,38 @@ def _concatenated_timings(
         spans[with_words] = _round_to_microseconds(
             np.maximum.reduceat(ends, first_word) - np.minimum.reduceat(starts, first_word)
         )
-    tokens = list(chain.from_iterable(per_word))
     token_bounds = token_offsets.tolist()
-    timings: list[_Timing] = []
-    for index, span in enumerate(spans.tolist()):
-        low, high = token_bounds[index], token_bounds[index + 1]
-        own = tuple(tokens[low:high])
-        if not own:
-            timings.append(_Timing(threshold_s, 0, 0.0, (), frozenset(), (), _NO_TIMES, _NO_TIMES))
-            continue
-        first, last = pause_offsets[index], pause_offsets[index + 1]
-        own_pauses, own_starts = pauses[first:last], run_starts[first:last]
-        spans_here = voiced[index] if voiced is not None else None
-        if spans_here and first != last:
-            own_pauses, own_starts = [], []
+    own_pauses = [tuple(pauses[low:high]) for low, high in zip(pause_offsets[:-1], pause_offsets[1:], strict=True)]
+    starting = set(token_offsets[:-1][with_words].tolist())  # each transcript's first token
+    if voiced is None or not any(voiced):
+        starting.update(run_starts)
+    else:  # each pause's gap: the previous word's end, the next one's start
+        gap_starts, gap_ends = ends[after_pause - 1].tolist(), starts[after_pause].tolist()
+        for index, spans_here in enumerate(voiced):
+            first, last = pause_offsets[index], pause_offsets[index + 1]
+            if not spans_here:
+                starting.update(run_starts[first:last])
+                continue
+            kept: list[float] = []
             for at in range(first, last):
                 silences = _silences(gap_starts[at], gap_ends[at], spans_here, threshold_s)
                 if silences:
-                    own_pauses.extend(silences)
-                    own_starts.append(run_starts[at])
-        timings.append(
-            _Timing(
-                threshold_s,
-                len(own),
-                span,
-                tuple(own_pauses),
-                frozenset([0, *own_starts]),
-                own,
-                token_starts[low:high],
-                token_ends[low:high],
-            )
-        )
-    return timings
+                    kept.extend(silences)
+                    starting.add(run_starts[at])
+            own_pauses[index] = tuple(kept)
+    return _Batch(
+        threshold_s,
+        tokens,
+        ids,
+        lookups,
+        token_owner,
+        token_starts,
+        token_ends,
+        token_bounds,
+        spans.tolist(),
+        own_pauses,
+        starting,
+    )
 
 
 def _round_to_microseconds(values: _Array) -> _Array:
@@ -440,6 +441,109 @@ def _checked_times(starts: Sequence[float], ends: Sequence[float]) -> tuple[_Arr
         checked_starts.append(start)
         checked_ends.append(end)
     return np.array(checked_starts, dtype=np.float64), np.array(checked_ends, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ token ids
+
+_FORM_NAMES: tuple[str, ...] = tuple(FILLED_PAUSE_FORMS)  # a token's form code indexes these; -1: no filled pause
+_SINGLE_MARKERS = ("like", "so", "well")
+_MAX_TOKEN_IDS = 1 << 16
+"""Bound of the token table (:func:`_token_ids`): past it, a batch with new tokens starts a fresh table."""
+
+
+class _Lookups(NamedTuple):
+    """An immutable token table: the id of each token and word string seen, by token id what every rule asks of a
+    token, and by word id the token ids of the word (:func:`~flows.metrics.tokens.word_tokens`)."""
+
+    ids: dict[str, int]  # token -> id
+    names: _Array  # object: the token of each id
+    forms: _Array  # int8: index of filled_pause_form(token) in _FORM_NAMES, -1 for no filled pause
+    syllables: _Array  # int64: syllable_count(token)
+    single: _Array  # bool: the token is "like", "so" or "well"
+    sequences: tuple[tuple[int, ...], ...]  # the ids of each marker sequence of _MULTIWORD_ORDER
+    words: dict[str, int]  # ASR word string -> word id
+    word_first: _Array  # int64, by word id: where its token ids begin in word_tokens
+    word_counts: _Array  # int64, by word id: its number of tokens
+    word_tokens: _Array  # int64: the token ids of every word, word after word
+
+
+def _grown(base: _Lookups | None, tokens: Iterable[str], texts: Iterable[str]) -> _Lookups:
+    """``base`` with the ``tokens`` and word strings ``texts`` it lacks (a fresh table when there is no ``base`` or
+    it holds more than :data:`_MAX_TOKEN_IDS` tokens or words)."""
+    if base is not None and max(len(base.ids), len(base.words)) > _MAX_TOKEN_IDS:
+        base = None
+    ids: dict[str, int] = {} if base is None else dict(base.ids)
+    words: dict[str, int] = {} if base is None else dict(base.words)
+    for sequence, _name in _MULTIWORD_ORDER:  # the markers' tokens always have ids (:func:`_find_markers`)
+        for token in sequence:
+            ids.setdefault(token, len(ids))
+    flat: list[int] = []
+    counts: list[int] = []
+    for text in texts:
+        if text not in words:
+            words[text] = len(words)
+            own = word_tokens(text)
+            for token in own:
+                ids.setdefault(token, len(ids))
+            flat.extend(ids[token] for token in own)
+            counts.append(len(own))
+    for token in tokens:
+        ids.setdefault(token, len(ids))
+    names = list(ids)[0 if base is None else len(base.ids) :]
+    arrays = [
+        np.array(names, dtype=object),
+        np.array(
+            [-1 if (form := filled_pause_form(name)) is None else _FORM_NAMES.index(form) for name in names],
+            dtype=np.int8,
+        ),
+        np.array(list(map(syllable_count, names)), dtype=np.int64),
+        np.array([name in _SINGLE_MARKERS for name in names], dtype=bool),
+        np.array(counts, dtype=np.int64),
+        np.array(flat, dtype=np.int64),
+    ]
+    if base is not None:
+        previous = (base.names, base.forms, base.syllables, base.single, base.word_counts, base.word_tokens)
+        arrays = [np.concatenate((old, new)) for old, new in zip(previous, arrays, strict=True)]
+    names_array, forms, syllables, single, word_counts, word_token_ids = arrays
+    sequences = tuple(tuple(ids[token] for token in sequence) for sequence, _name in _MULTIWORD_ORDER)
+    first = np.cumsum(word_counts) - word_counts
+    return _Lookups(ids, names_array, forms, syllables, single, sequences, words, first, word_counts, word_token_ids)
+
+
+_LOOKUPS_LOCK = threading.Lock()
+_LOOKUPS: _Lookups | None = None  # the current table (built on first use: the syllable dictionary loads then)
+
+
+def _token_ids(tokens: Sequence[str]) -> tuple[_Array, _Lookups]:
+    """The int64 id of each token and the table they index (:class:`_Lookups`): a dict lookup per token, each new
+    token measured once (its filled-pause form, :func:`~flows.metrics.syllables.syllable_count`, whether it is a
+    one-word marker). Tables are never changed, only replaced, so that concurrent callers each see one."""
+    global _LOOKUPS
+    lookups = _LOOKUPS
+    found: list[int | None] = [None] if lookups is None else list(map(lookups.ids.get, tokens))
+    if lookups is None or None in found:
+        with _LOOKUPS_LOCK:
+            lookups = _LOOKUPS = _grown(_LOOKUPS, tokens, ())
+        found = list(map(lookups.ids.__getitem__, tokens))
+    return np.array(found, dtype=np.int64), lookups
+
+
+def _word_token_ids(texts: Sequence[str]) -> tuple[list[str], _Array, _Array, _Lookups]:
+    """The tokens of ASR words (:func:`~flows.metrics.tokens.word_tokens` of each, concatenated), their ids, each
+    word's number of tokens (int64) and the table (see :func:`_token_ids`): a dict lookup per word."""
+    global _LOOKUPS
+    lookups = _LOOKUPS
+    wids: list[int | None] = [None] if lookups is None else list(map(lookups.words.get, texts))
+    if lookups is None or None in wids:
+        with _LOOKUPS_LOCK:
+            lookups = _LOOKUPS = _grown(_LOOKUPS, (), texts)
+        wids = list(map(lookups.words.__getitem__, texts))
+    word_ids = np.array(wids, dtype=np.int64)
+    counts = lookups.word_counts[word_ids]
+    ends = np.cumsum(counts)
+    size = int(ends[-1]) if ends.size else 0
+    ids = lookups.word_tokens[np.repeat(lookups.word_first[word_ids] - (ends - counts), counts) + np.arange(size)]
+    return lookups.names[ids].tolist(), ids, counts, lookups
 
 
 def _defined(rate: float | None, name: str, zero: str) -> float:
@@ -542,33 +646,37 @@ def count_filled_pauses(tokens: Sequence[str]) -> dict[str, int]:
     ``uhh`` -> ``uh``); see :data:`flows.metrics.lexicon.FILLED_PAUSE_FORMS`. ``tokens`` are normalised tokens
     (:func:`tokenize`).
     """
-    return _count_forms([filled_pause_form(token) for token in tokens])
+    ids, lookups = _token_ids(tokens)
+    return _count_forms(lookups.forms[ids], np.zeros(len(tokens), dtype=np.int64), 1)[0]
 
 
-def _count_forms(forms: Iterable[str | None]) -> dict[str, int]:
-    """Occurrences of each filled-pause form (``None``: not a filled pause), in order of first occurrence."""
-    counts: dict[str, int] = {}
-    for form in forms:
-        if form is not None:
-            counts[form] = counts.get(form, 0) + 1
+def _count_forms(forms: _Array, owner: _Array, count: int) -> list[dict[str, int]]:
+    """Per transcript (``owner``: each token's, of ``count``), the occurrences of each filled-pause form among the
+    tokens (``forms``: each token's form code, :class:`_Lookups`), in order of first occurrence."""
+    counts: list[dict[str, int]] = [{} for _ in range(count)]
+    filled = forms >= 0
+    for code, transcript in zip(forms[filled].tolist(), owner[filled].tolist(), strict=True):
+        form = _FORM_NAMES[code]
+        here = counts[transcript]
+        here[form] = here.get(form, 0) + 1
     return counts
 
 
-def _neighbour(tokens: Sequence[str], forms: Sequence[str | None], index: int, step: int) -> str | None:
-    """The nearest token from ``index`` in direction ``step`` that is not a filled pause (``forms``: the
-    tokens' filled-pause forms)."""
+def _neighbour(tokens: Sequence[str], filled: Sequence[bool], index: int, step: int, low: int, high: int) -> str | None:
+    """The nearest token of ``tokens[low:high]`` from ``index`` in direction ``step`` that is not a filled pause
+    (``filled``: whether each token is one)."""
     index += step
-    while 0 <= index < len(tokens):
-        if forms[index] is None:
+    while low <= index < high:
+        if not filled[index]:
             return tokens[index]
         index += step
     return None
 
 
-# The multi-word markers by their first token, longest sequences first, so that a longer spelling wins.
-_MULTIWORD_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str]]] = {}
-for _sequence, _name in sorted(MULTIWORD_DISCOURSE_MARKERS.items(), key=lambda item: -len(item[0])):
-    _MULTIWORD_BY_FIRST.setdefault(_sequence[0], []).append((_sequence, _name))
+# The multi-word markers, longest sequences first, so that a longer spelling wins.
+_MULTIWORD_ORDER: list[tuple[tuple[str, ...], str]] = sorted(
+    MULTIWORD_DISCOURSE_MARKERS.items(), key=lambda item: -len(item[0])
+)
 
 
 def find_discourse_markers(
@@ -595,80 +703,99 @@ def find_discourse_markers(
       much/many/that/…" or "well done/known/as/…".
 
     ``run_starts`` are the token indices that begin a run (after a silent pause); ``None`` means only the
-    first token. :func:`compute_metrics` passes the runs it found.
+    first token. :func:`compute_metrics` passes the runs it found. A batch of one of :func:`_find_markers`.
     """
+    tokens = list(tokens)
     starts = {0} if run_starts is None else set(run_starts)
-    return _find_markers(tokens, [filled_pause_form(token) for token in tokens], starts)
+    ids, lookups = _token_ids(tokens)
+    return _find_markers(tokens, ids, lookups, [0, len(tokens)], starts)[0]
 
 
-# The first token of every marker: any other token that is not a filled pause just ends a run's start.
-_MARKER_FIRST_TOKENS = frozenset({sequence[0] for sequence in MULTIWORD_DISCOURSE_MARKERS} | {"like", "so", "well"})
-
-
-@functools.lru_cache(maxsize=65536)
-def _read_by_marker_scan(token: str) -> bool:
-    """Whether the discourse-marker scan must read ``token``: a filled pause, or a token a marker can begin with."""
-    return token in _MARKER_FIRST_TOKENS or filled_pause_form(token) is not None
-
-
-def _find_markers(tokens: Sequence[str], forms: Sequence[str | None], starts: Collection[int]) -> list[tuple[int, str]]:
-    """:func:`find_discourse_markers` given the tokens' filled-pause forms and the run starts."""
-    found: list[tuple[int, str]] = []
-    if _MARKER_FIRST_TOKENS.isdisjoint(tokens):  # no token can begin a marker
-        return found
-    at_run_start = False  # only filled pauses and markers since the start of the run
-    after_disfluency = False  # the previous token was a filled pause or ended a marker
-    index = 0  # the next token to read
-    count = len(tokens)
-    # Any other token just clears both states, so the scan visits only filled pauses and the tokens a marker
-    # can begin with, and clears the states when it skips over other tokens.
-    for visited in list(compress(range(count), map(_read_by_marker_scan, tokens))):
-        if visited < index:  # inside a multi-word marker just found
+def _find_markers(
+    tokens: Sequence[str], ids: _Array, lookups: _Lookups, bounds: Sequence[int], starts: Collection[int]
+) -> list[list[tuple[int, str]]]:
+    """:func:`find_discourse_markers` of each transcript of a batch: ``tokens`` are the batch's tokens, ``ids``
+    and ``lookups`` their :func:`_token_ids`, transcript ``t``'s are ``bounds[t]:bounds[t + 1]``; ``starts`` the
+    batch indices that begin a run. Indices in the result are within each transcript."""
+    size = len(tokens)
+    filled_array, single = lookups.forms[ids] >= 0, lookups.single[ids]
+    # The multi-word marker each token begins (an index of _MULTIWORD_ORDER; -1: none), within its transcript.
+    offsets = np.asarray(bounds, dtype=np.int64)
+    ends = np.repeat(offsets[1:], offsets[1:] - offsets[:-1])
+    begins = np.full(size, -1, dtype=np.int64)
+    for number, sequence_ids in enumerate(lookups.sequences):
+        span = len(sequence_ids)
+        if size < span:
             continue
-        if visited > index:
-            at_run_start = False
-            after_disfluency = False
-        index = visited
-        if index in starts:
-            at_run_start = True
-        if forms[index] is not None:
-            after_disfluency = True
-            index += 1
+        match = np.arange(size - span + 1) + span <= ends[: size - span + 1]
+        for offset, token_id in enumerate(sequence_ids):
+            match &= ids[offset : size - span + 1 + offset] == token_id
+        where = np.flatnonzero(match & (begins[: size - span + 1] < 0))
+        begins[where] = number
+    # Any other token just clears both states of the scan, so it visits only filled pauses, the tokens that begin
+    # a multi-word marker and "like", "so", "well", and clears the states when it skips over other tokens.
+    read = np.flatnonzero(filled_array | (begins >= 0) | single)
+    visits = read.tolist()
+    sequences = begins[read].tolist()
+    cuts = np.searchsorted(read, bounds).tolist()
+    filled = filled_array.tolist()
+    found_all: list[list[tuple[int, str]]] = []
+    for transcript in range(len(bounds) - 1):
+        found: list[tuple[int, str]] = []
+        found_all.append(found)
+        first, last = cuts[transcript], cuts[transcript + 1]
+        if first == last:
             continue
-        token = tokens[index]
-        marker: str | None = None
-        length = 1
-        for sequence, name in _MULTIWORD_BY_FIRST.get(token, ()):
-            if tuple(tokens[index : index + len(sequence)]) == sequence:
-                previous = _neighbour(tokens, forms, index, -1)
-                following = _neighbour(tokens, forms, index + len(sequence) - 1, +1)
+        low, high = bounds[transcript], bounds[transcript + 1]
+        at_run_start = False  # only filled pauses and markers since the start of the run
+        after_disfluency = False  # the previous token was a filled pause or ended a marker
+        index = low  # the next token to read
+        for visited, begun in zip(visits[first:last], sequences[first:last], strict=True):
+            if visited < index:  # inside a multi-word marker just found
+                continue
+            if visited > index:
+                at_run_start = False
+                after_disfluency = False
+            index = visited
+            if index in starts:
+                at_run_start = True
+            if filled[index]:
+                after_disfluency = True
+                index += 1
+                continue
+            token = tokens[index]
+            marker: str | None = None
+            length = 1
+            if begun >= 0:
+                sequence, name = _MULTIWORD_ORDER[begun]
+                previous = _neighbour(tokens, filled, index, -1, low, high)
+                following = _neighbour(tokens, filled, index + len(sequence) - 1, +1, low, high)
                 if name == "you know":
                     accepted = previous not in YOU_KNOW_BLOCK_PREVIOUS and following not in YOU_KNOW_BLOCK_NEXT
                 else:  # "i mean"
                     accepted = previous not in I_MEAN_BLOCK_PREVIOUS and following not in I_MEAN_BLOCK_NEXT
                 if accepted:
                     marker, length = name, len(sequence)
-                break
-        if marker is None and token in ("like", "so", "well"):
-            before_filled_pause = index + 1 < count and forms[index + 1] is not None
-            if token == "like":
-                if (after_disfluency or before_filled_pause) and _neighbour(
-                    tokens, forms, index, -1
-                ) not in LIKE_BLOCK_PREVIOUS:
-                    marker = "like"
-            elif at_run_start or before_filled_pause:
-                blocked = SO_BLOCK_NEXT if token == "so" else WELL_BLOCK_NEXT
-                if _neighbour(tokens, forms, index, +1) not in blocked:
-                    marker = token
-        if marker is not None:
-            found.append((index, marker))
-            after_disfluency = True
-            index += length
-            continue
-        at_run_start = False
-        after_disfluency = False
-        index += 1
-    return found
+            if marker is None and token in _SINGLE_MARKERS:
+                before_filled_pause = index + 1 < high and filled[index + 1]
+                if token == "like":
+                    if (after_disfluency or before_filled_pause) and _neighbour(
+                        tokens, filled, index, -1, low, high
+                    ) not in LIKE_BLOCK_PREVIOUS:
+                        marker = "like"
+                elif at_run_start or before_filled_pause:
+                    blocked = SO_BLOCK_NEXT if token == "so" else WELL_BLOCK_NEXT
+                    if _neighbour(tokens, filled, index, +1, low, high) not in blocked:
+                        marker = token
+            if marker is not None:
+                found.append((index - low, marker))
+                after_disfluency = True
+                index += length
+                continue
+            at_run_start = False
+            after_disfluency = False
+            index += 1
+    return found_all
 
 
 def _count_markers(found: Iterable[tuple[int, str]]) -> dict[str, int]:
@@ -695,32 +822,50 @@ def find_repetitions(tokens: Sequence[str]) -> list[str]:
     ``["the"]``, "I I I" -> ``["i", "i"]``), else a 2-gram equal to the next two tokens is a repetition of the
     2-gram ("I think I think" -> ``["i think"]``). Emphatic doublings ("very very", "no no";
     :data:`flows.metrics.lexicon.EMPHATIC_REDUPLICATIONS`) are not counted. Grammatical doublings ("had had", "that
-    that") cannot be told apart and are counted.
+    that") cannot be told apart and are counted. A batch of one of :func:`_repetitions`.
     """
-    return _repetitions([token for token in tokens if not is_filled_pause(token)])
+    tokens = list(tokens)
+    ids, lookups = _token_ids(tokens)
+    return _repetitions(tokens, ids, np.zeros(len(tokens), dtype=np.int64), lookups.forms[ids] < 0, 1)[0]
 
 
-def _repetitions(content: Sequence[str]) -> list[str]:
-    """:func:`find_repetitions` of the tokens without filled pauses."""
-    repetitions: list[str] = []
-    # Every repetition begins at a token equal to the next one (a repeated token) or to the one after it (maybe a
-    # repeated 2-gram); the scan visits only those, left to right, and skips the second token of a repeated 2-gram.
-    count = len(content)
-    doubled = set(compress(range(count), map(operator.eq, content, content[1:])))
-    spaced = list(compress(range(count), map(operator.eq, content, content[2:])))
-    if not doubled and not spaced:
+def _repetitions(tokens: Sequence[str], ids: _Array, owner: _Array, content: _Array, count: int) -> list[list[str]]:
+    """:func:`find_repetitions` of each of ``count`` transcripts of a batch: ``tokens``, their :func:`_token_ids`
+    and ``owner`` (each token's transcript) are the batch's; ``content`` (bool, per token) marks the tokens the
+    rule looks at (the lexical tokens: filled pauses removed)."""
+    repetitions: list[list[str]] = [[] for _ in range(count)]
+    where = np.flatnonzero(content)
+    kept, kept_owner = ids[where], owner[where]
+    size = kept.size
+    # Every repetition begins at a token equal to the next one (a repeated token) or at a 2-gram equal to the next
+    # two tokens, within one transcript; the scan visits only those, left to right, and skips the second token of
+    # a repeated 2-gram.
+    doubled = np.zeros(size, dtype=bool)
+    doubled[:-1] = (kept[:-1] == kept[1:]) & (kept_owner[:-1] == kept_owner[1:])
+    paired = np.zeros(size, dtype=bool)
+    if size > 3:
+        paired[:-3] = (kept[:-3] == kept[2:-1]) & (kept[1:-2] == kept[3:]) & (kept_owner[:-3] == kept_owner[3:])
+    visits = np.flatnonzero(doubled | paired)
+    if not visits.size:
         return repetitions
     index = 0  # the next token that can begin a repetition
-    for visited in sorted(doubled.union(spaced)):
+    for visited, single, first, second, transcript in zip(
+        visits.tolist(),
+        doubled[visits].tolist(),
+        where[visits].tolist(),
+        where[visits + 1].tolist(),
+        kept_owner[visits].tolist(),
+        strict=True,
+    ):
         if visited < index:
             continue
-        token = content[visited]
-        if visited in doubled:
+        token = tokens[first]
+        if single:
             if token not in EMPHATIC_REDUPLICATIONS:
-                repetitions.append(token)
+                repetitions[transcript].append(token)
             index = visited + 1
-        elif visited + 3 < count and content[visited + 1] == content[visited + 3]:
-            repetitions.append(f"{token} {content[visited + 1]}")
+        else:
+            repetitions[transcript].append(f"{token} {tokens[second]}")
             index = visited + 2
     return repetitions
 
@@ -855,22 +1000,6 @@ def compute_metrics(
     return result.metrics
 
 
-class _Measured(NamedTuple):
-    """The metrics of one transcript but its vocabulary (:func:`_measure`)."""
-
-    timing: _Timing
-    recording_s: float | None
-    filled: dict[str, int]
-    filled_spans: int  # merged filled-pause spans
-    voiced_only: int  # of which without a lexical filler
-    markers: dict[str, int]
-    repetitions: tuple[str, ...]
-    hallucinated: int
-    syllables: int
-    detected: bool  # the detector ran
-    lexical_tokens: tuple[str, ...]  # lexical_tokens(words): the vocabulary's tokens, and the windows'
-
-
 def compute_metrics_batch(
     transcripts: Sequence[TimedWords],
     *,
@@ -919,10 +1048,13 @@ def compute_metrics_batch(
     transcript's metrics undefined (invalid timestamps, columns of unequal length, an invalid recording duration
     or hesitation span), so that one bad transcript does not affect the others. Raises ``ValueError`` for the
     whole batch on an invalid threshold or when ``recording_durations_s`` or ``hesitations`` is not as long as
-    ``transcripts``. The timing of all transcripts
-    (checks, gaps, pauses, runs, spans) is computed over their concatenated words (:func:`_timings`), their
-    vocabulary in one call of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`), and the
-    disfluencies transcript by transcript, visiting only the tokens a rule can apply to.
+    ``transcripts``. Every measure is computed for the whole batch at once: the timing (checks, gaps, pauses, runs,
+    spans) over the transcripts' concatenated words (:func:`_batch_timing`), each rule over their concatenated
+    tokens as integer ids (:func:`_word_token_ids`: what a rule asks of a token is looked up once per distinct
+    token), visiting in Python only the tokens a rule can apply to (:func:`_score`), and the vocabulary in one call
+    of the compiled kernel (:func:`flows.metrics.vocabulary.batch_vocabulary`). When a transcript's words are
+    invalid, each transcript's words are checked alone (so that the error names the word within its transcript)
+    and the valid ones are measured together.
     """
     threshold = _check_threshold(pause_threshold_s)
     recordings = [None] * len(transcripts) if recording_durations_s is None else list(recording_durations_s)
@@ -931,7 +1063,9 @@ def compute_metrics_batch(
     heard: Sequence[Sequence[Hesitation] | None] = [None] * len(transcripts) if hesitations is None else hesitations
     if len(heard) != len(transcripts):
         raise ValueError(f"{len(heard)} hesitation lists for {len(transcripts)} transcripts")
-    spans: list[tuple[list[_Span], list[_Span]] | ValueError | None] = []  # (voiced, held) of each transcript
+    spans: list[tuple[list[_Span], list[_Span]] | None] = []  # (voiced, held) of each transcript
+    errors: list[ValueError | None] = [None] * len(transcripts)  # each transcript's first error
+    span_errors: list[ValueError | None] = []
     for items in heard:
         try:
             spans.append(
@@ -939,138 +1073,195 @@ def compute_metrics_batch(
                 if not items
                 else (_merge(_spans(items, VOICED_GAP), FILLED_PAUSE_MERGE_GAP_S), _spans(items, HELD_SOUND))
             )
+            span_errors.append(None)
         except ValueError as error:
-            spans.append(error)
-    voiced = [item[0] if isinstance(item, tuple) else () for item in spans]
-    measured: list[_Measured | ValueError] = []
-    for timing, recording, items, found in zip(
-        _timings(transcripts, threshold, voiced), recordings, heard, spans, strict=True
-    ):
+            spans.append(None)
+            span_errors.append(error)
+    voiced = [() if item is None else item[0] for item in spans]
+    measured = list(range(len(transcripts)))  # the transcripts whose words are valid
+    try:
+        batch = _batch_timing(transcripts, threshold, voiced)
+    except ValueError:  # find the invalid transcripts (each as a batch of one: the error names its word), then
+        for index, words in enumerate(transcripts):  # measure the others together
+            try:
+                _batch_timing([words], threshold, None)
+            except ValueError as error:
+                errors[index] = error
+        measured = [index for index in measured if errors[index] is None]
+        batch = _batch_timing([transcripts[i] for i in measured], threshold, [voiced[i] for i in measured])
+    checked: list[float | None] = []
+    for index in measured:
+        recording = recordings[index]
         try:
-            if isinstance(timing, ValueError):
-                raise timing
-            if isinstance(found, ValueError):
-                raise found
-            measured.append(_measure(timing, recording, items is not None, found))
+            if span_errors[index] is not None:
+                raise span_errors[index]  # type: ignore[misc]  # not None
+            checked.append(None if recording is None else _check_time(recording, "recording_duration_s"))
         except ValueError as error:
-            measured.append(error)
-    good = [item for item in measured if not isinstance(item, ValueError)]
-    vocabularies = iter(batch_vocabulary([[item.lexical_tokens] for item in good]))
+            errors[index] = error
+            checked.append(None)
+    # A transcript with invalid hesitations or recording duration is measured too, and its measures dropped.
+    scored = dict(
+        zip(
+            measured,
+            _score(batch, checked, [heard[i] is not None for i in measured], [spans[i] for i in measured]),
+            strict=True,
+        )
+    )
+    return [scored[index] if error is None else error for index, error in enumerate(errors)]
+
+
+def _score(
+    batch: _Batch,
+    recordings_s: Sequence[float | None],
+    detected: Sequence[bool],
+    spans: Sequence[tuple[Sequence[_Span], Sequence[_Span]] | None],
+) -> list[ScoredTranscript]:
+    """The :class:`ScoredTranscript` of each transcript of ``batch`` (:func:`_batch_timing`) given its recording
+    duration (checked, s), whether the detector ran and its used ``(voiced_gap, held_sound)`` spans (``voiced_gap``
+    merged; ``None``: none). Each rule runs once over the batch's tokens (:func:`_token_ids`)."""
+    count = len(recordings_s)
+    tokens, ids, lookups, owner, bounds = batch.tokens, batch.ids, batch.lookups, batch.owner, batch.token_bounds
+    forms = lookups.forms[ids]
+    filled = forms >= 0
+    lexical = ~filled
+    # The lexical tokens: the tokens without filled pauses. They equal lexical_tokens(words.text), since a token
+    # tokenizes to itself (tokenize is idempotent), and they are what the repetitions look at.
+    lexical_all = list(compress(tokens, lexical.tolist()))
+    lexical_bounds = np.concatenate(([0], np.cumsum(np.bincount(owner[lexical], minlength=count)))).tolist()
+    lexicals = [tuple(lexical_all[low:high]) for low, high in zip(lexical_bounds[:-1], lexical_bounds[1:], strict=True)]
+    content = lexical
+    hallucinated = [0] * count
+    held_in = [index for index, found in enumerate(spans) if found is not None and found[1]]
+    if held_in:  # lexical tokens whose word's midpoint lies inside a held sound are not repetitions
+        content = lexical.copy()
+        for index in held_in:
+            low, high = bounds[index], bounds[index + 1]
+            middles = (batch.token_starts[low:high] + batch.token_ends[low:high]) / 2
+            inside = np.zeros(middles.shape, dtype=bool)
+            for start, end in spans[index][1]:  # type: ignore[index]  # held_in has spans
+                inside |= (middles >= start) & (middles <= end)
+            content[low:high] &= ~inside
+            hallucinated[index] = int(np.count_nonzero(lexical[low:high] & inside))
+    filled_spans, voiced_only = _filled_pause_spans(batch, filled, [() if s is None else s[0] for s in spans])
+    syllables = np.bincount(owner, weights=lookups.syllables[ids], minlength=count).astype(np.int64).tolist()
+    markers = _find_markers(tokens, ids, lookups, bounds, batch.run_starts)
+    repetitions = _repetitions(tokens, ids, owner, content, count)
+    vocabularies = batch_vocabulary([[own] for own in lexicals])
     return [
-        item
-        if isinstance(item, ValueError)
-        else ScoredTranscript(_metrics(item, next(vocabularies)), item.lexical_tokens)
-        for item in measured
+        ScoredTranscript(
+            _metrics(
+                batch.threshold_s,
+                bounds[index + 1] - bounds[index],
+                batch.spans_s[index],
+                batch.pauses_s[index],
+                recordings_s[index],
+                syllables[index],
+                filled_spans[index],
+                filled_forms,
+                voiced_only[index],
+                detected[index],
+                _count_markers(markers[index]),
+                tuple(repetitions[index]),
+                hallucinated[index],
+                vocabularies[index],
+            ),
+            lexicals[index],
+        )
+        for index, filled_forms in enumerate(_count_forms(forms, owner, count))
     ]
 
 
-def _measure(
-    timing: _Timing,
-    recording_duration_s: float | None,
-    detected: bool,
-    spans: tuple[Sequence[_Span], Sequence[_Span]] | None,
-) -> _Measured:
-    """Disfluencies and syllables of one transcript given its timing and its used ``(voiced_gap, held_sound)``
-    spans (``voiced_gap`` merged; ``None``: none); ``ValueError`` on an invalid recording duration."""
-    recording = None if recording_duration_s is None else _check_time(recording_duration_s, "recording_duration_s")
-    tokens = timing.tokens
-    forms = list(map(filled_pause_form, tokens))  # the same tokens' forms serve every disfluency measure
-    not_filled = list(map(operator.is_, forms, repeat(None)))
-    # The lexical tokens: the tokens without filled pauses. They equal lexical_tokens(words.text), since a token
-    # tokenizes to itself (tokenize is idempotent), and they are what the repetitions look at.
-    lexical = tuple(compress(tokens, not_filled))
-    filled = _count_forms(forms)
-    lexical_fillers = len(tokens) - len(lexical)
-    voiced, held = spans if spans is not None else ((), ())
-    filled_spans, voiced_only = lexical_fillers, 0
-    if voiced or lexical_fillers > 1:
-        filled_spans, voiced_only = _filled_pause_spans(timing, not_filled, voiced)
-    repeated, hallucinated = lexical, 0
-    if held and lexical:
-        middles = (timing.token_starts + timing.token_ends) / 2
-        inside = np.zeros(middles.shape, dtype=bool)
-        for start, end in held:
-            inside |= (middles >= start) & (middles <= end)
-        keep = (~inside).tolist()
-        repeated = tuple(compress(tokens, map(operator.and_, not_filled, keep)))
-        hallucinated = len(lexical) - len(repeated)
-    return _Measured(
-        timing,
-        recording,
-        filled,
-        filled_spans,
-        voiced_only,
-        _count_markers(_find_markers(tokens, forms, timing.run_starts)),
-        tuple(_repetitions(repeated)),
-        hallucinated,
-        sum(map(syllable_count, tokens)),
-        detected,
-        lexical,
-    )
-
-
-def _filled_pause_spans(timing: _Timing, not_filled: Sequence[bool], voiced: Sequence[_Span]) -> tuple[int, int]:
-    """``(merged filled-pause spans, of which without a lexical filler)`` of one transcript: its lexical fillers'
-    word spans and its ``voiced_gap`` spans (merged), merged within :data:`FILLED_PAUSE_MERGE_GAP_S`."""
-    where = [index for index, lexical in enumerate(not_filled) if not lexical]
-    starts, ends = timing.token_starts[where].tolist(), timing.token_ends[where].tolist()
-    tagged = sorted(
-        [(start, end, True) for start, end in zip(starts, ends, strict=True)] + [(*s, False) for s in voiced]
-    )
-    count = without_filler = 0
+def _filled_pause_spans(
+    batch: _Batch, filled: _Array, voiced: Sequence[Sequence[_Span]]
+) -> tuple[list[int], list[int]]:
+    """Per transcript, ``(merged filled-pause spans, of which without a lexical filler)``: its lexical fillers' word
+    spans (``filled``: whether each token of ``batch`` is one) and its ``voiced_gap`` spans (merged), merged within
+    :data:`FILLED_PAUSE_MERGE_GAP_S`, in order of ``(start, end)`` (a voiced span before a filler's equal span)."""
+    count = len(voiced)
+    where = np.flatnonzero(filled)
+    starts, ends, owners = batch.token_starts[where], batch.token_ends[where], batch.owner[where]
+    lexical = np.ones(where.size, dtype=bool)
+    if any(voiced):
+        extra = [(start, end, index) for index, own in enumerate(voiced) for start, end in own]
+        starts = np.concatenate((starts, np.array([item[0] for item in extra], dtype=np.float64)))
+        ends = np.concatenate((ends, np.array([item[1] for item in extra], dtype=np.float64)))
+        owners = np.concatenate((owners, np.array([item[2] for item in extra], dtype=np.int64)))
+        lexical = np.concatenate((lexical, np.zeros(len(extra), dtype=bool)))
+    order = np.lexsort((lexical, ends, starts, owners))
+    spans = [0] * count
+    without_filler = [0] * count
+    current = -1
     reach = -_INFINITY
     has_filler = False
-    for start, end, lexical in tagged:
+    for start, end, is_filler, transcript in zip(
+        starts[order].tolist(), ends[order].tolist(), lexical[order].tolist(), owners[order].tolist(), strict=True
+    ):
+        if transcript != current:
+            if current >= 0 and not has_filler:
+                without_filler[current] += 1
+            current, reach, has_filler = transcript, -_INFINITY, False
         if start > reach + FILLED_PAUSE_MERGE_GAP_S + _TIME_EPSILON_S:  # a new merged span
-            if count and not has_filler:
-                without_filler += 1
-            count += 1
+            if spans[transcript] and not has_filler:
+                without_filler[transcript] += 1
+            spans[transcript] += 1
             has_filler = False
             reach = end
         reach = max(reach, end)
-        has_filler = has_filler or lexical
-    if count and not has_filler:
-        without_filler += 1
-    return count, without_filler
+        has_filler = has_filler or is_filler
+    if current >= 0 and not has_filler:
+        without_filler[current] += 1
+    return spans, without_filler
 
 
-def _metrics(measured: _Measured, vocabulary: VocabularyMetrics) -> SubmissionMetrics:
-    timing = measured.timing
-    words = timing.word_count
-    pauses = timing.pauses_s
+def _metrics(
+    threshold_s: float,
+    words: int,
+    span_s: float,
+    pauses: tuple[float, ...],
+    recording_s: float | None,
+    syllables: int,
+    filled_spans: int,
+    filled: dict[str, int],
+    voiced_only: int,
+    detected: bool,
+    markers: dict[str, int],
+    repetitions: tuple[str, ...],
+    hallucinated: int,
+    vocabulary: VocabularyMetrics,
+) -> SubmissionMetrics:
+    """The :class:`SubmissionMetrics` of one transcript's measures (definitions in :func:`compute_metrics_batch`)."""
     total_pauses = sum(pauses)
-    phonation = timing.phonation_s
-    syllables = measured.syllables
+    phonation = _phonation(span_s, pauses)
     return SubmissionMetrics(
         metrics_version=METRICS_VERSION,
-        pause_threshold_s=timing.threshold_s,
+        pause_threshold_s=threshold_s,
         word_count=words,
-        total_duration_s=timing.span_s,
-        recording_duration_s=measured.recording_s,
+        total_duration_s=span_s,
+        recording_duration_s=recording_s,
         phonation_time_s=phonation,
-        speech_rate_wpm=_per_minute(words, timing.span_s) if words else None,
+        speech_rate_wpm=_per_minute(words, span_s) if words else None,
         articulation_rate_wpm=_per_minute(words, phonation) if words else None,
         silent_pause_count=len(pauses),
-        silent_pauses_per_minute=_per_minute(len(pauses), timing.span_s) if words else None,
+        silent_pauses_per_minute=_per_minute(len(pauses), span_s) if words else None,
         mean_silent_pause_s=_seconds(total_pauses / len(pauses)) if pauses else None,
         silent_pause_total_s=_seconds(total_pauses),
         silent_pauses_s=pauses,
         mean_length_of_run=words / (len(pauses) + 1) if words else None,
         syllable_count=syllables,
-        speech_rate_sps=_per_second(syllables, timing.span_s) if words else None,
+        speech_rate_sps=_per_second(syllables, span_s) if words else None,
         articulation_rate_sps=_per_second(syllables, phonation) if words else None,
         mean_length_of_run_syllables=syllables / (len(pauses) + 1) if words else None,
-        filled_pause_count=measured.filled_spans,
-        filled_pauses=measured.filled,
-        filled_pauses_per_minute=_per_minute(measured.filled_spans, timing.span_s) if words else None,
-        filled_pauses_per_100_words=100.0 * measured.filled_spans / words if words else None,
-        voiced_hesitation_count=measured.voiced_only,
-        hesitation_detection=measured.detected,
-        discourse_marker_count=sum(measured.markers.values()),
-        discourse_markers=measured.markers,
-        repetition_count=len(measured.repetitions),
-        repetitions=measured.repetitions,
-        hallucinated_word_count=measured.hallucinated,
+        filled_pause_count=filled_spans,
+        filled_pauses=filled,
+        filled_pauses_per_minute=_per_minute(filled_spans, span_s) if words else None,
+        filled_pauses_per_100_words=100.0 * filled_spans / words if words else None,
+        voiced_hesitation_count=voiced_only,
+        hesitation_detection=detected,
+        discourse_marker_count=sum(markers.values()),
+        discourse_markers=markers,
+        repetition_count=len(repetitions),
+        repetitions=repetitions,
+        hallucinated_word_count=hallucinated,
         vocabulary_token_count=vocabulary.token_count,
         distinct_words=vocabulary.distinct_words,
         mattr=vocabulary.mattr,

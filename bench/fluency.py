@@ -13,7 +13,7 @@ Clip sets:
 
 Every clip is decoded with tiny.en by :class:`transcription.engine.BatchTranscriber` twice, with the default
 prompt (``TranscriptionSettings().disfluency_prompt``) and without (``disfluency_prompt=None``); on each transcript
-the engine's own hesitation spans (:func:`transcription.hesitation.find_hesitations`, run by the engine on its VAD
+the engine's own hesitation spans (:func:`transcription.hesitation.hear`, run by the engine on its VAD
 regions) are used. Per set and variant:
 WER (jiwer, pooled over the set's clips; lower case, punctuation removed, fillers in both reference and hypothesis),
 fillers found (filler words and detector spans merged, :func:`coach.synthetic_speech.filler_events`) against those

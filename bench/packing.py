@@ -68,16 +68,9 @@ def _sides(
             end = start + samples.size / TARGET_SAMPLE_RATE
             bounds.append({"start": start, "end": end})
             start = end
-        segments, _ = pipeline.transcribe(
-            joined,
-            language=settings.language,
-            beam_size=settings.beam_size,
-            temperature=settings.temperature,
-            initial_prompt=settings.disfluency_prompt,
-            word_timestamps=settings.word_timestamps,
-            clip_timestamps=bounds,
-            batch_size=batch,
-        )
+        shared = ("language", "beam_size", "temperature", "initial_prompt", "word_timestamps")
+        options = {key: value for key, value in kwargs.items() if key in shared}
+        segments, _ = pipeline.transcribe(joined, clip_timestamps=bounds, batch_size=batch, **options)
         texts = [""] * len(audio)
         for segment in segments:
             middle = (segment.start + segment.end) / 2

@@ -1,7 +1,7 @@
 """Hesitations heard in the audio that the recognised words do not show (issue 18).
 
 Whisper leaves out filled pauses ("um", "uh") unless its prompt shows them, and a held sound ("is, uhhhh, the")
-can come back as words that were never said ("the the the"). :func:`find_hesitations` looks for both, from the
+can come back as words that were never said ("the the the"). :func:`hear` looks for both, from the
 audio, the words with their timings and the VAD speech regions:
 
 * **retimed fillers** (:func:`retime_filled_pauses`): Whisper's cross-attention timing often puts a transcribed
@@ -62,7 +62,6 @@ __all__ = [
     "retime_filled_pauses",
     "Heard",
     "hear",
-    "find_hesitations",
     "voiced_gaps",
     "held_sounds",
 ]
@@ -300,7 +299,7 @@ def voiced_gaps(
     settings: HesitationSettings | None = None,
     retimed: Sequence[Word] | None = None,
 ) -> list[HesitationSpan]:
-    """The ``voiced_gap`` spans of :func:`find_hesitations` from a precomputed :class:`Voicing`: voiced stretches
+    """The ``voiced_gap`` spans of :func:`hear` from a precomputed :class:`Voicing`: voiced stretches
     that the recogniser's ``words`` leave uncovered, and isolated steady segments that no word explains, merged
     where they overlap. ``retimed``: the words after :func:`retime_filled_pauses` (default ``words``), which place
     the recognised fillers whose neighbourhood is not reported and explain isolated segments; coverage is judged
@@ -451,7 +450,7 @@ def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
 
 
 def held_sounds(words: Sequence[Word], settings: HesitationSettings | None = None) -> list[HesitationSpan]:
-    """The ``held_sound`` spans of :func:`find_hesitations` (words only, no audio needed).
+    """The ``held_sound`` spans of :func:`hear` (words only, no audio needed).
 
     Confidence: ``1 - mean probability`` of the run's words, times ``min(1, (n - 1) / 2)`` for a run of ``n``.
     """
@@ -502,24 +501,8 @@ def hear(
     sample_rate: int = 16000,
     settings: HesitationSettings | None = None,
 ) -> Heard:
-    """Retime the recognised filled pauses of one recording and find its hesitations (see the module docstring);
-    arguments and errors as :func:`find_hesitations`. Held sounds are judged on the recogniser's words."""
-    settings = settings or HesitationSettings()
-    voicing = frame_voicing(audio, sample_rate, settings)
-    retimed = retime_filled_pauses(voicing, words, settings)
-    spans = voiced_gaps(voicing, words, speech, settings, retimed) + held_sounds(words, settings)
-    return Heard(retimed, sorted(spans, key=lambda span: (span.start, span.end)))
-
-
-def find_hesitations(
-    audio: npt.NDArray[np.floating],
-    words: Sequence[Word],
-    speech: Sequence[tuple[float, float]],
-    *,
-    sample_rate: int = 16000,
-    settings: HesitationSettings | None = None,
-) -> list[HesitationSpan]:
-    """Voiced gaps and held sounds of one recording, in order of start (see the module docstring).
+    """Retime the recognised filled pauses of one recording and find its voiced gaps and held sounds (see the module
+    docstring). Held sounds are judged on the recogniser's words.
 
     Args:
         audio: float mono samples at ``sample_rate`` (what :func:`transcription.audio.decode_audio` gives), shape
@@ -530,9 +513,14 @@ def find_hesitations(
         settings: thresholds; default ``HesitationSettings()`` (environment).
 
     Returns:
-        :class:`schemas.events.HesitationSpan` list (possibly empty), sorted by ``start``.
+        :class:`Heard`: the words, fillers retimed, and the :class:`schemas.events.HesitationSpan` list (possibly
+        empty), sorted by ``start``.
 
     Raises:
         ValueError: ``audio`` is not one-dimensional.
     """
-    return hear(audio, words, speech, sample_rate=sample_rate, settings=settings).hesitations
+    settings = settings or HesitationSettings()
+    voicing = frame_voicing(audio, sample_rate, settings)
+    retimed = retime_filled_pauses(voicing, words, settings)
+    spans = voiced_gaps(voicing, words, speech, settings, retimed) + held_sounds(words, settings)
+    return Heard(retimed, sorted(spans, key=lambda span: (span.start, span.end)))

@@ -57,6 +57,10 @@ from transcription.settings import TranscriptionSettings
 
 __all__ = ["TranscriptionWorker", "WorkerSettings", "PRODUCER_NAME"]
 
+_DECODE_RECORD = ("initial_prompt", "redecoded_chunks", "unprompted_chunks", "packed_with", "hesitations")
+"""Fields of :class:`transcription.engine.TranscriptionResult` that ``TranscriptCreated`` carries under the same
+name: how the answer was decoded (prompt, re-decodes, window packing) and what was heard."""
+
 log = logging.getLogger(__name__)
 
 PRODUCER_NAME = "transcription"
@@ -270,11 +274,7 @@ class TranscriptionWorker:
                     inference_ms=r.timings.inference_ms,
                     batch_size=batch_size,
                 ),
-                initial_prompt=r.initial_prompt,
-                redecoded_chunks=r.redecoded_chunks,
-                unprompted_chunks=r.unprompted_chunks,
-                packed_with=r.packed_with,
-                hesitations=r.hesitations,
+                **{name: getattr(r, name) for name in _DECODE_RECORD},
             ),
         )
 

@@ -1,7 +1,7 @@
 """Fluency measures on speech with known hesitations (issue 18): espeak-ng answers with fillers and held vowels at
 known times (``coach.synthetic_speech``), clean sentences and the JFK clip, transcribed by the real engine (tiny.en,
 default settings, so with the disfluency prompt) with the hesitations it heard
-(``transcription.hesitation.find_hesitations``, run by the engine).
+(``transcription.hesitation.hear``, run by the engine).
 
 A filler counts as found when a filled-pause word or a hesitation span (merged where they overlap) overlaps its true
 span widened by 0.2 s (``coach.synthetic_speech.score_fillers``).

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[3]
 
-SCRIPT = textwrap.dedent(
+PRELUDE = textwrap.dedent(
     """
     import json, sys
     from datetime import UTC, datetime, timedelta
@@ -34,8 +34,6 @@ SCRIPT = textwrap.dedent(
     from schemas.registry import encode_event
 
     client = get_clickhouse_client(PlatformSettings(home=sys.argv[1], clickhouse_url=f"chdb://{sys.argv[1]}/chdb"))
-    apply_clickhouse(client, SQL_DIR, "coach")
-    client.command("SYSTEM STOP MERGES coach.submission_metrics")  # so only the tokens can drop duplicates
     out = {}
     at = datetime(2024, 3, 5, 10, tzinfo=UTC)
     def message(i):
@@ -43,6 +41,14 @@ SCRIPT = textwrap.dedent(
         return SourceMessage("speech.transcripts.v1", 0, i, b"u1", value)
     scored = score_batch([message(i) for i in range(3)], pause_threshold_s=0.25)
     rows = [(submission_row(s, at), f"speech.transcripts.v1:0:{s.source_offset}") for s in scored]
+    """
+)
+"""What both scripts start with: a chDB client on the directory given, and three scored transcripts as sink rows."""
+
+SCRIPT = PRELUDE + textwrap.dedent(
+    """
+    apply_clickhouse(client, SQL_DIR, "coach")
+    client.command("SYSTEM STOP MERGES coach.submission_metrics")  # so only the tokens can drop duplicates
     sink = ClickHouseSink("coach.submission_metrics", SUBMISSION_COLUMNS, client_factory=lambda: client, batch_rows=2)
     part = sink.build_part("submission_metrics_out", "coach.submission_metrics#0", None)
     part.write_batch(rows)      # one insert of 2 rows (batch size), 1 row buffered
@@ -107,28 +113,8 @@ def test_sink_dedup_tokens_replacing_merge_tree_and_swap(tmp_path: Path) -> None
     assert "submission_metrics_before_v5" not in out["tables"] and "submission_metrics_v5" not in out["tables"]
 
 
-WRITE_THROUGH_SCRIPT = textwrap.dedent(
+WRITE_THROUGH_SCRIPT = PRELUDE + textwrap.dedent(
     """
-    import json, sys
-    from datetime import UTC, datetime, timedelta
-    from clickhouse import SQL_DIR
-    from flows.clickhouse_sink import ClickHouseSink
-    from flows.records import SourceMessage, score_batch, submission_row
-    from flows.synthetic import synthetic_transcript
-    from flows.tables import SUBMISSION_COLUMNS
-    from runtime.clickhouse import get_clickhouse_client
-    from runtime.settings import PlatformSettings
-    from runtime.sql_migrations import apply_clickhouse
-    from schemas.registry import encode_event
-
-    client = get_clickhouse_client(PlatformSettings(home=sys.argv[1], clickhouse_url=f"chdb://{sys.argv[1]}/chdb"))
-    out = {}
-    at = datetime(2024, 3, 5, 10, tzinfo=UTC)
-    def message(i):
-        value = encode_event(synthetic_transcript("u1", at + timedelta(hours=i), words=20))
-        return SourceMessage("speech.transcripts.v1", 0, i, b"u1", value)
-    scored = score_batch([message(i) for i in range(3)], pause_threshold_s=0.25)
-    rows = [(submission_row(s, at), f"speech.transcripts.v1:0:{s.source_offset}") for s in scored]
     count = "SELECT count() FROM {}.submission_metrics {}"
     per_key = (
         "SELECT max(c) FROM (SELECT count() AS c FROM {}.submission_metrics FINAL GROUP BY user_id, submission_id)"

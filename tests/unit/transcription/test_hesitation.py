@@ -8,7 +8,6 @@ import pytest
 from schemas.events import Word
 from transcription.hesitation import (
     HesitationSettings,
-    find_hesitations,
     frame_voicing,
     hear,
     held_sounds,
@@ -48,7 +47,7 @@ def test_voiced_gap_found_where_no_word_covers_the_voicing() -> None:
     # tone (word) 0.5-0.8, silence, tone (no word) 1.1-1.7, silence, tone (word) 2.0-2.3
     audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.3), _tone(0.3), _silence(0.5))
     words = [Word(" first", 0.5, 0.8, 0.9), Word(" next", 2.0, 2.3, 0.9)]
-    spans = find_hesitations(audio, words, [(0.1, 2.7)], sample_rate=SR)
+    spans = hear(audio, words, [(0.1, 2.7)], sample_rate=SR).hesitations
     assert [s.kind for s in spans] == ["voiced_gap"]
     assert abs(spans[0].start - 1.1) <= 0.05 and abs(spans[0].end - 1.7) <= 0.05, spans
     assert 0.0 < spans[0].confidence <= 1.0
@@ -85,7 +84,7 @@ _FIRST, _SECOND = Word(" first", 0.5, 0.8, 0.9), Word(" next", 1.6, 1.9, 0.9)
 def test_no_span(audio: np.ndarray, words: list[Word], regions: list[tuple[float, float]]) -> None:
     """Voicing that a word covers, lies outside VAD's speech, is shorter than the minimum, or is not voicing at
     all (silence, white noise) is not a hesitation."""
-    assert find_hesitations(audio, words, regions, sample_rate=SR) == []
+    assert hear(audio, words, regions, sample_rate=SR).hesitations == []
 
 
 def test_held_sound_run_of_short_improbable_repeated_words() -> None:
@@ -120,11 +119,11 @@ def test_voiced_gap_next_to_a_misplaced_filler_word_is_that_filler() -> None:
     audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.6), _silence(0.5))
     # Whisper put "um" (zero length) just after the sound it heard at 1.1-1.7: it is moved onto the sound.
     words = [Word(" first", 0.5, 0.8, 0.9), Word(" um,", 1.9, 1.9, 0.2)]
-    assert find_hesitations(audio, words, [(0.1, 2.2)], sample_rate=SR) == []
+    assert hear(audio, words, [(0.1, 2.2)], sample_rate=SR).hesitations == []
     # Too far away to be that sound (centre to centre beyond filler_search_s, reach beyond filler_reach_s).
     far = [Word(" first", 0.5, 0.8, 0.9), Word(" um,", 2.8, 2.8, 0.2)]
     audio = _clip(audio, _silence(1.0))
-    assert [s.kind for s in find_hesitations(audio, far, [(0.1, 2.9)], sample_rate=SR)] == ["voiced_gap"]
+    assert [s.kind for s in hear(audio, far, [(0.1, 2.9)], sample_rate=SR).hesitations] == ["voiced_gap"]
 
 
 def test_a_misplaced_filler_is_moved_onto_its_sound_and_its_neighbours_trimmed() -> None:
@@ -154,9 +153,9 @@ def test_a_short_word_inside_an_isolated_steady_sound_is_that_sound() -> None:
     audio = _clip(_silence(0.5), _tone(0.3), _silence(0.3), _tone(0.3), _silence(0.3), _tone(0.3), _silence(0.5))
     regions = [(0.1, 2.3)]
     said = [Word(" first", 0.5, 0.8, 0.9), Word(" a", 1.1, 1.4, 0.8), Word(" next", 1.7, 2.0, 0.9)]
-    assert find_hesitations(audio, said, regions, sample_rate=SR) == []
+    assert hear(audio, said, regions, sample_rate=SR).hesitations == []
     stretched = [Word(" first", 0.5, 0.8, 0.9), Word(" tomorrow", 1.0, 1.6, 0.8), Word(" next", 1.7, 2.0, 0.9)]
-    spans = find_hesitations(audio, stretched, regions, sample_rate=SR)
+    spans = hear(audio, stretched, regions, sample_rate=SR).hesitations
     assert [s.kind for s in spans] == ["voiced_gap"] and abs(spans[0].start - 1.1) <= 0.05, spans
     assert spans[0].confidence >= 0.5
 

@@ -10,8 +10,9 @@ import importlib.util
 import io
 import re
 import wave
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import av
 import av.audio.stream
@@ -232,6 +233,36 @@ def test_audio_item_must_be_mono() -> None:
         AudioItem("stereo", np.zeros((2, 100), np.float32))
 
 
+Outputs = list[dict[str, Any]]
+
+
+def inject(
+    transcriber: BatchTranscriber, monkeypatch: pytest.MonkeyPatch, fault: Callable[[Outputs, Any], Outputs]
+) -> list[tuple[int, str | None]]:
+    """Fault injection on the real model: every batched decode's outputs go through ``fault(outputs, options)``.
+    Returns the list the calls are recorded in, as (stack size, initial prompt)."""
+    real = transcriber._pipeline.generate_segment_batched
+    calls: list[tuple[int, str | None]] = []
+
+    def faulty(features, tokenizer, options):  # type: ignore[no-untyped-def]
+        encoder_output, outputs = real(features, tokenizer, options)
+        calls.append((len(outputs), options.initial_prompt))
+        return encoder_output, fault(outputs, options)
+
+    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", faulty)
+    return calls
+
+
+def truncated(outputs: Outputs, keep: int = 4) -> Outputs:
+    """``outputs`` whose tokens stop after ``keep`` (as when Whisper emits end-of-text while speech goes on)."""
+    return [{**output, "tokens": list(output["tokens"])[:keep]} for output in outputs]
+
+
+def silent(outputs: Outputs) -> Outputs:
+    """``outputs`` that Whisper's no-speech rule drops."""
+    return [{**output, "no_speech_prob": 0.99, "avg_logprob": -3.0} for output in outputs]
+
+
 def test_an_early_stopped_decode_is_caught_and_its_rest_decoded(
     settings: TranscriptionSettings, jfk: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,20 +271,10 @@ def test_an_early_stopped_decode_is_caught_and_its_rest_decoded(
     words do not reach the end of the window's speech and decodes the window again with the sequential decoder;
     the transcript keeps every word."""
     transcriber = BatchTranscriber(settings)
-    real = transcriber._pipeline.generate_segment_batched
-    calls: list[int] = []
-
-    def first_decode_stops_early(features, tokenizer, options):  # type: ignore[no-untyped-def]
-        encoder_output, outputs = real(features, tokenizer, options)
-        calls.append(len(outputs))
-        if len(calls) == 1:
-            outputs = [{**output, "tokens": list(output["tokens"])[:4]} for output in outputs]
-        return encoder_output, outputs
-
-    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", first_decode_stops_early)
+    calls = inject(transcriber, monkeypatch, lambda outputs, _: truncated(outputs) if len(calls) == 1 else outputs)
     result = transcriber.transcribe(AudioItem("jfk", jfk))
     assert isinstance(result, TranscriptionResult), result
-    assert calls == [1]  # one batched decode; the second is the sequential decoder's
+    assert [size for size, _ in calls] == [1]  # one batched decode; the second is the sequential decoder's
     assert result.redecoded_chunks == 1 and result.num_chunks == 1
     assert wer(result.text) <= MAX_WER, result.text
     assert [w.start for w in result.words] == sorted(w.start for w in result.words)
@@ -273,20 +294,12 @@ def test_a_window_the_prompt_made_doubtful_is_decoded_without_it(
     and keeps the more probable decode; the transcript keeps every word."""
     transcriber = BatchTranscriber(settings)
     assert settings.disfluency_prompt
-    real = transcriber._pipeline.generate_segment_batched
-    prompts: list[str | None] = []
-
-    def prompted_decode_looks_silent(features, tokenizer, options):  # type: ignore[no-untyped-def]
-        encoder_output, outputs = real(features, tokenizer, options)
-        prompts.append(options.initial_prompt)
-        if options.initial_prompt is not None:
-            outputs = [{**output, "no_speech_prob": 0.99, "avg_logprob": -3.0} for output in outputs]
-        return encoder_output, outputs
-
-    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", prompted_decode_looks_silent)
+    calls = inject(
+        transcriber, monkeypatch, lambda outputs, options: silent(outputs) if options.initial_prompt else outputs
+    )
     result = transcriber.transcribe(AudioItem("jfk", jfk))
     assert isinstance(result, TranscriptionResult), result
-    assert prompts == [settings.disfluency_prompt, None]
+    assert [prompt for _, prompt in calls] == [settings.disfluency_prompt, None]
     assert result.unprompted_chunks == 1 and result.redecoded_chunks == 0
     assert wer(result.text) <= MAX_WER, result.text
 
@@ -335,19 +348,13 @@ def test_a_packed_window_judged_silent_is_decoded_answer_by_answer(
     """Fault injection: Whisper's no-speech rule fires on the packed window (its first tokens speak for its first
     answer only). The engine decodes the answers alone instead of dropping them."""
     transcriber = BatchTranscriber(settings)
-    real = transcriber._pipeline.generate_segment_batched
-    calls: list[int] = []
-
-    def packed_window_looks_silent(features, tokenizer, options):  # type: ignore[no-untyped-def]
-        encoder_output, outputs = real(features, tokenizer, options)
-        calls.append(len(outputs))
-        if len(outputs) == 1:
-            outputs = [{**output, "no_speech_prob": 0.99, "avg_logprob": -3.0} for output in outputs]
-        return encoder_output, outputs
-
-    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", packed_window_looks_silent)
+    calls = inject(transcriber, monkeypatch, lambda outputs, _: silent(outputs) if len(outputs) == 1 else outputs)
     results = transcriber.transcribe_batch(_packed_pair(jfk))
-    assert calls == [1, 1, 2]  # the window, with and without the prompt; then the two answers in one stack
+    assert [size for size, _ in calls] == [
+        1,
+        1,
+        2,
+    ]  # the window, with and without the prompt; then the two answers in one stack
     for result in results:
         assert isinstance(result, TranscriptionResult), result
         assert result.packed_with == 0
@@ -361,13 +368,7 @@ def test_an_answer_that_gets_no_words_from_its_window_is_decoded_alone(
     early and the second gets none (or words squeezed into no time). Both are decoded again alone and keep their
     words."""
     transcriber = BatchTranscriber(settings)
-    real = transcriber._pipeline.generate_segment_batched
-
-    def window_stops_early(features, tokenizer, options):  # type: ignore[no-untyped-def]
-        encoder_output, outputs = real(features, tokenizer, options)
-        return encoder_output, [{**output, "tokens": list(output["tokens"])[:4]} for output in outputs]
-
-    monkeypatch.setattr(transcriber._pipeline, "generate_segment_batched", window_stops_early)
+    inject(transcriber, monkeypatch, lambda outputs, _: truncated(outputs))
     first, second = transcriber.transcribe_batch(_packed_pair(jfk))
     assert isinstance(first, TranscriptionResult) and isinstance(second, TranscriptionResult)
     assert first.redecoded_chunks == second.redecoded_chunks == 1

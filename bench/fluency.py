@@ -18,7 +18,8 @@ regions) are used. Per set and variant:
 WER (jiwer, pooled over the set's clips; lower case, punctuation removed, fillers in both reference and hypothesis),
 fillers found (filler words and detector spans merged, :func:`coach.synthetic_speech.filler_events`) against those
 expected and matched to the truth, false repetitions (immediate repetitions of the transcript that the reference
-does not have), and the largest share of words a clip lost. Prints a Markdown table and writes the raw JSON to
+does not have), and the largest shares of words a clip lost (no transcript word for them) and lost or
+substituted. Prints a Markdown table and writes the raw JSON to
 ``bench/results/fluency-<UTC time>.json``; with writing on, replaces the ``## Fluency`` section of
 ``bench/RESULTS.md``.
 """
@@ -118,7 +119,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             record: dict[str, Any] = {
                 "text": text,
                 "wer": _wer([clip["reference"]], [text]),
-                "word_loss": word_loss(_lexical(clip["reference"]), _lexical(text)),
+                "word_loss": word_loss(_lexical(clip["reference"]), _lexical(text)).lost,
+                "word_unmatched": word_loss(_lexical(clip["reference"]), _lexical(text)).unmatched,
                 "false_repetitions": _false_repetitions(clip["reference"], text),
                 "filler_words": [w.word.strip() for w in words if _is_filler(w.word)],
                 "spans": [s.model_dump() for s in spans],
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 "held_sounds": sum(1 for r in rows for s in r["spans"] if s["kind"] == "held_sound"),
                 "false_repetitions": sum(len(r["false_repetitions"]) for r in rows),
                 "max_word_loss": round(max(r["word_loss"] for r in rows), 4),
+                "max_word_unmatched": round(max(r["word_unmatched"] for r in rows), 4),
                 "max_start_error_s": max((e for r in rows for e in r.get("start_errors_s", [])), default=None),
             }
     return {
@@ -212,8 +215,8 @@ def _versions() -> dict[str, str]:
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| set | clips | prompt | WER | fillers found / expected (matched) | filler words | voiced gaps | held sounds "
-        "| false repetitions | max word loss |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| false repetitions | max words lost | max words lost or substituted |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, variants in results["sets"].items():
         for variant in VARIANTS:
@@ -224,7 +227,7 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {s['clips']} | {'yes' if variant == 'prompt' else 'no'} | {s['wer']:.1%} | {expected} | "
                 f"{s['filler_words']} | {s['voiced_gaps']} | {s['held_sounds']} | {s['false_repetitions']} | "
-                f"{s['max_word_loss']:.0%} |"
+                f"{s['max_word_loss']:.0%} | {s['max_word_unmatched']:.0%} |"
             )
     return "\n".join(lines)
 
@@ -257,7 +260,9 @@ def write_section(results: dict[str, Any], json_path: Path) -> None:
             "hypothesis). Fillers found = filled-pause words and detector spans merged where they overlap "
             "(`coach.synthetic_speech.filler_events`); matched = found events overlapping a true filler or held "
             "vowel (±0.2 s). False repetitions = immediate repetitions in the transcript the reference does not "
-            "have. Word loss = reference words (fillers left out) that no transcript word matches, worst clip.",
+            "have. Words lost = share of reference words (fillers left out) with no transcript word at all (jiwer "
+            "deletions), worst clip; lost or substituted = deletions plus substitutions, worst clip "
+            "(`coach.synthetic_speech.word_loss`).",
             "",
             "### Cost of the voicing step",
             "",

@@ -47,6 +47,7 @@ __all__ = [
     "FillerScore",
     "filler_events",
     "score_fillers",
+    "WordLoss",
     "word_loss",
     "normalise_text",
     "repetitions",
@@ -424,18 +425,43 @@ def score_fillers(
     return FillerScore(tuple(found), expected, tuple(matched), errors)
 
 
-def word_loss(reference: str, hypothesis: str) -> float:
-    """Share of ``reference`` words that no ``hypothesis`` word matches (substitutions plus deletions over the
-    reference length; jiwer alignment, lower-cased, punctuation removed). 0 for an empty reference."""
+@dataclass(frozen=True, slots=True)
+class WordLoss:
+    """How the words of a known text fared in a transcript (jiwer's minimum-edit alignment of the normalised texts,
+    :func:`normalise_text`). ``reference_words`` counts the text's words; ``deleted`` those the transcript has no
+    word for at all (a decode that stops early or skips a phrase loses words this way); ``substituted`` those it
+    has a different word for (the recogniser heard something, but not this word)."""
+
+    reference_words: int
+    deleted: int
+    substituted: int
+
+    @property
+    def lost(self) -> float:
+        """Share of the text's words with no word in the transcript (deletions / reference words); 0 for an empty
+        text."""
+        return self.deleted / self.reference_words if self.reference_words else 0.0
+
+    @property
+    def unmatched(self) -> float:
+        """Share of the text's words the transcript does not reproduce (substitutions plus deletions over the
+        reference words, i.e. WER without insertions); 0 for an empty text."""
+        return (self.deleted + self.substituted) / self.reference_words if self.reference_words else 0.0
+
+
+def word_loss(reference: str, hypothesis: str) -> WordLoss:
+    """The :class:`WordLoss` of ``hypothesis`` against the known text ``reference`` (both normalised with
+    :func:`normalise_text`; jiwer alignment). An empty hypothesis loses every word. Never raises."""
     import jiwer
 
     ref, hyp = normalise_text(reference), normalise_text(hypothesis)
+    words = len(ref.split())
     if not ref:
-        return 0.0
+        return WordLoss(0, 0, 0)
     if not hyp:
-        return 1.0
+        return WordLoss(words, words, 0)
     out = jiwer.process_words(ref, hyp)
-    return (out.substitutions + out.deletions) / len(ref.split())
+    return WordLoss(words, out.deletions, out.substitutions)
 
 
 def normalise_text(text: str) -> str:

@@ -603,8 +603,9 @@ class BatchTranscriber:
         onto the member's timeline and kept inside ``[0, duration]``. Each member's tokens are those of its words,
         and it shares the window's log-probability, no-speech probability and prompt choice. A window the
         no-speech rule judged silent, since its first tokens speak for its first member only, a member with a run
-        of words the alignment squeezed into no time (:func:`_squeezed`) and a member whose words stop early
-        (:meth:`_stopped_early`; the decoder can pass over a whole answer of a window) are returned, to be decoded
+        of words the alignment squeezed into no time (:func:`_squeezed`) or a member whose words stop early
+        (:meth:`_stopped_early`; the decoder can pass over a whole answer of a window, and the alignment then
+        stretches a neighbour's words over it) make the window's members be returned, all of them, to be decoded
         alone with the batched decoder (their ``packed_with`` is then 0)."""
         members = [member for member, _ in window.members]
         if window.silent:
@@ -633,10 +634,13 @@ class BatchTranscriber:
             ]
             member.avg_logprob, member.no_speech_prob = window.avg_logprob, window.no_speech_prob
             member.silent, member.unprompted = False, window.unprompted
-        alone = [member for member in members if _squeezed(member.alignment) or self._stopped_early(member)]
-        for member in alone:
+        if not any(_squeezed(member.alignment) or self._stopped_early(member) for member in members):
+            return []
+        # The decoder passed over part of the window: the alignment stretched the words it wrote over the speech
+        # it skipped, so words at a boundary may sit with the wrong answer. Every answer of it is decoded alone.
+        for member in members:
             member.packed_with = 0
-        return alone
+        return members
 
     def _doubtful(self, chunk: _Chunk) -> bool:
         """Whether a decode is doubtful: Whisper's no-speech rule dropped the chunk (VAD found speech in it), or
@@ -681,18 +685,23 @@ class BatchTranscriber:
     def _stopped_early(self, chunk: _Chunk) -> bool:
         """Whether the one-pass decode of ``chunk`` ended before its speech did (the decoder emitted end-of-text
         while speech went on). The chunk holds speech only (VAD's regions joined), so its decoded words should
-        reach its end. Two signs, from the word alignment: the last word ends ``redecode_tail_s`` or more before
-        the chunk does, or one word lasts longer than that (the alignment stretches the last words it has over
-        speech it has no words for). A chunk of a packed window that got no words has stopped early too. Never for
-        a silent chunk or without word timestamps."""
+        reach its end, and start at its start. Signs, from the word alignment: the last word ends
+        ``redecode_tail_s`` or more before the chunk does, the first word starts that long or more after the chunk
+        does (the decoder passed over the opening speech), or one word lasts longer than that (the alignment
+        stretches the last words it has over speech it has no words for). A member of a packed window (its
+        ``packed_with`` > 0) has stopped early too when it got no words, or fewer than one word per
+        ``redecode_tail_s`` of its speech (the decoder can pass over a whole answer of a window but for a stray
+        word). Never for a silent chunk or without word timestamps."""
         if chunk.silent or not self.settings.word_timestamps:
             return False
         if not chunk.alignment:
             return chunk.packed_with > 0
         tail = self.settings.redecode_tail_s
+        first_start = min(float(word["start"]) for word in chunk.alignment)
         last_end = max(float(word["end"]) for word in chunk.alignment)
         longest = max(float(word["end"]) - float(word["start"]) for word in chunk.alignment)
-        return chunk.duration_s - last_end >= tail or longest >= tail
+        sparse = chunk.packed_with > 0 and len(chunk.alignment) * tail < chunk.duration_s
+        return chunk.duration_s - last_end >= tail or first_start >= tail or longest >= tail or sparse
 
     def _redecode(self, chunk: _Chunk, samples: npt.NDArray[np.float32], tokenizer: Tokenizer) -> None:
         """Decode ``chunk`` again with faster-whisper's sequential decoder (``WhisperModel.transcribe``: timestamp

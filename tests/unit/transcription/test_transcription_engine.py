@@ -27,6 +27,7 @@ from transcription.engine import (
     BatchTranscriber,
     TranscriptionFailure,
     TranscriptionResult,
+    _Chunk,
     load_whisper_model,
 )
 from transcription.models import BASE, ModelUnavailable, resolve_model
@@ -374,6 +375,27 @@ def test_an_answer_that_gets_no_words_from_its_window_is_decoded_alone(
     assert first.redecoded_chunks == second.redecoded_chunks == 1
     assert wer(first.text) <= MAX_WER, first.text
     assert normalise(second.text).startswith("and so my fellow americans"), second.text
+
+
+def test_an_answer_its_window_passed_over_but_for_a_stray_word_is_caught(transcriber: BatchTranscriber) -> None:
+    """Seen on an espeak-ng answer packed with others: the window's decode passed over the answer's 27 words and
+    left it one stray word, "you", at 9.7-11.0 s of its 11.5 s. Its last word ends near the answer's end and lasts
+    under ``redecode_tail_s``, so only the opening gap and the sparse words tell; the same words on an answer of
+    its own window, as on one whose words are all there, are not taken for an early stop."""
+
+    def chunk(words: list[tuple[float, float]], packed_with: int) -> _Chunk:
+        alignment = [{"word": " w", "start": start, "end": end, "tokens": [1]} for start, end in words]
+        return _Chunk(None, 0.0, 11.5, None, alignment=alignment, packed_with=packed_with)
+
+    stray = [(9.7, 11.0)]
+    spoken = [(0.4 * i, 0.4 * i + 0.3) for i in range(28)]  # 28 words over 0-11.3 s
+    assert transcriber._stopped_early(chunk(stray, packed_with=2))
+    assert transcriber._stopped_early(chunk(stray, packed_with=0))  # the opening gap alone tells
+    assert not transcriber._stopped_early(chunk(spoken, packed_with=2))
+    assert not transcriber._stopped_early(chunk(spoken, packed_with=0))
+    few = [(0.2, 1.0), (2.5, 3.6), (4.8, 6.0), (7.2, 8.9), (9.8, 11.2)]  # five slow words: enough alone
+    assert not transcriber._stopped_early(chunk(few, packed_with=0))
+    assert transcriber._stopped_early(chunk(few, packed_with=1))  # in a window: fewer than one per 2 s of speech
 
 
 def test_settings_drive_the_direct_baseline(settings: TranscriptionSettings, jfk: np.ndarray) -> None:

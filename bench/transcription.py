@@ -2,15 +2,17 @@
 
 Usage::
 
-    .venv/bin/python bench/transcription.py [--clips N] [--rate R] [--processes P] [--batch B] [--model tiny.en]
-                                            [--variants 2x8,1x1] [--repeats 3] [--wait-load 2.0] [--no-write]
+    .venv/bin/python bench/transcription.py [--clips N] [--max-clip-s 30] [--rate R] [--processes P] [--batch B]
+                                            [--model tiny.en] [--variants 1x8u,2x8] [--repeats 3] [--wait-load 2.0]
+                                            [--no-write]
     .venv/bin/python bench/transcription.py --from-json run-output.json   # re-render RESULTS.md from a run's JSON
 
 What it does:
 
 1. waits (at most ``--max-wait-s``) until the 1-minute load average is below ``--wait-load``, because other jobs on
    the machine distort CPU timings; the load average is recorded next to every number;
-2. builds the clip set (:mod:`bench.clips`: JFK and hotwords, plus espeak-ng speech at known texts, 3 to 60 s);
+2. builds the clip set (:mod:`bench.clips`: JFK and hotwords, plus espeak-ng speech at known texts), kept to clips
+   of at most ``--max-clip-s`` (30 s: issue 19's 3-30 s answers);
 3. starts its own local stack (``python -m stack up``, then ``coach migrate --no-clickhouse``) under
    ``COACH_BENCH_HOME`` (default ``.coach-bench``) on its own ports, so it touches neither a developer's stack nor the
    tests' (``COACH_BENCH_KAFKA_PORT``… below; none ends in 092/093/083/433 like the developer and test port schemes);
@@ -19,12 +21,17 @@ What it does:
    ``WhisperModel.transcribe(path, **TranscriptionSettings().transcribe_kwargs())`` on every clip in turn,
    consuming the segment generator (decoding of the file included), ``--repeats`` passes (the best counts, the median
    is reported too); wall time from the first clip to the last, CPU time, peak RSS (``VmHWM``), texts. The same
-   process then runs the batched engine alone (``BatchTranscriber``, no Kafka or HTTP) on the same clips in groups of
-   1 and of each configured batch size, passes interleaved: what batching buys without the pipeline around it;
+   process then runs **batched**, the maintainers' workaround for many short files (faster-whisper #915:
+   ``BatchedInferencePipeline`` over the clips concatenated, one ``clip_timestamps`` entry each, ``batch_size``
+   ``--batch``; :func:`batched_passes`), and the batched engine alone (``BatchTranscriber``, no Kafka or HTTP) on
+   the same clips in groups of 1 and of each configuration's batch size, with window packing as the configuration
+   has it, passes interleaved: what batching and packing buy without the pipeline around it;
 5. **pipeline**, per configuration (``--processes``/``--batch`` first, then each of ``--variants``, written ``PxB`` or
-   ``PxBtT`` for T CPU threads per process): starts ``python -m coach.cli worker transcription --processes P`` with
-   ``COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=B``, waits until the consumer group is stable with P members, warms each
-   worker up with one short upload per learner, then
+   ``PxBtT`` for T CPU threads per process, with ``u`` at the end for window packing off; the default variant
+   ``1x8u`` is the main configuration without packing): starts ``python -m coach.cli worker transcription
+   --processes P`` with ``COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=B`` (and ``COACH_TRANSCRIPTION_PACK_WINDOWS``),
+   waits until the consumer group is stable with P members, warms each worker up with one short upload per
+   learner, then
 
    * *burst*: uploads every clip through the ingestion API (uvicorn in this process, real HTTP) as fast as it
      answers; throughput = audio seconds / (first upload → last ``TranscriptCreated`` broker timestamp); repeated
@@ -35,8 +42,9 @@ What it does:
    * peak RSS (``VmHWM``) of every worker process, read just before SIGTERM;
 6. WER of the baseline and of the pipeline (burst transcripts) against the known texts (jiwer, lower-cased, no
    punctuation), pooled over all clips;
-7. writes the ``## Transcription`` section of ``bench/RESULTS.md`` (replacing it; other sections are kept) and prints
-   the raw results as JSON; stops the stack.
+7. writes the ``## Transcription`` section of ``bench/RESULTS.md`` (``## Transcription, <model>`` for a model
+   other than tiny.en; replacing it, other sections are kept), prints the raw results as JSON, then one line per
+   side (``direct: X audio s/s, WER Y %``, ``batched: …``, ``pipeline 1x8 (packed): …``); stops the stack.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ from datetime import UTC, datetime  # noqa: E402
 from importlib import metadata  # noqa: E402
 from typing import Any  # noqa: E402
 
+import numpy as np  # noqa: E402
 from pydantic import Field  # noqa: E402
 from pydantic_settings import SettingsConfigDict  # noqa: E402
 
@@ -155,6 +164,7 @@ def run_baseline_process(manifest: Path, out: Path) -> None:
         walls.append(round(time.perf_counter() - started, 3))
         cpus.append(round((cpu_seconds(os.getpid()) or 0.0) - cpu0, 2))
     peak_rss_mib = round((proc_status_kib(os.getpid(), "VmHWM") or 0) / 1024, 1)
+    batched = batched_passes(loaded, settings, clips, repeats, spec["batched_batch"])
     engine = engine_passes(loaded, settings, clips, repeats, engine_batches)
     out.write_text(
         json.dumps(
@@ -167,6 +177,7 @@ def run_baseline_process(manifest: Path, out: Path) -> None:
                 "wall_s_all": walls,
                 "cpu_s_all": cpus,
                 "peak_rss_mib": peak_rss_mib,
+                "batched": batched,
                 "engine": engine,
                 "clips": results,
             }
@@ -174,33 +185,80 @@ def run_baseline_process(manifest: Path, out: Path) -> None:
     )
 
 
-def engine_passes(
-    loaded: Any, settings: Any, clips: list[dict[str, str]], repeats: int, batches: list[int]
-) -> dict[str, dict[str, Any]]:
-    """The batched engine alone (no Kafka, no HTTP): :class:`~transcription.engine.BatchTranscriber` on the same
-    model, the clips read and decoded like the worker does (``decode_audio``), in consecutive groups of ``batch``
-    messages; passes of the batch sizes interleaved, ``repeats`` each. Returns ``{str(batch): {"wall_s_all",
-    "cpu_s_all"}}``."""
-    from transcription.audio import decode_audio
-    from transcription.engine import AudioItem, BatchTranscriber
+def batched_passes(loaded: Any, settings: Any, clips: list[dict[str, str]], repeats: int, batch: int) -> dict[str, Any]:
+    """The maintainers' workaround for many short files (faster-whisper #915): the clips decoded (``decode_audio``)
+    and concatenated, then one ``BatchedInferencePipeline.transcribe`` over them with one ``clip_timestamps``
+    entry per clip and ``batch_size=batch``, with the settings' decoding choices that the pipeline takes (language,
+    beam, temperature, prompt, word timestamps). Every clip still gets a 30-s window of its own. ``repeats``
+    passes; each segment's text goes to the clip that holds its midpoint. Returns ``{"wall_s_all", "cpu_s_all",
+    "texts"}`` (texts of the last pass, in clip order)."""
+    from faster_whisper import BatchedInferencePipeline
 
-    transcriber = BatchTranscriber(settings, loaded=loaded)
-    transcriber.warmup()
-    out: dict[str, dict[str, Any]] = {str(b): {"wall_s_all": [], "cpu_s_all": []} for b in batches}
+    from transcription.audio import TARGET_SAMPLE_RATE, decode_audio
+
+    kwargs = settings.transcribe_kwargs()
+    shared = ("language", "beam_size", "temperature", "initial_prompt", "word_timestamps")
+    options = {key: value for key, value in kwargs.items() if key in shared}
+    pipeline = BatchedInferencePipeline(loaded.model)
+    out: dict[str, Any] = {"wall_s_all": [], "cpu_s_all": [], "texts": []}
     for _ in range(repeats):
-        for batch in batches:
-            cpu0 = cpu_seconds(os.getpid()) or 0.0
-            started = time.perf_counter()
-            for start in range(0, len(clips), batch):
-                group = clips[start : start + batch]
-                items = [AudioItem(c["name"], decode_audio(Path(c["path"]).read_bytes()).samples) for c in group]
-                transcriber.transcribe_batch(items)
-            out[str(batch)]["wall_s_all"].append(round(time.perf_counter() - started, 3))
-            out[str(batch)]["cpu_s_all"].append(round((cpu_seconds(os.getpid()) or 0.0) - cpu0, 2))
+        cpu0 = cpu_seconds(os.getpid()) or 0.0
+        started = time.perf_counter()
+        audio = [decode_audio(Path(c["path"]).read_bytes()).samples for c in clips]
+        bounds, start = [], 0.0
+        for samples in audio:
+            bounds.append({"start": start, "end": start + samples.size / TARGET_SAMPLE_RATE})
+            start = bounds[-1]["end"]
+        segments, _ = pipeline.transcribe(np.concatenate(audio), clip_timestamps=bounds, batch_size=batch, **options)
+        texts = [""] * len(clips)
+        for segment in segments:
+            middle = (segment.start + segment.end) / 2
+            texts[next((i for i, b in enumerate(bounds) if middle < b["end"]), len(bounds) - 1)] += segment.text
+        out["wall_s_all"].append(round(time.perf_counter() - started, 3))
+        out["cpu_s_all"].append(round((cpu_seconds(os.getpid()) or 0.0) - cpu0, 2))
+        out["texts"] = [text.strip() for text in texts]
     return out
 
 
-def baseline(clips: list[Clip], workdir: Path, repeats: int, engine_batches: list[int]) -> dict[str, Any]:
+def engine_passes(
+    loaded: Any, settings: Any, clips: list[dict[str, str]], repeats: int, labels: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The batched engine alone (no Kafka, no HTTP): :class:`~transcription.engine.BatchTranscriber` on the same
+    model, the clips read and decoded like the worker does (``decode_audio``), in consecutive groups of ``batch``
+    messages; passes of the labels interleaved, ``repeats`` each. A label is the batch size, with ``u`` after it
+    for window packing off (``"8u"``; :attr:`~transcription.settings.TranscriptionSettings.pack_windows`). Returns
+    ``{label: {"wall_s_all", "cpu_s_all", "answers_packed", "texts"}}`` (the last two of the last pass)."""
+    from transcription.audio import decode_audio
+    from transcription.engine import AudioItem, BatchTranscriber, TranscriptionResult
+
+    transcribers = {
+        label: BatchTranscriber(settings.model_copy(update={"pack_windows": not label.endswith("u")}), loaded=loaded)
+        for label in labels
+    }
+    for transcriber in transcribers.values():
+        transcriber.warmup()
+    out: dict[str, dict[str, Any]] = {label: {"wall_s_all": [], "cpu_s_all": []} for label in labels}
+    for _ in range(repeats):
+        for label, transcriber in transcribers.items():
+            batch = int(label.rstrip("u"))
+            cpu0 = cpu_seconds(os.getpid()) or 0.0
+            started = time.perf_counter()
+            results: list[Any] = []
+            for start in range(0, len(clips), batch):
+                group = clips[start : start + batch]
+                items = [AudioItem(c["name"], decode_audio(Path(c["path"]).read_bytes()).samples) for c in group]
+                results += transcriber.transcribe_batch(items)
+            out[label]["wall_s_all"].append(round(time.perf_counter() - started, 3))
+            out[label]["cpu_s_all"].append(round((cpu_seconds(os.getpid()) or 0.0) - cpu0, 2))
+            ok = [r if isinstance(r, TranscriptionResult) else None for r in results]
+            out[label]["texts"] = [r.text if r else "" for r in ok]
+            out[label]["answers_packed"] = sum(1 for r in ok if r and r.packed_with > 0)
+    return out
+
+
+def baseline(
+    clips: list[Clip], workdir: Path, repeats: int, engine_batches: list[str], batched_batch: int
+) -> dict[str, Any]:
     """Run :func:`run_baseline_process` in a fresh interpreter (clean peak RSS) and return its results; the clip set
     is transcribed ``repeats`` times and the best (shortest) pass counts, the median is kept beside it."""
     manifest = workdir / "baseline-clips.json"
@@ -211,6 +269,7 @@ def baseline(clips: list[Clip], workdir: Path, repeats: int, engine_batches: lis
                 "clips": [{"name": c.name, "path": str(c.path)} for c in clips],
                 "repeats": repeats,
                 "engine_batches": engine_batches,
+                "batched_batch": batched_batch,
             }
         )
     )
@@ -224,8 +283,9 @@ def baseline(clips: list[Clip], workdir: Path, repeats: int, engine_batches: lis
     audio = sum(c.duration_s for c in clips)
     result["audio_s"] = round(audio, 2)
     result.update(best_and_median(audio, result["wall_s_all"], result["cpu_s_all"]))
-    for passes in result["engine"].values():
+    for passes in (result["batched"], *result["engine"].values()):
         passes.update(best_and_median(audio, passes["wall_s_all"], passes["cpu_s_all"]))
+        passes["wer"] = round(corpus_wer([c.text for c in clips], passes["texts"]), 4)
     result["load"] = {"start": load0, "end": loadavg()}
     return result
 
@@ -281,6 +341,7 @@ class Tail(threading.Thread):
                             "ts": msg.timestamp()[1] / 1000,
                             "text": payload["text"],
                             "batch_size": payload["timings"]["batch_size"],
+                            "packed_with": payload.get("packed_with", 0),
                         }
                     )
                 else:
@@ -355,22 +416,33 @@ class Uploader:
 
 @dataclass(frozen=True)
 class Config:
-    """One pipeline configuration: worker processes, batch size (messages), CPU threads per process (0 = all)."""
+    """One pipeline configuration: worker processes, batch size (messages), CPU threads per process (0 = all),
+    window packing (``COACH_TRANSCRIPTION_PACK_WINDOWS``)."""
 
     processes: int
     batch: int
     threads: int = 0
+    pack: bool = True
 
     @classmethod
     def parse(cls, text: str) -> Config:
-        """``"2x8"`` or ``"2x8t1"``."""
-        head, _, threads = text.strip().partition("t")
+        """``"2x8"``, ``"2x8t1"``, and either with ``u`` at the end for packing off (``"1x8u"``)."""
+        text = text.strip()
+        pack = not text.endswith("u")
+        head, _, threads = text.rstrip("u").partition("t")
         processes, _, batch = head.partition("x")
-        return cls(int(processes), int(batch), int(threads or 0))
+        return cls(int(processes), int(batch), int(threads or 0), pack)
 
     @property
     def label(self) -> str:
-        return f"{self.processes}x{self.batch}" + (f"t{self.threads}" if self.threads else "")
+        return (
+            f"{self.processes}x{self.batch}" + (f"t{self.threads}" if self.threads else "") + ("" if self.pack else "u")
+        )
+
+    @property
+    def engine_label(self) -> str:
+        """The matching pass of :func:`engine_passes`."""
+        return f"{self.batch}" + ("" if self.pack else "u")
 
 
 class Workers:
@@ -381,6 +453,7 @@ class Workers:
             os.environ,
             COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=str(config.batch),
             COACH_TRANSCRIPTION_WORKER_METRICS_PORT="0",
+            COACH_TRANSCRIPTION_PACK_WINDOWS=str(config.pack).lower(),
         )
         if config.threads:
             env["COACH_TRANSCRIPTION_CPU_THREADS"] = str(config.threads)
@@ -514,6 +587,9 @@ def run_config(
             batch_sizes += [first[sid].transcripts[0]["batch_size"] for sid, _ in burst if first[sid].transcripts]
             if repeat == 0:
                 texts = [first[sid].transcripts[0]["text"] if first[sid].transcripts else "" for sid, _ in burst]
+                packed = sum(
+                    1 for sid, _ in burst if first[sid].transcripts and first[sid].transcripts[0]["packed_with"]
+                )
         capacity = len(clips) / min(walls)
 
         # Steady arrivals below capacity.
@@ -541,6 +617,7 @@ def run_config(
         "processes": config.processes,
         "batch_max_messages": config.batch,
         "cpu_threads_per_process": config.threads or len(os.sched_getaffinity(0)),
+        "pack_windows": config.pack,
         "burst": {
             "clips": len(clips),
             "audio_s": round(audio_s, 2),
@@ -549,6 +626,7 @@ def run_config(
             "wall_s_all": walls,
             "cpu_s_all": cpus,
             "mean_batch_size": round(statistics.mean(batch_sizes), 2) if batch_sizes else None,
+            "answers_packed": packed,
             "failed": failed,
             "wer": round(corpus_wer([c.text for c in clips], texts), 4),
             "texts": {c.name: t for c, t in zip(clips, texts, strict=True)},
@@ -611,9 +689,16 @@ def create_learners(count: int) -> list[str]:
 # --------------------------------------------------------------------------- report
 
 
+def section_heading(r: dict[str, Any]) -> str:
+    """``## Transcription`` for tiny.en (the default model), ``## Transcription, <model>`` for another, so that a
+    run with each model keeps its own section."""
+    model = str(r["baseline"]["model"]).removeprefix("faster-whisper/")
+    return SECTION if model == "tiny.en" else f"{SECTION}, {model}"
+
+
 def write_section(results: dict[str, Any], path: Path = RESULTS_MD) -> None:
-    """Replace the ``## Transcription`` section of ``path`` (created with a header if missing)."""
-    replace_section(path, SECTION, render(results))
+    """Replace the run's section of ``path`` (:func:`section_heading`; created with a header if missing)."""
+    replace_section(path, section_heading(results), render(results))
 
 
 def _load(load: dict[str, Any]) -> str:
@@ -626,7 +711,7 @@ def render(r: dict[str, Any]) -> str:
     primary = r["pipeline"][0]
     ratio = primary["burst"]["audio_s_per_wall_s"] / b["audio_s_per_wall_s"]
     lines = [
-        SECTION,
+        section_heading(r),
         "",
         f"Run {r['finished_at']} with `{r['command']}` (stack of its own under `{r['home']}`, stopped at the end).",
         "",
@@ -660,23 +745,50 @@ def render(r: dict[str, Any]) -> str:
         f"{b['cpu_s']:.1f} | {b['audio_s'] / b['cpu_s']:.1f} | 1 | {b['peak_rss_mib']:.0f} | {b['wer']:.1%} | "
         f"{_load(b['load'])} |",
     ]
-    for batch, e in b.get("engine", {}).items():
+    if "batched" in b:
+        x = b["batched"]
         lines.append(
-            f"| engine only: `BatchTranscriber`, batches of {batch}, no Kafka/HTTP (same process as the baseline) | "
-            f"{e['audio_s_per_wall_s']:.2f} ({e['audio_s_per_wall_s_median']:.2f}) | {e['wall_s']:.1f} | "
-            f"{e['cpu_s']:.1f} | {b['audio_s'] / e['cpu_s']:.1f} | {batch} | – | – | {_load(b['load'])} |"
+            f"| batched: `BatchedInferencePipeline` over the clips concatenated, `clip_timestamps`, batch_size "
+            f"{r.get('batch', 8)} (faster-whisper #915) | {x['audio_s_per_wall_s']:.2f} "
+            f"({x['audio_s_per_wall_s_median']:.2f}) | {x['wall_s']:.1f} | {x['cpu_s']:.1f} | "
+            f"{b['audio_s'] / x['cpu_s']:.1f} | {r.get('batch', 8)} | – | {x['wer']:.1%} | {_load(b['load'])} |"
+        )
+    for label, e in b.get("engine", {}).items():
+        batch, packing = label.rstrip("u"), ("no packing" if label.endswith("u") else "packing on")
+        packed = f", {e['answers_packed']} answers packed" if "answers_packed" in e and batch != "1" else ""
+        wer = f"{e['wer']:.1%}" if "wer" in e else "–"
+        lines.append(
+            f"| engine only: `BatchTranscriber`, batches of {batch}, {packing}{packed}, no Kafka/HTTP (same process "
+            f"as the baseline) | {e['audio_s_per_wall_s']:.2f} ({e['audio_s_per_wall_s_median']:.2f}) | "
+            f"{e['wall_s']:.1f} | {e['cpu_s']:.1f} | {b['audio_s'] / e['cpu_s']:.1f} | {batch} | – | {wer} | "
+            f"{_load(b['load'])} |"
         )
     for p in r["pipeline"]:
         burst, workers = p["burst"], p["workers"]
         rss = " + ".join(f"{x:.0f}" for x in workers["peak_rss_mib"])
+        packing = (
+            f"packing on, {burst.get('answers_packed', '?')} answers packed"
+            if p.get("pack_windows", True)
+            else "no packing"
+        )
         lines.append(
             f"| pipeline {p['processes']} process(es) × batch ≤{p['batch_max_messages']}, "
-            f"{p['cpu_threads_per_process']} thread(s) each | {burst['audio_s_per_wall_s']:.2f} "
+            f"{p['cpu_threads_per_process']} thread(s) each, {packing} | {burst['audio_s_per_wall_s']:.2f} "
             f"({burst['audio_s_per_wall_s_median']:.2f}) | "
             f"{burst['wall_s']:.1f} | {burst['cpu_s']:.1f} | {burst['audio_s'] / burst['cpu_s']:.1f} | "
             f"{burst['mean_batch_size']} | {rss} | "
             f"{burst['wer']:.1%} | {_load(p['load'])} |"
         )
+    if "batched" in b:
+        to_batched = primary["burst"]["audio_s_per_wall_s"] / b["batched"]["audio_s_per_wall_s"]
+        wer_points = 100 * (primary["burst"]["wer"] - b["wer"])
+        lines += [
+            "",
+            f"**Issue 19's targets ({primary['config']}, best against best): {ratio:.2f}× direct (target ≥ 1.5: "
+            f"{'met' if ratio >= 1.5 else 'not met'}), {to_batched:.2f}× batched (target ≥ 1.2: "
+            f"{'met' if to_batched >= 1.2 else 'not met'}), WER {wer_points:+.1f} points against direct (target "
+            f"within 1: {'met' if abs(wer_points) <= 1 else 'not met'}).**",
+        ]
     lines += [
         "",
         f"**Ratio pipeline / baseline ({primary['config']}): {ratio:.2f}** best against best, "
@@ -869,14 +981,19 @@ def notes(r: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--clips", type=int, default=12, help="clips in the set (2 real + espeak-ng); default 12")
+    parser.add_argument("--clips", type=int, default=18, help="clips built (2 real + espeak-ng); default 18")
+    parser.add_argument("--max-clip-s", type=float, default=30, help="built clips longer than this are left out")
     parser.add_argument("--rate", type=float, default=None, help="steady arrivals per second; default: capacity / 3")
     parser.add_argument("--steady-clips", type=int, default=None, help="uploads in the steady phase; default --clips")
     parser.add_argument("--repeats", type=int, default=3, help="burst passes per side; the best one counts (default 3)")
     parser.add_argument("--settle-s", type=float, default=30, help="pause after the stack started (JVM warm-up)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes of the main configuration")
     parser.add_argument("--batch", type=int, default=8, help="COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES (main config)")
-    parser.add_argument("--variants", default="", help="more configurations, comma-separated PxB or PxBtT")
+    parser.add_argument(
+        "--variants",
+        default="1x8u",
+        help="more configurations, comma-separated PxB or PxBtT, u at the end for packing off (default 1x8u)",
+    )
     parser.add_argument("--model", default=None, help="COACH_TRANSCRIPTION_MODEL for both sides (default tiny.en)")
     parser.add_argument("--wait-load", type=float, default=2.0, help="wait for a 1-min load average below this")
     parser.add_argument("--max-wait-s", type=float, default=900, help="longest wait for the load to drop, seconds")
@@ -910,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = bench.home / "bench-transcription"
     start_stack(bench, fresh=not args.keep_stack)
     workdir.mkdir(parents=True, exist_ok=True)
-    clips = build_clips(args.clips, workdir / "clips")
+    clips = [c for c in build_clips(args.clips, workdir / "clips") if c.duration_s <= args.max_clip_s]
     time.sleep(args.settle_s)  # Kafka and Connect are busy for a while after they start
     uploader = tail = None
     try:
@@ -918,9 +1035,10 @@ def main(argv: list[str] | None = None) -> int:
 
         bootstrap = PlatformSettings().bootstrap_servers
         print(f"baseline over {len(clips)} clips ({sum(c.duration_s for c in clips):.1f} s of audio)", flush=True)
-        base = baseline(clips, workdir, args.repeats, sorted({1, *(c.batch for c in configs)}))
+        labels = sorted({"1", *(c.engine_label for c in configs)}, key=lambda label: (int(label.rstrip("u")), label))
+        base = baseline(clips, workdir, args.repeats, labels, args.batch)
         base["wer"] = round(corpus_wer([c.text for c in clips], [x["text"] for x in base["clips"]]), 4)
-        print(f"baseline: {base['audio_s_per_wall_s']} audio s/s", flush=True)
+        print(f"direct: {base['audio_s_per_wall_s']} audio s/s", flush=True)
         tail = Tail(bootstrap)
         tail.start()
         uploader = Uploader(create_learners(bench.learners))
@@ -971,6 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c in clips
             ],
         },
+        "batch": args.batch,
         "baseline": base,
         "pipeline": pipeline,
     }
@@ -978,7 +1097,28 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         write_section(results)
     print(json.dumps(results, indent=2, default=str))
+    print("\n".join(summary_lines(results)))
     return 0
+
+
+def summary_lines(r: dict[str, Any]) -> list[str]:
+    """One line per side, ``direct: X audio s/s, WER Y %``, best pass of each, then the ratios."""
+    b = r["baseline"]
+    sides = [("direct", b), ("batched", b["batched"])]
+    sides += [
+        (f"engine {label}{' (no packing)' if label.endswith('u') else ''}", e) for label, e in b["engine"].items()
+    ]
+    sides += [
+        (f"pipeline {p['config']} ({'packed' if p.get('pack_windows', True) else 'no packing'})", p["burst"])
+        for p in r["pipeline"]
+    ]
+    lines = [f"{name}: {side['audio_s_per_wall_s']:.2f} audio s/s, WER {side['wer']:.1%}" for name, side in sides]
+    primary = r["pipeline"][0]["burst"]["audio_s_per_wall_s"]
+    lines.append(
+        f"pipeline {r['pipeline'][0]['config']} / direct {primary / b['audio_s_per_wall_s']:.2f}x, "
+        f"/ batched {primary / b['batched']['audio_s_per_wall_s']:.2f}x"
+    )
+    return lines
 
 
 if __name__ == "__main__":

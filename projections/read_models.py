@@ -85,62 +85,56 @@ def prune_processed_events(conn: Connection[Any], *, older_than: timedelta, limi
     return cursor.rowcount
 
 
-_UPSERT_SUBMISSION_RECEIVED = """
-INSERT INTO submissions AS s (submission_id, user_id, prompt_id, status, received_at, recorded_at, blob_uri, duration_s,
-                              updated_at)
-VALUES (%(submission_id)s, %(user_id)s, %(prompt_id)s, 'received', %(at)s, %(recorded_at)s, %(blob_uri)s,
-        %(duration_s)s, %(at)s)
-ON CONFLICT (submission_id) DO UPDATE SET
-    prompt_id = COALESCE(s.prompt_id, EXCLUDED.prompt_id),
-    recorded_at = COALESCE(s.recorded_at, EXCLUDED.recorded_at),
-    blob_uri = COALESCE(s.blob_uri, EXCLUDED.blob_uri),
-    -- the container's duration wins over the decoded one a transcript may have put there first
-    duration_s = CASE WHEN s.received_at IS NULL THEN EXCLUDED.duration_s ELSE s.duration_s END,
-    received_at = COALESCE(s.received_at, EXCLUDED.received_at),
-    status = submission_status(COALESCE(s.received_at, EXCLUDED.received_at), s.transcribed_at, s.feedback_at,
-                               s.failed_at),
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
+_FACTS: tuple[str, ...] = ("received_at", "transcribed_at", "feedback_at", "failed_at")
+"""The ``submissions`` timestamps the SQL function ``submission_status`` derives the status from, in its argument
+order."""
 
-_UPSERT_SUBMISSION_TRANSCRIBED = """
-INSERT INTO submissions AS s (submission_id, user_id, status, transcribed_at, recorded_at, asr_model, duration_s,
-                              updated_at)
-VALUES (%(submission_id)s, %(user_id)s, 'transcribed', %(at)s, %(recorded_at)s, %(asr_model)s, %(duration_s)s, %(at)s)
-ON CONFLICT (submission_id) DO UPDATE SET
-    recorded_at = COALESCE(s.recorded_at, EXCLUDED.recorded_at),
-    transcribed_at = COALESCE(s.transcribed_at, EXCLUDED.transcribed_at),
-    asr_model = COALESCE(s.asr_model, EXCLUDED.asr_model),
-    duration_s = COALESCE(s.duration_s, EXCLUDED.duration_s),
-    status = submission_status(s.received_at, COALESCE(s.transcribed_at, EXCLUDED.transcribed_at), s.feedback_at,
-                               s.failed_at),
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
 
-_UPSERT_SUBMISSION_FEEDBACK = """
-INSERT INTO submissions AS s (submission_id, user_id, status, feedback_at, asr_model, updated_at)
-VALUES (%(submission_id)s, %(user_id)s, 'feedback', %(at)s, %(asr_model)s, %(at)s)
-ON CONFLICT (submission_id) DO UPDATE SET
-    feedback_at = COALESCE(s.feedback_at, EXCLUDED.feedback_at),
-    asr_model = COALESCE(s.asr_model, EXCLUDED.asr_model),
-    status = submission_status(s.received_at, s.transcribed_at, COALESCE(s.feedback_at, EXCLUDED.feedback_at),
-                               s.failed_at),
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
+def _upsert_submission(status: str, fact: str, columns: tuple[str, ...], **merged: str) -> str:
+    """The ``submissions`` upsert of one fact: the timestamp column ``fact`` (one of :data:`_FACTS`, set to the
+    parameter ``at``) and ``columns`` (each set to the parameter of its name).
 
+    A new row gets ``status`` and ``updated_at = at``. On conflict ``fact`` and each of ``columns`` is merged: set
+    to the SQL expression ``merged[column]`` (``s.`` the stored row, ``EXCLUDED.`` this one), by default the stored
+    value unless it is NULL (each is set once); ``status`` is recomputed by ``submission_status`` from the merged
+    timestamps and ``updated_at`` keeps the later one. Parameters: ``submission_id``, ``user_id``, ``at`` and
+    ``columns``.
+    """
+    names = (fact, *columns)
+    merge = {name: merged.get(name, f"COALESCE(s.{name}, EXCLUDED.{name})") for name in names}
+    facts = ", ".join(merge.get(name, f"s.{name}") for name in _FACTS)
+    values = ", ".join(f"%({'at' if name == fact else name})s" for name in names)
+    updates = [f"{name} = {expression}" for name, expression in merge.items()]
+    updates += [f"status = submission_status({facts})", "updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)"]
+    return (
+        f"INSERT INTO submissions AS s (submission_id, user_id, status, {', '.join(names)}, updated_at)\n"
+        f"VALUES (%(submission_id)s, %(user_id)s, '{status}', {values}, %(at)s)\n"
+        "ON CONFLICT (submission_id) DO UPDATE SET\n    " + ",\n    ".join(updates)
+    )
+
+
+_UPSERT_SUBMISSION_RECEIVED = _upsert_submission(
+    SubmissionStatus.RECEIVED,
+    "received_at",
+    ("prompt_id", "recorded_at", "blob_uri", "duration_s"),
+    # the container's duration wins over the decoded one a transcript may have put there first
+    duration_s="CASE WHEN s.received_at IS NULL THEN EXCLUDED.duration_s ELSE s.duration_s END",
+)
+_UPSERT_SUBMISSION_TRANSCRIBED = _upsert_submission(
+    SubmissionStatus.TRANSCRIBED, "transcribed_at", ("recorded_at", "asr_model", "duration_s")
+)
+_UPSERT_SUBMISSION_FEEDBACK = _upsert_submission(SubmissionStatus.FEEDBACK, "feedback_at", ("asr_model",))
 # The newest failure wins (ties broken by the reason, so the result does not depend on arrival order).
-_UPSERT_SUBMISSION_FAILED = """
-INSERT INTO submissions AS s (submission_id, user_id, status, failed_at, failure_reason, updated_at)
-VALUES (%(submission_id)s, %(user_id)s, 'failed', %(at)s, %(reason)s, %(at)s)
-ON CONFLICT (submission_id) DO UPDATE SET
-    failure_reason = CASE
+_UPSERT_SUBMISSION_FAILED = _upsert_submission(
+    SubmissionStatus.FAILED,
+    "failed_at",
+    ("failure_reason",),
+    failed_at="GREATEST(s.failed_at, EXCLUDED.failed_at)",
+    failure_reason="""CASE
         WHEN s.failed_at IS NULL OR EXCLUDED.failed_at > s.failed_at
              OR (EXCLUDED.failed_at = s.failed_at AND EXCLUDED.failure_reason > s.failure_reason)
-        THEN EXCLUDED.failure_reason ELSE s.failure_reason END,
-    failed_at = GREATEST(s.failed_at, EXCLUDED.failed_at),
-    status = submission_status(s.received_at, s.transcribed_at, s.feedback_at,
-                               GREATEST(s.failed_at, EXCLUDED.failed_at)),
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
+        THEN EXCLUDED.failure_reason ELSE s.failure_reason END""",
+)
 
 _INSERT_TIMELINE = """
 INSERT INTO submission_timeline (event_id, submission_id, user_id, status, at, detail)
@@ -230,7 +224,7 @@ def apply_dead_letter(conn: Connection[Any], record: DeadLetterRecord) -> bool:
             "submission_id": record.submission_id,
             "user_id": user_id,
             "at": record.failed_at,
-            "reason": record.reason,
+            "failure_reason": record.reason,
         },
     )
     conn.execute(

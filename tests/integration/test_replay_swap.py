@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -55,11 +56,46 @@ def crash_after(k: int) -> StatementHook:
     return hook
 
 
-def count_statements(run: Callable[[StatementHook], object]) -> int:
-    """How many statements ``run(hook)`` executes without a crash."""
+class Operation(Protocol):
+    """A journaled table operation of the replay: :func:`swap_in`, :func:`rollback` or :func:`drop_old_tables`."""
+
+    def __call__(
+        self, client: Client, database: str, version: int, *, after_statement: StatementHook | None = None
+    ) -> object: ...
+
+
+Setup = Callable[[Callable[[], tuple[Client, str]]], tuple[Client, str]]
+"""Where an operation starts (:func:`staged` or :func:`swapped`): a database made by the ``new_database`` factory."""
+
+
+def count_statements(operation: Operation, setup: Setup, new_database: Callable[[], tuple[Client, str]]) -> int:
+    """How many statements ``operation`` of :data:`VERSION` executes, without a crash, on a fresh
+    ``setup(new_database)`` database."""
     seen: list[str] = []
-    run(seen.append)
+    operation(*setup(new_database), VERSION, after_statement=seen.append)
     return len(seen)
+
+
+def crashed(
+    operation: Operation, setup: Setup, new_database: Callable[[], tuple[Client, str]], k: int
+) -> tuple[Client, str]:
+    """A fresh ``setup(new_database)`` database on which ``operation`` of :data:`VERSION` crashed (:class:`Crash`)
+    right after its ``k``-th statement."""
+    client, database = setup(new_database)
+    with pytest.raises(Crash):
+        operation(client, database, VERSION, after_statement=crash_after(k))
+    return client, database
+
+
+def crash_points(
+    operation: Operation, setup: Setup, new_database: Callable[[], tuple[Client, str]]
+) -> Iterator[tuple[int, int, Client, str]]:
+    """``(k, statements, client, database)`` for every statement ``k`` (1-based) of the ``statements`` that
+    ``operation`` of :data:`VERSION` executes: a fresh database on which it crashed right after the ``k``-th
+    (:func:`crashed`; at ``k == statements`` the operation had finished)."""
+    statements = count_statements(operation, setup, new_database)
+    for k in range(1, statements + 1):
+        yield (k, statements, *crashed(operation, setup, new_database, k))
 
 
 @pytest.fixture
@@ -164,14 +200,12 @@ def test_clean_swap_rollback_and_drop_old(new_database: Callable[[], tuple[Clien
 def test_swap_crashing_after_any_statement_is_reverted_by_rollback_and_by_a_rerun(
     new_database: Callable[[], tuple[Client, str]],
 ) -> None:
-    statements = count_statements(lambda hook: swap_in(*staged(new_database), VERSION, after_statement=hook))
+    statements = count_statements(swap_in, staged, new_database)
     assert statements >= 2 * len(METRIC_TABLES) + 2  # plan, per table rename + exchange (+ journal rows), end
     partial = 0
     for k in range(1, statements + 1):
         # rollback after the crash: the previous tables are live again, the replayed ones kept
-        client, database = staged(new_database)
-        with pytest.raises(Crash):
-            swap_in(client, database, VERSION, after_statement=crash_after(k))
+        client, database = crashed(swap_in, staged, new_database, k)
         sides = live_sides(client, database)
         partial += len(sides) == 2
         rollback(client, database, VERSION)  # reverts the partial swap (after the end row: rolls the swap back)
@@ -181,9 +215,7 @@ def test_swap_crashing_after_any_statement_is_reverted_by_rollback_and_by_a_reru
         )
 
         # a rerun of the replay after the crash: reverts, drops only the replayed leftovers, rebuilds, swaps in
-        client, database = staged(new_database)
-        with pytest.raises(Crash):
-            swap_in(client, database, VERSION, after_statement=crash_after(k))
+        client, database = crashed(swap_in, staged, new_database, k)
         if k == statements:  # it had finished: the rerun refuses, like any rerun of a swapped version
             with pytest.raises(ReplayError, match="already swapped"):
                 prepare_replay_tables(client, database, VERSION)
@@ -212,11 +244,9 @@ def test_recovery_crashing_again_still_converges(
     ``crash_at`` 0: the n-th retry crashes after its n-th statement (a rerun drops the empty targets the previous
     attempt created before it creates them again, so a crash at the same point every time would never finish).
     """
-    statements = count_statements(lambda hook: swap_in(*staged(new_database), VERSION, after_statement=hook))
+    statements = count_statements(swap_in, staged, new_database)
     for k in range(1, statements):
-        client, database = staged(new_database)
-        with pytest.raises(Crash):
-            swap_in(client, database, VERSION, after_statement=crash_after(k))
+        client, database = crashed(swap_in, staged, new_database, k)
         for attempt in range(1, 4 * statements):
             hook = crash_after(crash_at or attempt)
             try:
@@ -238,11 +268,7 @@ def test_recovery_crashing_again_still_converges(
 def test_rollback_crashing_after_any_statement_is_completed_by_the_next_rollback(
     new_database: Callable[[], tuple[Client, str]],
 ) -> None:
-    statements = count_statements(lambda hook: rollback(*swapped(new_database), VERSION, after_statement=hook))
-    for k in range(1, statements + 1):
-        client, database = swapped(new_database)
-        with pytest.raises(Crash):
-            rollback(client, database, VERSION, after_statement=crash_after(k))
+    for k, statements, client, database in crash_points(rollback, swapped, new_database):
         live_sides(client, database)
         rollback(client, database, VERSION)  # completes the interrupted rollback (or, if it had finished, undoes it)
         assert live_sides(client, database) == ({"new"} if k == statements else {"old"}), k
@@ -253,11 +279,7 @@ def test_rollback_crashing_after_any_statement_is_completed_by_the_next_rollback
 def test_drop_old_crashing_after_any_statement_is_completed_by_the_next_drop_old(
     new_database: Callable[[], tuple[Client, str]],
 ) -> None:
-    statements = count_statements(lambda hook: drop_old_tables(*swapped(new_database), VERSION, after_statement=hook))
-    for k in range(1, statements + 1):
-        client, database = swapped(new_database)
-        with pytest.raises(Crash):
-            drop_old_tables(client, database, VERSION, after_statement=crash_after(k))
+    for k, statements, client, database in crash_points(drop_old_tables, swapped, new_database):
         found = tables(client, database)
         assert all(found[t] == {"new": NEW_ROWS} for t in METRIC_TABLES), found  # the live set is untouched
         kept = [before_version(t, VERSION) for t in METRIC_TABLES if before_version(t, VERSION) in found]
@@ -309,9 +331,7 @@ def test_cli_recover_and_rollback_after_a_crashed_swap(new_database: Callable[[]
     from flows.cli import replay_app
 
     runner = CliRunner()
-    client, database = staged(new_database)
-    with pytest.raises(Crash):
-        swap_in(client, database, VERSION, after_statement=crash_after(6))  # mid-swap: a mixed live set
+    client, database = crashed(swap_in, staged, new_database, 6)  # mid-swap: a mixed live set
     assert live_sides(client, database) == {"old", "new"}
     recovered = runner.invoke(replay_app, ["recover", "--database", database])
     assert recovered.exit_code == 0, recovered.output
@@ -320,9 +340,7 @@ def test_cli_recover_and_rollback_after_a_crashed_swap(new_database: Callable[[]
     again = runner.invoke(replay_app, ["recover", "--database", database])
     assert again.exit_code == 0 and "nothing was interrupted" in again.output
 
-    client, database = staged(new_database)
-    with pytest.raises(Crash):
-        swap_in(client, database, VERSION, after_statement=crash_after(6))
+    client, database = crashed(swap_in, staged, new_database, 6)
     rolled = runner.invoke(replay_app, ["rollback", "--version", "1", "--database", database])
     assert rolled.exit_code == 0 and "reverted the interrupted swap" in rolled.output, rolled.output
     assert live_sides(client, database) == {"old"}

@@ -27,11 +27,11 @@ What it does:
    the same clips in groups of 1 and of each configuration's batch size, with window packing as the configuration
    has it, passes interleaved: what batching and packing buy without the pipeline around it;
 5. **pipeline**, per configuration (``--processes``/``--batch`` first, then each of ``--variants``, written ``PxB`` or
-   ``PxBtT`` for T CPU threads per process, with ``u`` at the end for window packing off; the default variant
-   ``1x8u`` is the main configuration without packing): starts ``python -m coach.cli worker transcription
-   --processes P`` with ``COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=B`` (and ``COACH_TRANSCRIPTION_PACK_WINDOWS``),
-   waits until the consumer group is stable with P members, warms each worker up with one short upload per
-   learner, then
+   ``PxBtT`` for T CPU threads per process, with ``u`` at the end for window packing off; the default variants
+   ``1x16u,1x8`` are the main configuration without packing and with the old batch size): starts
+   ``python -m coach.cli worker transcription --processes P`` with ``COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES=B``
+   (and ``COACH_TRANSCRIPTION_PACK_WINDOWS``), waits until the consumer group is stable with P members, warms each
+   worker up with one short upload per learner, then
 
    * *burst*: uploads every clip through the ingestion API (uvicorn in this process, real HTTP) as fast as it
      answers; throughput = audio seconds / (first upload → last ``TranscriptCreated`` broker timestamp); repeated
@@ -989,11 +989,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="burst passes per side; the best one counts (default 3)")
     parser.add_argument("--settle-s", type=float, default=30, help="pause after the stack started (JVM warm-up)")
     parser.add_argument("--processes", type=int, default=1, help="worker processes of the main configuration")
-    parser.add_argument("--batch", type=int, default=8, help="COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES (main config)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="COACH_TRANSCRIPTION_BATCH_MAX_MESSAGES of the main config (its default)",
+    )
     parser.add_argument(
         "--variants",
-        default="1x8u",
-        help="more configurations, comma-separated PxB or PxBtT, u at the end for packing off (default 1x8u)",
+        default="1x16u,1x8",
+        help="more configurations, comma-separated PxB or PxBtT, u at the end for packing off (default 1x16u,1x8)",
     )
     parser.add_argument("--model", default=None, help="COACH_TRANSCRIPTION_MODEL for both sides (default tiny.en)")
     parser.add_argument("--wait-load", type=float, default=2.0, help="wait for a 1-min load average below this")
@@ -1016,6 +1021,10 @@ def main(argv: list[str] | None = None) -> int:
         write_section(results)
         return 0
 
+    if args.batch is None:
+        from transcription.settings import TranscriptionSettings
+
+        args.batch = TranscriptionSettings.model_fields["batch_max_messages"].default
     command = " ".join([".venv/bin/python bench/transcription.py", *map(shlex.quote, sys.argv[1:])])
     bench = TranscriptionBenchSettings()
     use_stack_env(bench.stack_env())

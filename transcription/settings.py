@@ -61,8 +61,9 @@ class TranscriptionSettings(BaseSettings):
     """Beam width; 1 = greedy decoding"""
     temperature: float = Field(default=0.0, ge=0.0, le=1.0)
     """Decoding temperature (single value, no fallback)"""
-    batch_max_messages: int = Field(default=8, ge=1)
-    """Most queued messages the worker transcribes in one batch"""
+    batch_max_messages: int = Field(default=16, ge=1)
+    """Most queued messages the worker transcribes in one batch; the short answers among them share Whisper windows
+    (pack_windows), so a larger batch packs better under load (bench/RESULTS.md, Transcription)"""
     batch_max_wait_ms: int = Field(default=200, ge=0)
     """Longest a worker waits to fill a batch after its first message"""
     inference_batch_size: int = Field(default=16, ge=1)

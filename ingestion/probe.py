@@ -35,6 +35,7 @@ from runtime.audio_container import (
     Deadline,
     UnsupportedContainer,
     duration_tolerance_s,
+    ffmpeg_reason,
     open_audio,
 )
 
@@ -106,10 +107,13 @@ def probe_audio(
     except UnsupportedContainer as exc:
         code = "not_audio" if exc.kind == "other" else "unsupported_container"
         raise Rejected(415, code, exc.reason) from exc
+    except av.error.EOFError as exc:  # the sniffed container's header or first packets are cut off
+        size = path.stat().st_size
+        raise Rejected(422, "truncated", f"the file ends ({size} bytes) before its audio can be read") from exc
     except av.FFmpegError as exc:
         if deadline.expired():
             raise probe_timeout(timeout_s) from exc
-        raise Rejected(415, "not_audio", f"not a recognised audio file: {exc}") from exc
+        raise Rejected(415, "not_audio", f"not a recognised audio file: {ffmpeg_reason(exc)}") from exc
 
 
 def _probe_open(
@@ -241,9 +245,9 @@ def _check_tail(
             try:
                 decoded += len(packet.decode())
             except av.FFmpegError as exc:
-                decode_error = str(exc)
+                decode_error = ffmpeg_reason(exc)
     except av.FFmpegError as exc:
-        decode_error = decode_error or str(exc)
+        decode_error = decode_error or ffmpeg_reason(exc)
     start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
     if check_end and (last_end is None or last_end - start < duration - tolerance):
         reached = 0.0 if last_end is None else max(0.0, last_end - start)

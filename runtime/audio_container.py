@@ -49,6 +49,7 @@ __all__ = [
     "UnsupportedContainer",
     "decode_limit_s",
     "duration_tolerance_s",
+    "ffmpeg_reason",
     "open_audio",
     "sniff_container",
 ]
@@ -128,6 +129,13 @@ class UnsupportedContainer(ValueError):
     def __init__(self, reason: str, *, detected: str | None = None, kind: str = "other") -> None:
         super().__init__(reason)
         self.reason, self.detected, self.kind = reason, detected, kind
+
+
+def ffmpeg_reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's message of ``exc`` without the file name that ``str(exc)`` appends (a server-side path of the
+    spooled upload or blob, which must not reach a client or an event): ``"End of file"``, ``"Invalid data found
+    when processing input"``. Never raises."""
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
 
 
 def duration_tolerance_s(duration_s: float) -> float:

@@ -35,7 +35,7 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 
-from runtime.audio_container import UnsupportedContainer, decode_limit_s, open_audio
+from runtime.audio_container import UnsupportedContainer, decode_limit_s, ffmpeg_reason, open_audio
 
 __all__ = [
     "TARGET_SAMPLE_RATE",
@@ -147,7 +147,7 @@ def decode_audio(
     except UnsupportedContainer as exc:
         raise RefusedContainer(exc.reason) from exc
     except av.error.FFmpegError as exc:
-        raise UndecodableAudio(f"not a readable audio container ({_ffmpeg_message(exc)})") from exc
+        raise UndecodableAudio(f"not a readable audio container ({ffmpeg_reason(exc)})") from exc
 
 
 def _decode(
@@ -199,7 +199,7 @@ def _decode(
         if resampler is not None:
             pieces.extend(_to_arrays(resampler.resample(None)))
     except av.error.FFmpegError as exc:
-        raise UndecodableAudio(f"decoding failed ({_ffmpeg_message(exc)})") from exc
+        raise UndecodableAudio(f"decoding failed ({ffmpeg_reason(exc)})") from exc
 
     if decoded_frames == 0 and invalid_packets > 0:
         raise UndecodableAudio(f"all {invalid_packets} audio packets were invalid ({codec})")
@@ -240,7 +240,3 @@ def _to_arrays(frames: list[av.audio.frame.AudioFrame]) -> list[npt.NDArray[np.f
         planes = np.asarray(f.to_ndarray(), dtype=np.float32)
         arrays.append(planes[0].copy() if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32))
     return arrays
-
-
-def _ffmpeg_message(exc: av.error.FFmpegError) -> str:
-    return getattr(exc, "strerror", None) or str(exc)

@@ -56,6 +56,16 @@ def test_truncated_flac_is_refused(audio_dir: Path) -> None:
     assert "11.00 s its header declares" in rej.reason
 
 
+def test_flac_cut_inside_its_header_is_refused_without_the_server_path(audio_dir: Path) -> None:
+    """A FLAC file's first 3,000 bytes: the magic bytes are right, but FFmpeg hits the end of the file while it
+    opens it. Seen in a trial of `coach run`: 415 with the spooled upload's path in the reason."""
+    path = audio_dir / "header-only.flac"
+    path.write_bytes(JFK.read_bytes()[:3000])
+    rej = rejection(path)
+    assert (rej.status, rej.code) == (422, "truncated"), rej.reason
+    assert str(audio_dir) not in rej.reason and "header-only" not in rej.reason, rej.reason
+
+
 def test_truncated_wav_is_refused(audio_dir: Path) -> None:
     full = reencode(JFK, audio_dir / "full.wav")
     path = audio_dir / "truncated.wav"

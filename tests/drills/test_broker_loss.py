@@ -271,8 +271,21 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 def test_topics_are_replicated_three_times(cluster: Cluster) -> None:
     """Platform topics (min.insync.replicas=2), offsets and Connect's internal topics have 3 replicas."""
     admin = AdminClient({"bootstrap.servers": cluster.platform.bootstrap_servers})
-    topics = admin.list_topics(timeout=10).topics
-    for name in (SUBMISSIONS.name, TRANSCRIPTS.name, "__consumer_offsets", "_coach-connect-configs"):
+    names = (SUBMISSIONS.name, TRANSCRIPTS.name, "__consumer_offsets", "_coach-connect-configs")
+    # The brokers create __consumer_offsets on the first consumer-group request (Connect's, or a worker's), which
+    # may come after the cluster is up (CI once listed the topics before it existed): make one, then wait for it.
+    probe = Consumer({"bootstrap.servers": cluster.platform.bootstrap_servers, "group.id": f"rf-{uuid.uuid4()}"})
+    try:
+        probe.committed([TopicPartition(SUBMISSIONS.name, 0)], timeout=30)
+    finally:
+        probe.close()
+    deadline = time.monotonic() + 60
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        if all(name in topics for name in names) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for name in names:
         assert name in topics, sorted(topics)
         assert all(len(p.replicas) == BROKERS for p in topics[name].partitions.values()), name
     resource = ConfigResource(ConfigResource.Type.TOPIC, SUBMISSIONS.name)

@@ -116,11 +116,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             text = result.text if isinstance(result, TranscriptionResult) else ""
             spans = (result.hesitations or []) if isinstance(result, TranscriptionResult) else []  # the engine's
             events = filler_events(words, spans)
+            loss = word_loss(_lexical(clip["reference"]), _lexical(text))
             record: dict[str, Any] = {
                 "text": text,
                 "wer": _wer([clip["reference"]], [text]),
-                "word_loss": word_loss(_lexical(clip["reference"]), _lexical(text)).lost,
-                "word_unmatched": word_loss(_lexical(clip["reference"]), _lexical(text)).unmatched,
+                "word_loss": loss.lost,
+                "word_unmatched": loss.unmatched,
                 "false_repetitions": _false_repetitions(clip["reference"], text),
                 "filler_words": [w.word.strip() for w in words if _is_filler(w.word)],
                 "spans": [s.model_dump() for s in spans],

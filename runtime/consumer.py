@@ -4,7 +4,8 @@ A component supplies a :class:`BatchHandler` (how to decode one message, how to 
 the loop owns everything else, the same way for all of them:
 
 1. **consume a batch**: up to ``batch_max_messages`` messages, waiting at most ``batch_max_wait_ms`` after the
-   first one arrived;
+   first one arrived (and, with ``batch_idle_ms``, at most that long for each next one); a handler's
+   ``on_arrival`` hook may start per-message work meanwhile;
 2. **decode each message** with ``handler.decode``. Whatever it raises, the message is poison
    (:class:`~schemas.dead_letter.PoisonMessage`): it goes to ``<topic>.dlq`` with its error class and reason
    (:func:`dead_letter_record`), and the partition moves on;
@@ -102,6 +103,7 @@ class LoopSettings:
 
     batch_max_messages: int = 100
     batch_max_wait_ms: int = 200
+    batch_idle_ms: int | None = None
     retry_initial_backoff_s: float = 0.2
     retry_max_backoff_s: float = 10.0
     poll_timeout_s: float = 0.5
@@ -181,7 +183,10 @@ class ConsumerLoop(Generic[T]):
     themselves). ``consumer_config``: extra librdkafka properties. ``on_assign``: a rebalance callback that assigns
     the given partitions itself (e.g. seeking to positions kept elsewhere). ``on_batch``: called with the messages
     of every completed batch (tests); ``tick(consumer)``: called once per turn of the loop, batch or not
-    (housekeeping: lag gauges, pruning). Not thread-safe: one thread runs :meth:`run`.
+    (housekeeping: lag gauges, pruning). ``on_arrival(msg)``: called with each record as soon as it is consumed,
+    while its batch is still gathering, so a handler can start per-message work (the transcription worker fetches
+    and decodes the audio) while it waits; ``process`` must not rely on it having run. Not thread-safe: one
+    thread runs :meth:`run`.
     """
 
     handler: BatchHandler[T]
@@ -196,6 +201,7 @@ class ConsumerLoop(Generic[T]):
     on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None
     on_batch: Callable[[Sequence[Message]], None] | None = None
     tick: Callable[[Consumer], None] | None = None
+    on_arrival: Callable[[Message], None] | None = None
     consumer: Consumer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -231,13 +237,50 @@ class ConsumerLoop(Generic[T]):
             self.producer.flush(10)
 
     def _gather(self, consumer: Consumer) -> list[Message]:
-        """Up to ``batch_max_messages`` records, waiting at most ``batch_max_wait_ms`` after the first one."""
-        n = self.settings.batch_max_messages
-        messages = self._records(consumer.consume(num_messages=n, timeout=self.settings.poll_timeout_s))
-        if messages and len(messages) < n and self.settings.batch_max_wait_ms > 0:
-            more = consumer.consume(num_messages=n - len(messages), timeout=self.settings.batch_max_wait_ms / 1000)
-            messages += self._records(more)
+        """Up to ``batch_max_messages`` records, waiting at most ``batch_max_wait_ms`` after the first one, and,
+        when ``batch_idle_ms`` is set, no longer than that for each next one. ``on_arrival`` sees each record as
+        soon as it is here; its time counts towards ``batch_max_wait_ms`` (which bounds the first record's wait)
+        but not towards the idle wait, which starts after it.
+
+        Records are awaited one at a time (``consume(num_messages=1)``, then what is already queued with a zero
+        timeout): librdkafka's ``consume`` returns only when it holds ``num_messages`` or its timeout has passed,
+        so asking for a whole batch at once would hold a lone record for the rest of the timeout."""
+        s = self.settings
+        first = self._records(consumer.consume(num_messages=1, timeout=s.poll_timeout_s))
+        if not first:
+            return first
+        deadline = time.monotonic() + s.batch_max_wait_ms / 1000
+        messages = self._shown(first)
+        while len(messages) < s.batch_max_messages:
+            queued = self._arrived(consumer.consume(num_messages=s.batch_max_messages - len(messages), timeout=0))
+            if queued:
+                messages += queued
+                continue
+            wait = deadline - time.monotonic()
+            if s.batch_idle_ms is not None:
+                wait = min(wait, s.batch_idle_ms / 1000)
+            if wait <= 0:
+                break
+            more = consumer.consume(num_messages=1, timeout=wait)
+            if not more:
+                break
+            messages += self._arrived(more)
         return messages
+
+    def _arrived(self, messages: list[Message]) -> list[Message]:
+        """The records among ``messages`` (:meth:`_records`), each shown to ``on_arrival`` (:meth:`_shown`)."""
+        return self._shown(self._records(messages))
+
+    def _shown(self, records: list[Message]) -> list[Message]:
+        """``records``, each first shown to ``on_arrival``; what the hook raises is logged and ignored (the batch
+        then does that work itself)."""
+        if self.on_arrival is not None:
+            for msg in records:
+                try:
+                    self.on_arrival(msg)
+                except Exception:  # noqa: BLE001 - the hook is an optimisation; process() does the work anyway
+                    log.exception("consumer group %s: on_arrival failed", self.group_id)
+        return records
 
     def _records(self, messages: list[Message]) -> list[Message]:
         records = []

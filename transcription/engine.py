@@ -67,13 +67,14 @@ from faster_whisper.vad import SpeechTimestampsMap, collect_chunks, get_speech_t
 
 from schemas.events import HesitationSpan, Word
 from transcription.audio import TARGET_SAMPLE_RATE
-from transcription.hesitation import HesitationSettings, hear
+from transcription.hesitation import HesitationSettings, Voicing, frame_voicing, hear
 from transcription.models import ResolvedModel, resolve_model
 from transcription.settings import WHISPER_WINDOW_S, TranscriptionSettings
 from transcription.word_timing import snap_to_silences
 
 __all__ = [
     "AudioItem",
+    "PreparedItem",
     "DecodedSegment",
     "EngineTimings",
     "TranscriptionResult",
@@ -124,6 +125,40 @@ class AudioItem:
     def duration_s(self) -> float:
         """Duration in seconds (``n_samples / 16000``)."""
         return self.audio.shape[0] / TARGET_SAMPLE_RATE
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedItem:
+    """One item with the engine's per-item audio work done ahead of its batch (:meth:`BatchTranscriber.prepare`):
+    Silero VAD's speech regions (sample indices), the speech chunks, the log-mel features of the chunks that window
+    packing cannot take (the others get theirs when they are decoded alone), and the hesitation detector's frame
+    voicing. Nothing in it is changed by a batch, so a retried batch starts from the same state.
+
+    Attributes:
+        item: the :class:`AudioItem`.
+        speech: VAD regions, ``[{"start": sample, "end": sample}, ...]``.
+        chunks: ``(offset_s, duration_s, samples, features or None)`` per ≤30 s chunk, on the speech-only timeline.
+        voicing: :func:`transcription.hesitation.frame_voicing` of the audio, or ``None`` without
+            ``hesitation_detection``.
+        vad_ms, features_ms: milliseconds spent on VAD and on chunking and features.
+    """
+
+    item: AudioItem
+    speech: list[dict[str, int]]
+    chunks: list[tuple[float, float, npt.NDArray[np.float32], npt.NDArray[np.float32] | None]]
+    voicing: Voicing | None
+    vad_ms: float
+    features_ms: float
+
+    @property
+    def id(self) -> str:
+        """The item's identifier."""
+        return self.item.id
+
+    @property
+    def duration_s(self) -> float:
+        """The item's duration, seconds."""
+        return self.item.duration_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +367,7 @@ class _Message:
 
     item: AudioItem
     speech: list[dict[str, int]]
+    voicing: Voicing | None = None
     chunks: list[_Chunk] = field(default_factory=list)
     language: str = "en"
     language_probability: float = 1.0
@@ -426,11 +462,13 @@ class BatchTranscriber:
         options = dataclasses.replace(self._options(tokenizer), max_new_tokens=4)
         self._pipeline.generate_segment_batched(silence, tokenizer, options)
 
-    def transcribe(self, item: AudioItem) -> TranscriptionResult | TranscriptionFailure:
+    def transcribe(self, item: AudioItem | PreparedItem) -> TranscriptionResult | TranscriptionFailure:
         """Transcribe one item (a batch of one)."""
         return self.transcribe_batch([item])[0]
 
-    def transcribe_batch(self, items: Sequence[AudioItem]) -> list[TranscriptionResult | TranscriptionFailure]:
+    def transcribe_batch(
+        self, items: Sequence[AudioItem | PreparedItem]
+    ) -> list[TranscriptionResult | TranscriptionFailure]:
         """Transcribe ``items`` together; one result per item, in the same order.
 
         Items without speech, or with empty or non-finite audio, yield a :class:`TranscriptionFailure`
@@ -438,14 +476,15 @@ class BatchTranscriber:
         for the whole batch, for the caller to retry or dead-letter.
 
         Args:
-            items: :class:`AudioItem` s holding 16 kHz mono float32 audio.
+            items: :class:`AudioItem` s holding 16 kHz mono float32 audio, or what :meth:`prepare` made of them.
 
         Returns:
             ``list[TranscriptionResult | TranscriptionFailure]`` of ``len(items)``.
         """
         outcomes: list[TranscriptionResult | TranscriptionFailure | _Message] = []
         for item in items:
-            outcomes.append(self._prepare(item))
+            prepared = item if isinstance(item, PreparedItem) else self.prepare(item)
+            outcomes.append(prepared if isinstance(prepared, TranscriptionFailure) else self._message(prepared))
         messages = [m for m in outcomes if isinstance(m, _Message)]
 
         batch_started = time.perf_counter()
@@ -469,8 +508,11 @@ class BatchTranscriber:
 
     # ------------------------------------------------------------------ stages
 
-    def _prepare(self, item: AudioItem) -> _Message | TranscriptionFailure:
-        """VAD, chunking and features for one item (source: ``BatchedInferencePipeline.transcribe``)."""
+    def prepare(self, item: AudioItem) -> PreparedItem | TranscriptionFailure:
+        """The per-item audio work of a batch, done ahead of it (e.g. while a worker waits for the batch to fill):
+        VAD, chunking, the features of chunks that will be decoded alone, and the voicing the hesitation detector
+        reads (source: ``BatchedInferencePipeline.transcribe``). Returns a :class:`TranscriptionFailure` for empty
+        or non-finite audio and for audio without speech."""
         audio = item.audio
         if audio.size == 0:
             return TranscriptionFailure(item.id, "empty audio", 0.0, _NO_TIMINGS)
@@ -486,22 +528,50 @@ class BatchTranscriber:
             return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
 
         started = time.perf_counter()
-        message = _Message(item=item, speech=speech, vad_ms=vad_ms)
         audio_chunks, chunks_metadata = collect_chunks(
             audio, speech, sampling_rate=TARGET_SAMPLE_RATE, max_duration=WHISPER_WINDOW_S
         )
-        extractor = self.model.feature_extractor
-        for samples, metadata in zip(audio_chunks, chunks_metadata, strict=True):
-            if samples.size == 0:
-                continue
-            features = pad_or_trim(extractor(samples)[..., :-1])
-            offset, length = float(metadata["offset"]), float(metadata["duration"])
-            message.chunks.append(_Chunk(message, offset, length, features, samples))
-        message.features_ms = _ms(time.perf_counter() - started)
-        if not message.chunks:
-            timings = EngineTimings(vad_ms, message.features_ms, inference_ms=0.0, batch_inference_ms=0.0)
+        spans = [
+            (float(metadata["offset"]), float(metadata["duration"]), samples)
+            for samples, metadata in zip(audio_chunks, chunks_metadata, strict=True)
+            if samples.size
+        ]
+        packable = len(spans) == 1 and self._packable(spans[0][1])
+        chunks = [(offset, length, samples, None if packable else self._features(samples))
+                  for offset, length, samples in spans]  # fmt: skip
+        features_ms = _ms(time.perf_counter() - started)
+        if not chunks:
+            timings = EngineTimings(vad_ms, features_ms, inference_ms=0.0, batch_inference_ms=0.0)
             return TranscriptionFailure(item.id, NO_SPEECH, item.duration_s, timings)
+        voicing = None
+        if self.settings.hesitation_detection:
+            voicing = frame_voicing(audio, TARGET_SAMPLE_RATE, self._hesitation_settings)
+        return PreparedItem(item, speech, chunks, voicing, vad_ms, features_ms)
+
+    def _message(self, prepared: PreparedItem) -> _Message:
+        """A fresh in-flight state of ``prepared`` for one batch."""
+        message = _Message(prepared.item, prepared.speech, prepared.voicing, vad_ms=prepared.vad_ms,
+                           features_ms=prepared.features_ms)  # fmt: skip
+        for offset, length, samples, features in prepared.chunks:
+            message.chunks.append(_Chunk(message, offset, length, features, samples))
         return message
+
+    def _packable(self, speech_s: float) -> bool:
+        """Whether the only chunk of a message, ``speech_s`` seconds long, may share a window (:meth:`_pack`)."""
+        s = self.settings
+        return s.pack_windows and s.word_timestamps and speech_s <= s.pack_max_s
+
+    def _features(self, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Log-mel features of ``samples`` for one window, shape ``(n_mels, 3000)`` (as
+        ``BatchedInferencePipeline.transcribe``: the extractor's last frame dropped, padded to 30 s)."""
+        return np.asarray(pad_or_trim(self.model.feature_extractor(samples)[..., :-1]), dtype=np.float32)
+
+    def _features_of(self, chunk: _Chunk) -> npt.NDArray[np.float32]:
+        """``chunk``'s features, computed from its samples the first time they are needed."""
+        if chunk.features is None:
+            assert chunk.samples is not None
+            chunk.features = self._features(chunk.samples)
+        return chunk.features
 
     def _assign_languages(self, messages: list[_Message]) -> None:
         """Forced language, or Whisper language detection on each message's first chunk.
@@ -517,7 +587,7 @@ class BatchTranscriber:
         size = self.settings.inference_batch_size
         for start in range(0, len(messages), size):
             group = messages[start : start + size]
-            features = np.stack([m.chunks[0].features for m in group])  # type: ignore[misc]
+            features = np.stack([self._features_of(m.chunks[0]) for m in group])
             detected = self.model.model.detect_language(self.model.encode(features))
             for message, ranking in zip(group, detected, strict=True):
                 token, probability = ranking[0]
@@ -557,14 +627,12 @@ class BatchTranscriber:
         chunks to decode: the unpackable ones, the windows of two or more, and the chunks left alone. Nothing is
         packed without ``pack_windows`` and ``word_timestamps`` (words are given back by time)."""
         s = self.settings
-        if not (s.pack_windows and s.word_timestamps):
-            return chunks
         alone: list[_Chunk] = []
         bins: list[list[_Chunk]] = []
         loads: list[float] = []
         for chunk in sorted(chunks, key=lambda c: c.duration_s, reverse=True):
             message = chunk.message
-            if message is None or len(message.chunks) != 1 or chunk.duration_s > s.pack_max_s:
+            if message is None or len(message.chunks) != 1 or not self._packable(chunk.duration_s):
                 alone.append(chunk)
                 continue
             for index, load in enumerate(loads):
@@ -594,8 +662,7 @@ class BatchTranscriber:
             position += member.samples.size
             member.packed_with = len(members) - 1
         samples = np.concatenate(parts)
-        features = pad_or_trim(self.model.feature_extractor(samples)[..., :-1])
-        return _Chunk(None, 0.0, samples.size / TARGET_SAMPLE_RATE, features, members=placed)
+        return _Chunk(None, 0.0, samples.size / TARGET_SAMPLE_RATE, self._features(samples), members=placed)
 
     def _unpack(self, window: _Chunk) -> list[_Chunk]:
         """Give each aligned word of a decoded ``window`` to the member whose span in the window holds its midpoint
@@ -661,7 +728,7 @@ class BatchTranscriber:
         for start in range(0, len(ordered), size):
             stack = ordered[start : start + size]
             started = time.perf_counter()
-            features = np.stack([c.features for c in stack])  # type: ignore[misc]
+            features = np.stack([self._features_of(c) for c in stack])
             encoder_output, outputs = self._pipeline.generate_segment_batched(features, tokenizer, options)
             for chunk, output in zip(stack, outputs, strict=True):
                 chunk.tokens = list(output["tokens"])
@@ -844,7 +911,12 @@ class BatchTranscriber:
         if self.settings.hesitation_detection:
             regions = [(r["start"] / TARGET_SAMPLE_RATE, r["end"] / TARGET_SAMPLE_RATE) for r in message.speech]
             words, hesitations = hear(
-                message.item.audio, words, regions, sample_rate=TARGET_SAMPLE_RATE, settings=self._hesitation_settings
+                message.item.audio,
+                words,
+                regions,
+                sample_rate=TARGET_SAMPLE_RATE,
+                settings=self._hesitation_settings,
+                voicing=message.voicing,
             )
         sentence: list[Word] = []
         for index, (timing, chunk) in enumerate(zip(words, word_chunks, strict=True)):

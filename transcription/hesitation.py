@@ -182,7 +182,7 @@ def frame_voicing(
     frames = np.lib.stride_tricks.sliding_window_view(signal, win)[::hop]
     energy_db = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
     window = np.hanning(win)
-    n_fft = 1 << (2 * win - 1).bit_length()
+    n_fft = 1 << (win + max_lag).bit_length()  # no circular wrap at lags <= max_lag
     window_ac = np.fft.irfft(np.abs(np.fft.rfft(window, n_fft)) ** 2, n_fft)[: max_lag + 1]
     window_ac /= window_ac[0]
     strength = np.zeros(frames.shape[0])
@@ -500,6 +500,7 @@ def hear(
     *,
     sample_rate: int = 16000,
     settings: HesitationSettings | None = None,
+    voicing: Voicing | None = None,
 ) -> Heard:
     """Retime the recognised filled pauses of one recording and find its voiced gaps and held sounds (see the module
     docstring). Held sounds are judged on the recogniser's words.
@@ -511,6 +512,8 @@ def hear(
         speech: VAD speech regions as ``(start_s, end_s)`` pairs; voicing outside them is ignored.
         sample_rate: Hz.
         settings: thresholds; default ``HesitationSettings()`` (environment).
+        voicing: :func:`frame_voicing` of ``audio`` with the same ``sample_rate`` and ``settings``, when the caller
+            computed it already (the engine does, ahead of the batch); default: computed here.
 
     Returns:
         :class:`Heard`: the words, fillers retimed, and the :class:`schemas.events.HesitationSpan` list (possibly
@@ -520,7 +523,8 @@ def hear(
         ValueError: ``audio`` is not one-dimensional.
     """
     settings = settings or HesitationSettings()
-    voicing = frame_voicing(audio, sample_rate, settings)
+    if voicing is None:
+        voicing = frame_voicing(audio, sample_rate, settings)
     retimed = retime_filled_pauses(voicing, words, settings)
     spans = voiced_gaps(voicing, words, speech, settings, retimed) + held_sounds(words, settings)
     return Heard(retimed, sorted(spans, key=lambda span: (span.start, span.end)))

@@ -64,8 +64,12 @@ class TranscriptionSettings(BaseSettings):
     batch_max_messages: int = Field(default=16, ge=1)
     """Most queued messages the worker transcribes in one batch; the short answers among them share Whisper windows
     (pack_windows), so a larger batch packs better under load (bench/RESULTS.md, Transcription)"""
-    batch_max_wait_ms: int = Field(default=200, ge=0)
-    """Longest a worker waits to fill a batch after its first message"""
+    batch_max_wait_ms: int = Field(default=1000, ge=0)
+    """Longest a worker waits to fill a batch after its first message, milliseconds"""
+    batch_idle_ms: int = Field(default=100, ge=0)
+    """Longest a worker waits for the next message before it starts on the batch it has, milliseconds (within
+    batch_max_wait_ms): a lone answer waits this long, a burst of uploads is gathered whole. Meanwhile each message's
+    audio is fetched, decoded and prepared (VAD, features, voicing)"""
     inference_batch_size: int = Field(default=16, ge=1)
     """Most ≤30 s speech chunks (from all messages of a batch) per Whisper generate call"""
     vad_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)

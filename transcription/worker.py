@@ -4,12 +4,14 @@ One Whisper model per process; start several processes (``coach worker transcrip
 one per GPU) and Kafka spreads the partitions between them (consumer group ``transcription``).
 
 The batch loop is the platform's one consumer loop (:class:`runtime.consumer.ConsumerLoop`: up to
-``batch_max_messages`` messages or ``batch_max_wait_ms`` after the first one, offsets stored only after every
-output is acknowledged). This module is its handler: decode each ``SubmissionReceived``
-(:func:`schemas.registry.decode_expected`), then for the batch fetch each blob → decode and resample to 16 kHz
-mono → :class:`~transcription.engine.BatchTranscriber` (VAD, then Whisper on the speech chunks of *all* messages of
-the batch together, each message alone if the batch fails) → produce one ``TranscriptCreated`` per message and wait
-for the broker's acknowledgement.
+``batch_max_messages`` messages, ``batch_max_wait_ms`` after the first one at most and ``batch_idle_ms`` without a
+new one, offsets stored only after every output is acknowledged). This module is its handler: decode each
+``SubmissionReceived`` (:func:`schemas.registry.decode_expected`), fetch its blob → decode and resample to 16 kHz
+mono → :meth:`~transcription.engine.BatchTranscriber.prepare` (VAD, chunks, voicing), each message as soon as it
+arrives while the batch is still gathering (the loop's ``on_arrival``); then for the batch
+:class:`~transcription.engine.BatchTranscriber` runs Whisper on the speech chunks of *all* its messages together
+(each message alone if the batch fails) → produce one ``TranscriptCreated`` per message and wait for the broker's
+acknowledgement.
 
 Poison input (an invalid event, a missing blob or one that names a directory, undecodable or empty audio, no speech)
 goes to ``speech.submissions.v1.dlq`` with the reason, and the partition keeps moving. Transient errors (the blob
@@ -52,7 +54,7 @@ from schemas import (
 )
 from transcription import telemetry
 from transcription.audio import AudioError, decode_audio
-from transcription.engine import AudioItem, BatchTranscriber, TranscriptionFailure, TranscriptionResult
+from transcription.engine import AudioItem, BatchTranscriber, PreparedItem, TranscriptionFailure, TranscriptionResult
 from transcription.settings import TranscriptionSettings
 
 __all__ = ["TranscriptionWorker", "WorkerSettings", "PRODUCER_NAME"]
@@ -93,7 +95,7 @@ class WorkerSettings(BaseSettings):
 class _Pending:
     msg: Message
     event: SubmissionReceived
-    item: AudioItem
+    item: AudioItem | PreparedItem
     fetch_ms: float
     decode_ms: float
 
@@ -117,6 +119,7 @@ class TranscriptionWorker:
         self.blobs = blob_store or open_blob_store(self.platform)
         self.producer = EventProducer(self.platform, client_id=f"transcription-{os.getpid()}")
         self._last_lag = 0.0
+        self._ready: dict[tuple[str | None, int | None, int | None], _Pending | PoisonMessage] = {}
 
     def _membership(self) -> dict[str, Any]:
         """librdkafka properties of this member: client id, poll interval, static ``group.instance.id`` when set
@@ -139,12 +142,14 @@ class TranscriptionWorker:
             LoopSettings(
                 batch_max_messages=self.settings.batch_max_messages,
                 batch_max_wait_ms=self.settings.batch_max_wait_ms,
+                batch_idle_ms=self.settings.batch_idle_ms,
                 retry_max_backoff_s=self.worker.retry_max_wait_s,
             ),
             transient=(BlobStoreUnavailable,),
             consumer_config=self._membership(),
             producer=self.producer,
             tick=self._measure_lag,
+            on_arrival=self._prefetch,
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -169,8 +174,9 @@ class TranscriptionWorker:
         telemetry.BATCH_SIZE.observe(len(batch))
         outcomes: list[PoisonMessage | None] = [None] * len(batch)
         pending: list[tuple[int, _Pending]] = []
+        ready, self._ready = self._ready, {}
         for index, received in enumerate(batch):
-            prepared = self._prepare(received.msg, received.value)
+            prepared = ready.get(_coordinates(received.msg)) or self._prepare(received.msg, received.value)
             if isinstance(prepared, PoisonMessage):
                 outcomes[index] = prepared
                 telemetry.DEAD_LETTERS.labels(prepared.error_class).inc()
@@ -196,6 +202,24 @@ class TranscriptionWorker:
             telemetry.RTFX.observe(audio_seconds / wall)
         return outcomes
 
+    def _prefetch(self, msg: Message) -> None:
+        """The loop's ``on_arrival``: fetch, decode and prepare (:meth:`BatchTranscriber.prepare`) one message's
+        audio while its batch is still gathering; :meth:`process` takes the result. Nothing is kept for a message
+        that does not decode or whose blob store is unreachable: :meth:`process` meets that again and handles it."""
+        try:
+            event = self.decode(msg)
+            prepared = self._prepare(msg, event)
+        except Exception:  # noqa: BLE001 - poison or an unreachable store: process() deals with it
+            return
+        if isinstance(prepared, _Pending) and isinstance(prepared.item, AudioItem):
+            try:
+                ahead = self.transcriber.prepare(prepared.item)
+            except Exception:  # noqa: BLE001 - a model error: the batch meets it again and isolates the message
+                ahead = None
+            if isinstance(ahead, PreparedItem):
+                prepared.item = ahead
+        self._ready[_coordinates(msg)] = prepared
+
     def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
         """Fetch and decode the audio of one submission, or say why it never can be."""
         known = event.ids()
@@ -219,7 +243,7 @@ class TranscriptionWorker:
         return _Pending(msg, event, AudioItem(str(event.submission_id), decoded.samples), (t1 - t0) * 1000,
                         (t2 - t1) * 1000)  # fmt: skip
 
-    def _transcribe(self, items: list[AudioItem]) -> list[TranscriptionResult | TranscriptionFailure]:
+    def _transcribe(self, items: list[AudioItem | PreparedItem]) -> list[TranscriptionResult | TranscriptionFailure]:
         """The batch together; if the model fails on the batch, each item alone to isolate the culprit."""
         if not items:
             return []
@@ -294,3 +318,8 @@ class TranscriptionWorker:
                 telemetry.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
         except Exception as exc:  # noqa: BLE001 - metrics must not stop the worker
             log.debug("lag measurement failed: %s", exc)
+
+
+def _coordinates(msg: Message) -> tuple[str | None, int | None, int | None]:
+    """Where ``msg`` sits: ``(topic, partition, offset)``."""
+    return msg.topic(), msg.partition(), msg.offset()

@@ -701,6 +701,14 @@ def write_section(results: dict[str, Any], path: Path = RESULTS_MD) -> None:
     replace_section(path, section_heading(results), render(results))
 
 
+def _default(name: str) -> Any:
+    """The default of one ``TranscriptionSettings`` field (what the workers ran with unless the environment said
+    otherwise)."""
+    from transcription.settings import TranscriptionSettings
+
+    return TranscriptionSettings.model_fields[name].default
+
+
 def _load(load: dict[str, Any]) -> str:
     return f"{load['start'][0]:.2f} → {load['end'][0]:.2f}"
 
@@ -818,9 +826,10 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"The arrival rate is {'given by --rate' if r['rate_given'] else 'a third of the capacity the first configuration showed in its burst'} "  # noqa: E501
         f"(clip mix as in the burst, {r['clips']['audio_s'] / r['clips']['count']:.1f} s of audio on average), so "
-        "the queue stays short; the latency is then mostly the transcription of the clip itself plus up to "
-        "`COACH_TRANSCRIPTION_BATCH_MAX_WAIT_MS` (200 ms) of batch gathering. With this few samples p99 is the "
-        "slowest upload or close to it.",
+        "the queue stays short; the latency is then mostly the transcription of the clip itself plus "
+        "`COACH_TRANSCRIPTION_BATCH_IDLE_MS` (the wait for a next message before the batch starts; "
+        f"{_default('batch_idle_ms')} ms by default) of batch gathering. With this few samples p99 is the slowest "
+        "upload or close to it.",
         "",
         "### Accuracy",
         "",

@@ -150,16 +150,6 @@ class PreparedItem:
     vad_ms: float
     features_ms: float
 
-    @property
-    def id(self) -> str:
-        """The item's identifier."""
-        return self.item.id
-
-    @property
-    def duration_s(self) -> float:
-        """The item's duration, seconds."""
-        return self.item.duration_s
-
 
 @dataclass(frozen=True, slots=True)
 class DecodedSegment:

@@ -256,7 +256,8 @@ class TranscriptionWorker:
             try:
                 outcomes.append(self.transcriber.transcribe(item))
             except Exception as exc:  # noqa: BLE001
-                outcomes.append(TranscriptionFailure(item.id, f"{type(exc).__name__}: {exc}", item.duration_s))
+                audio = item.item if isinstance(item, PreparedItem) else item
+                outcomes.append(TranscriptionFailure(audio.id, f"{type(exc).__name__}: {exc}", audio.duration_s))
         return outcomes
 
     def _transcript_event(

@@ -25,6 +25,7 @@ from transcription.engine import (
     NO_SPEECH,
     AudioItem,
     BatchTranscriber,
+    PreparedItem,
     TranscriptionFailure,
     TranscriptionResult,
     _Chunk,
@@ -337,6 +338,28 @@ def test_answers_with_the_same_text_in_one_window_keep_their_own_words(
         assert isinstance(result, TranscriptionResult), result
         assert wer(result.text) <= MAX_WER, result.text
         assert all(0.0 <= w.start <= w.end <= result.duration_s for w in result.words)
+
+
+def test_items_prepared_ahead_transcribe_as_raw_ones_and_survive_a_second_batch(
+    transcriber: BatchTranscriber, jfk: np.ndarray
+) -> None:
+    """What the worker prepares while a batch gathers (:meth:`BatchTranscriber.prepare`) gives the transcripts the
+    raw audio gives, packed window included, and a prepared item is not changed by its batch: a retried batch
+    (the consumer loop retries after a transient error) transcribes it again to the same result."""
+    hotwords = decode_audio(HOTWORDS).samples
+    raw = [AudioItem("jfk", jfk), AudioItem("hotwords", hotwords), AudioItem("silence", np.zeros(16_000, np.float32))]
+    prepared = [transcriber.prepare(item) for item in raw]
+    assert isinstance(prepared[0], PreparedItem) and isinstance(prepared[1], PreparedItem)
+    assert isinstance(prepared[2], TranscriptionFailure) and prepared[2].reason == NO_SPEECH
+    assert prepared[1].voicing is not None and prepared[1].chunks[0][3] is None  # packable: features left for later
+    expected = transcriber.transcribe_batch(raw[:2])
+    for attempt in range(2):
+        results = transcriber.transcribe_batch([prepared[0], prepared[1]])
+        for got, want in zip(results, expected, strict=True):
+            assert isinstance(got, TranscriptionResult) and isinstance(want, TranscriptionResult), (attempt, got)
+            assert (got.text, got.words, got.packed_with) == (want.text, want.words, want.packed_with), attempt
+            assert got.hesitations == want.hesitations
+        assert results[0].packed_with == 1
 
 
 def _packed_pair(jfk: np.ndarray) -> list[AudioItem]:

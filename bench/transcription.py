@@ -1031,9 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.batch is None:
-        from transcription.settings import TranscriptionSettings
-
-        args.batch = TranscriptionSettings.model_fields["batch_max_messages"].default
+        args.batch = _default("batch_max_messages")
     command = " ".join([".venv/bin/python bench/transcription.py", *map(shlex.quote, sys.argv[1:])])
     bench = TranscriptionBenchSettings()
     use_stack_env(bench.stack_env())

@@ -4,9 +4,9 @@ A component supplies a :class:`BatchHandler` (how to decode one message, how to 
 the loop owns everything else, the same way for all of them:
 
 1. **consume a batch**: up to ``batch_max_messages`` messages, waiting at most ``batch_max_wait_ms`` after the
-   first one arrived (and, with ``batch_idle_ms``, at most that long for each next one); a handler's
-   ``on_arrival`` hook may start per-message work meanwhile;
-2. **decode each message** with ``handler.decode``. Whatever it raises, the message is poison
+   first one arrived (and, with ``batch_idle_ms``, at most that long for each next one);
+2. **decode each message** with ``handler.decode`` as it arrives, and show it to the ``on_arrival`` hook, which may
+   start per-message work while the batch gathers. Whatever decoding raises, the message is poison
    (:class:`~schemas.dead_letter.PoisonMessage`): it goes to ``<topic>.dlq`` with its error class and reason
    (:func:`dead_letter_record`), and the partition moves on;
 3. **process** the decoded messages together with ``handler.process``, which returns one outcome per message
@@ -58,6 +58,7 @@ __all__ = [
     "ConsumerLoop",
     "LoopSettings",
     "Positions",
+    "Gathered",
     "Received",
     "dead_letter_at",
     "dead_letter_id_for",
@@ -79,6 +80,16 @@ class Received(Generic[T]):
 
     msg: Message
     value: T
+
+
+@dataclass
+class Gathered(Generic[T]):
+    """One batch as :meth:`ConsumerLoop.gather` consumed it: every record in order, each decoded once as it came
+    (``decoded``), or poison (``poison``: whatever ``handler.decode`` raised)."""
+
+    messages: list[Message] = field(default_factory=list)
+    decoded: list[Received[T]] = field(default_factory=list)
+    poison: list[tuple[Message, PoisonMessage]] = field(default_factory=list)
 
 
 class BatchHandler(Protocol[T]):
@@ -183,10 +194,10 @@ class ConsumerLoop(Generic[T]):
     themselves). ``consumer_config``: extra librdkafka properties. ``on_assign``: a rebalance callback that assigns
     the given partitions itself (e.g. seeking to positions kept elsewhere). ``on_batch``: called with the messages
     of every completed batch (tests); ``tick(consumer)``: called once per turn of the loop, batch or not
-    (housekeeping: lag gauges, pruning). ``on_arrival(msg)``: called with each record as soon as it is consumed,
-    while its batch is still gathering, so a handler can start per-message work (the transcription worker fetches
-    and decodes the audio) while it waits; ``process`` must not rely on it having run. Not thread-safe: one
-    thread runs :meth:`run`.
+    (housekeeping: lag gauges, pruning). ``on_arrival(received)``: called with each decoded record as soon as it is
+    consumed, while its batch is still gathering, so a handler can start per-message work (the transcription
+    worker fetches and decodes the audio) while it waits; ``process`` must not rely on it having run. Not
+    thread-safe: one thread runs :meth:`run`.
     """
 
     handler: BatchHandler[T]
@@ -201,7 +212,7 @@ class ConsumerLoop(Generic[T]):
     on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None
     on_batch: Callable[[Sequence[Message]], None] | None = None
     tick: Callable[[Consumer], None] | None = None
-    on_arrival: Callable[[Message], None] | None = None
+    on_arrival: Callable[[Received[T]], None] | None = None
     consumer: Consumer | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -224,9 +235,9 @@ class ConsumerLoop(Generic[T]):
         log.info("consumer group %s reading %s", self.group_id, ", ".join(self.topics))
         try:
             while not stop.is_set():
-                batch = self._gather(consumer)
+                batch = self.gather(consumer)
                 mark_ready()  # joined the group and polled (the service running this thread, in coach run)
-                if batch and not self.run_batch(batch, stop):
+                if batch.messages and not self.run_batch(batch, stop):
                     break
                 if self.tick is not None:
                     self.tick(consumer)
@@ -236,51 +247,54 @@ class ConsumerLoop(Generic[T]):
             assert self.producer is not None
             self.producer.flush(10)
 
-    def _gather(self, consumer: Consumer) -> list[Message]:
+    def gather(self, consumer: Consumer) -> Gathered[T]:
         """Up to ``batch_max_messages`` records, waiting at most ``batch_max_wait_ms`` after the first one, and,
-        when ``batch_idle_ms`` is set, no longer than that for each next one. ``on_arrival`` sees each record as
-        soon as it is here; its time counts towards ``batch_max_wait_ms`` (which bounds the first record's wait)
-        but not towards the idle wait, which starts after it.
+        when ``batch_idle_ms`` is set, no longer than that for each next one; each is decoded as it comes
+        (:meth:`_arrived`). ``on_arrival``'s time counts towards ``batch_max_wait_ms`` (which bounds the first
+        record's wait) but not towards the idle wait, which starts after it.
 
         Records are awaited one at a time (``consume(num_messages=1)``, then what is already queued with a zero
         timeout): librdkafka's ``consume`` returns only when it holds ``num_messages`` or its timeout has passed,
         so asking for a whole batch at once would hold a lone record for the rest of the timeout."""
         s = self.settings
+        batch: Gathered[T] = Gathered()
         first = self._records(consumer.consume(num_messages=1, timeout=s.poll_timeout_s))
         if not first:
-            return first
+            return batch
         deadline = time.monotonic() + s.batch_max_wait_ms / 1000
-        messages = self._shown(first)
-        while len(messages) < s.batch_max_messages:
-            queued = self._arrived(consumer.consume(num_messages=s.batch_max_messages - len(messages), timeout=0))
-            if queued:
-                messages += queued
+        self._arrived(batch, first)
+        while len(batch.messages) < s.batch_max_messages:
+            wanted = s.batch_max_messages - len(batch.messages)
+            queued = self._records(consumer.consume(num_messages=wanted, timeout=0))
+            if not queued:
+                wait = deadline - time.monotonic()
+                if s.batch_idle_ms is not None:
+                    wait = min(wait, s.batch_idle_ms / 1000)
+                if wait <= 0:
+                    break
+                queued = self._records(consumer.consume(num_messages=1, timeout=wait))
+                if not queued:
+                    break
+            self._arrived(batch, queued)
+        return batch
+
+    def _arrived(self, batch: Gathered[T], records: list[Message]) -> None:
+        """Decode each of ``records`` into ``batch`` (whatever ``handler.decode`` raises makes it poison) and show
+        the decoded ones to ``on_arrival``; what the hook raises is logged and ignored (the batch then does that
+        work itself)."""
+        for msg in records:
+            batch.messages.append(msg)
+            try:
+                received = Received(msg, self.handler.decode(msg))
+            except Exception as exc:  # noqa: BLE001 - whatever decoding raises, this message is poison
+                batch.poison.append((msg, PoisonMessage.of(exc, "undecodable message")))
                 continue
-            wait = deadline - time.monotonic()
-            if s.batch_idle_ms is not None:
-                wait = min(wait, s.batch_idle_ms / 1000)
-            if wait <= 0:
-                break
-            more = consumer.consume(num_messages=1, timeout=wait)
-            if not more:
-                break
-            messages += self._arrived(more)
-        return messages
-
-    def _arrived(self, messages: list[Message]) -> list[Message]:
-        """The records among ``messages`` (:meth:`_records`), each shown to ``on_arrival`` (:meth:`_shown`)."""
-        return self._shown(self._records(messages))
-
-    def _shown(self, records: list[Message]) -> list[Message]:
-        """``records``, each first shown to ``on_arrival``; what the hook raises is logged and ignored (the batch
-        then does that work itself)."""
-        if self.on_arrival is not None:
-            for msg in records:
+            batch.decoded.append(received)
+            if self.on_arrival is not None:
                 try:
-                    self.on_arrival(msg)
+                    self.on_arrival(received)
                 except Exception:  # noqa: BLE001 - the hook is an optimisation; process() does the work anyway
                     log.exception("consumer group %s: on_arrival failed", self.group_id)
-        return records
 
     def _records(self, messages: list[Message]) -> list[Message]:
         records = []
@@ -295,17 +309,11 @@ class ConsumerLoop(Generic[T]):
         return records
 
     # ------------------------------------------------------------------------------------------------ one batch
-    def run_batch(self, messages: Sequence[Message], stop: threading.Event) -> bool:
-        """Decode, process, dead-letter and store the offsets of one batch. Returns ``False`` when ``stop`` was set
+    def run_batch(self, batch: Gathered[T], stop: threading.Event) -> bool:
+        """Process, dead-letter and store the offsets of one gathered batch. Returns ``False`` when ``stop`` was set
         while an engine was unreachable (nothing of the batch was committed)."""
         started = time.perf_counter()
-        decoded: list[Received[T]] = []
-        poison: list[tuple[Message, PoisonMessage]] = []
-        for msg in messages:
-            try:
-                decoded.append(Received(msg, self.handler.decode(msg)))
-            except Exception as exc:  # noqa: BLE001 - whatever decoding raises, this message is poison
-                poison.append((msg, PoisonMessage.of(exc, "undecodable message")))
+        messages, decoded, poison = batch.messages, batch.decoded, list(batch.poison)
         positions = next_positions(messages)
         backoff = self.settings.retry_initial_backoff_s
         while True:

@@ -202,14 +202,13 @@ class TranscriptionWorker:
             telemetry.RTFX.observe(audio_seconds / wall)
         return outcomes
 
-    def _prefetch(self, msg: Message) -> None:
-        """The loop's ``on_arrival``: fetch, decode and prepare (:meth:`BatchTranscriber.prepare`) one message's
-        audio while its batch is still gathering; :meth:`process` takes the result. Nothing is kept for a message
-        that does not decode or whose blob store is unreachable: :meth:`process` meets that again and handles it."""
+    def _prefetch(self, received: Received[SubmissionReceived]) -> None:
+        """The loop's ``on_arrival``: fetch, decode and prepare (:meth:`BatchTranscriber.prepare`) one submission's
+        audio while its batch is still gathering; :meth:`process` takes the result. Nothing is kept while the blob
+        store is unreachable: :meth:`process` meets that again and retries."""
         try:
-            event = self.decode(msg)
-            prepared = self._prepare(msg, event)
-        except Exception:  # noqa: BLE001 - poison or an unreachable store: process() deals with it
+            prepared = self._prepare(received.msg, received.value)
+        except BlobStoreUnavailable:
             return
         if isinstance(prepared, _Pending) and isinstance(prepared.item, AudioItem):
             try:
@@ -218,7 +217,7 @@ class TranscriptionWorker:
                 ahead = None
             if isinstance(ahead, PreparedItem):
                 prepared.item = ahead
-        self._ready[_coordinates(msg)] = prepared
+        self._ready[_coordinates(received.msg)] = prepared
 
     def _prepare(self, msg: Message, event: SubmissionReceived) -> _Pending | PoisonMessage:
         """Fetch and decode the audio of one submission, or say why it never can be."""

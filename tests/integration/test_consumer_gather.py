@@ -1,10 +1,11 @@
-"""How the platform's one consumer loop gathers a batch, against the real broker (``ConsumerLoop._gather``).
+"""How the platform's one consumer loop gathers a batch, against the real broker (``ConsumerLoop.gather``).
 
 * a lone record starts its batch without waiting out the poll timeout (librdkafka's ``consume`` holds what it has
   until it has ``num_messages`` or its timeout passed, so the loop asks for one record at a time);
 * with ``batch_idle_ms``, the batch closes once no record has come for that long, long before
   ``batch_max_wait_ms``; records that come closer together are gathered whole;
-* ``on_arrival`` sees every record, in order, before the batch is handed on, and what it raises loses nothing.
+* ``on_arrival`` sees every record, decoded, in order, before the batch is handed on, and what it raises loses
+  nothing.
 
 The generous joins below only guard against a hang (the old loop waited out a 120-s timeout here); they measure
 nothing.
@@ -59,7 +60,7 @@ def _gather_in_thread(loop: ConsumerLoop[bytes], topic: str) -> tuple[threading.
 
     def run() -> None:
         try:
-            out.append(loop._gather(consumer))
+            out.append(loop.gather(consumer).messages)
         finally:
             consumer.close()
 
@@ -89,9 +90,9 @@ def test_a_lone_record_does_not_wait_out_the_poll_timeout(topic: str) -> None:
 def test_the_idle_rule_closes_a_burst_and_arrivals_are_seen_first(topic: str) -> None:
     seen: list[bytes] = []
 
-    def arrived(msg: Message) -> None:
-        seen.append(msg.value() or b"")
-        if msg.value() == b"b":
+    def arrived(received: Received[bytes]) -> None:
+        seen.append(received.value)
+        if received.value == b"b":
             raise RuntimeError("a failing hook loses nothing")
 
     settings = LoopSettings(batch_max_messages=16, batch_max_wait_ms=120_000, batch_idle_ms=3000, poll_timeout_s=120)

@@ -204,7 +204,9 @@ def test_unusable_transcripts_are_dead_lettered_and_the_partition_moves_on(
         producer.send(TRANSCRIPTS.name, silent)
         marker = transcript(learner)
         producer.send(TRANSCRIPTS.name, marker)
-        seen = read_until(FEEDBACK.name, lambda got: str(marker.submission_id) in {g.get("submission_id") for g in got})
+        seen = read_until(
+            FEEDBACK.name, lambda got: str(marker.submission_id) in {str(g.get("submission_id")) for g in got}
+        )
     assert not [e for e in seen if e.get("submission_id") == str(silent.submission_id)]
 
     def both(seen: list[dict[str, Any]]) -> bool:
